@@ -1,0 +1,86 @@
+"""The book: instruments, market, positions, collateral and margin groups.
+
+A :class:`Book` holds validated, normalised tables (pandas DataFrames) with
+the columns of the input data contract (docs/architecture.md, "Inputs").
+Loaders (:mod:`mcmargin.io`) and the synthetic exchange
+(:mod:`mcmargin.synthetic`) both produce a Book; the engine consumes it.
+
+Normalised columns and dtypes
+-----------------------------
+instruments
+    ``instrument`` (str, unique), ``kind`` (str: spot | perpetual | future |
+    option), ``underlying`` (str, a market asset), ``settle`` (str, a market
+    asset), ``inverse`` (bool), ``contract_size`` (float64 > 0), ``expiry``
+    (datetime64[ns], NaT for spot/perpetual), ``strike`` (float64, NaN unless
+    option), ``option_type`` (str: call | put, "" unless option), ``vol``
+    (float64, NaN when the market vol applies).
+market
+    ``asset`` (str, unique), ``price`` (float64 > 0, USD), ``vol`` (float64
+    >= 0, annualised implied vol; 0 for cash), ``haircut`` (float64 in [0, 1]).
+positions
+    ``account`` (str), ``instrument`` (str), ``quantity`` (float64, signed).
+collateral
+    ``account`` (str), ``asset`` (str), ``amount`` (float64).
+accounts
+    ``account`` (str, unique), ``group`` (str, "" when the account is its own
+    group).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+INSTRUMENT_KINDS = ("spot", "perpetual", "future", "option")
+OPTION_TYPES = ("call", "put")
+
+INSTRUMENT_COLUMNS = ("instrument", "kind", "underlying", "settle", "inverse", "contract_size",
+                      "expiry", "strike", "option_type", "vol")
+MARKET_COLUMNS = ("asset", "price", "vol", "haircut")
+POSITION_COLUMNS = ("account", "instrument", "quantity")
+COLLATERAL_COLUMNS = ("account", "asset", "amount")
+ACCOUNT_COLUMNS = ("account", "group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Book:
+    """A validated book of one exchange on one valuation date."""
+
+    instruments: pd.DataFrame
+    market: pd.DataFrame
+    positions: pd.DataFrame
+    collateral: pd.DataFrame
+    accounts: pd.DataFrame
+    valuation_date: dt.date
+    sources: dict = dataclasses.field(default_factory=dict)
+    """Table name -> file it came from, for messages."""
+
+    # ----------------------------------------------------------------- labels
+    @property
+    def assets(self) -> np.ndarray:
+        """Market assets, in market-table order."""
+        return self.market["asset"].to_numpy(dtype=object)
+
+    @property
+    def account_ids(self) -> np.ndarray:
+        """Every account in positions, collateral or accounts, sorted."""
+        ids = set(self.positions["account"]) | set(self.collateral["account"]) | set(self.accounts["account"])
+        return np.array(sorted(ids), dtype=object)
+
+    def account_groups(self) -> pd.Series:
+        """Margin-group label of every account (its own id when it has none)."""
+        ids = self.account_ids
+        named = dict(zip(self.accounts["account"], self.accounts["group"]))
+        return pd.Series([named.get(a, "") or a for a in ids], index=pd.Index(ids, name="account"),
+                         name="group", dtype=object)
+
+    def risky_assets(self) -> list[str]:
+        """Assets that move in scenarios: every market asset with vol > 0."""
+        m = self.market
+        return list(m.loc[m["vol"] > 0, "asset"])
+
+    def source(self, table: str) -> str:
+        return self.sources.get(table, table)

@@ -1,0 +1,47 @@
+"""Errors a user can act on.
+
+Every error raised for bad input names where the problem is: the file, row
+and column for a data file, or the config key for a setting.  Jobs catch
+:class:`McMarginError`, print its message and exit non-zero, without a
+Python traceback.
+"""
+
+from __future__ import annotations
+
+
+class McMarginError(Exception):
+    """Base class of the errors a user can fix by changing inputs or config."""
+
+
+class InputError(McMarginError, ValueError):
+    """A data file is malformed.
+
+    Parameters
+    ----------
+    file : str
+        File name (or table name when the table was built in memory).
+    message : str
+        What is wrong.
+    row : int, optional
+        Row as a spreadsheet shows the file: the header is row 1, the first
+        record row 2 (for CSV this is the line number).
+    column : str, optional
+        Column name.
+    """
+
+    def __init__(self, file: str, message: str, row: int | None = None, column: str | None = None):
+        self.file, self.row, self.column, self.reason = file, row, column, message
+        where = [f"file {file}"]
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+class ConfigError(McMarginError, ValueError):
+    """A configuration value is invalid; ``key`` is its dotted config key."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.reason = key, message
+        super().__init__(f"config key {key}: {message}")
