@@ -1,0 +1,1 @@
+"""Hydra entry points: thin wrappers over the mcmargin library."""

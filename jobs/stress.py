@@ -1,0 +1,80 @@
+"""Nightly cross-margin stress run.
+
+    python -m jobs.stress [hydra overrides]
+
+Draws the scenarios, revalues the book, computes tails and margin for every
+account and margin group, writes the dataset to ``output.path`` and prints a
+summary.  All logic lives in :mod:`mcmargin`; this module maps the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import logging
+import sys
+
+import hydra
+import xarray as xr
+from omegaconf import DictConfig, OmegaConf
+
+from mcmargin import config as mc
+from mcmargin.backend import resolve
+from mcmargin.errors import McMarginError
+from mcmargin.output import write_dataset
+from mcmargin.report import summary
+from mcmargin.scenarios import build_scenarios
+from mcmargin.stress import run_stress
+
+log = logging.getLogger("mcmargin.stress")
+
+_VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed", "numba", "scipy")
+
+
+def run(cfg: DictConfig) -> xr.Dataset:
+    """Run the stress job described by ``cfg`` and return its dataset (not written)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    valuation = mc.valuation_date(c["valuation_date"])
+    backend = resolve(str(c["backend"]))
+    book = mc.book_from_config(c["portfolio"], valuation)
+    history = None
+    if c.get("history"):
+        from mcmargin.history import load_history
+
+        history = load_history(c["history"])
+    scen_cfg = dict(c["scenarios"], valuation_date=valuation)
+    scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
+    margin = mc.margin_from_config(c["margin"])
+    chunking, _budget = mc.chunking_from_config(c["engine"])
+    with mc.scheduler_from_config(c["cluster"]) as scheduler:
+        ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
+                        backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
+                        rate=float(c["pricing"]["rate"]), scheduler=scheduler,
+                        include_scenarios=bool(c["output"]["scenarios"]))
+    ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
+                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
+    return ds
+
+
+def _version(package: str) -> str:
+    try:
+        return md.version(package)
+    except md.PackageNotFoundError:
+        return "?"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
+def main(cfg: DictConfig) -> None:
+    try:
+        ds = run(cfg)
+        path = write_dataset(ds, cfg.output.path)
+    except McMarginError as exc:
+        print(f"mcmargin: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(summary(ds, top=int(cfg.output.top)))
+    print(f"dataset written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""From config mappings (Hydra or plain dicts) to the library's objects.
+
+Each function takes the config section it needs and raises
+:class:`~mcmargin.errors.ConfigError` naming the key at fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from .book import Book
+from .engine import TASK_BUDGET, Chunking
+from .errors import ConfigError
+from .margin import MarginParams
+
+log = logging.getLogger(__name__)
+
+TABLES = ("instruments", "market", "positions", "collateral", "accounts")
+
+
+def valuation_date(value) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError("valuation_date", f"must be an ISO date like 2026-11-25, got {value!r}") from None
+
+
+def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
+    """The book that ``portfolio`` (synthetic or files) describes; exported if asked."""
+    kind = portfolio.get("kind")
+    if kind == "synthetic":
+        from .synthetic import synthetic_book
+
+        n = portfolio.get("n_accounts")
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError("portfolio.n_accounts", f"must be a positive integer, got {n!r}")
+        book = synthetic_book(n_accounts=n, seed=int(portfolio.get("seed", 7)), valuation_date=valuation,
+                              group_share=float(portfolio.get("group_share", 0.2)))
+    elif kind == "files":
+        from .io import load_book, load_book_dir
+
+        paths = {t: portfolio.get(t) for t in TABLES if portfolio.get(t)}
+        directory = portfolio.get("dir")
+        if directory:
+            if not Path(directory).is_dir():
+                raise ConfigError("portfolio.dir", f"{directory} is not a directory")
+            if paths:  # a path per table overrides the directory's file for that table
+                for t in TABLES:
+                    found = [f for f in (Path(directory) / f"{t}.csv", Path(directory) / f"{t}.parquet")
+                             if f.exists()]
+                    if t not in paths and found:
+                        paths[t] = found[0]
+                book = load_book(paths, valuation)
+            else:
+                book = load_book_dir(directory, valuation)
+        elif paths:
+            book = load_book(paths, valuation)
+        else:
+            raise ConfigError("portfolio.dir", "portfolio=files needs portfolio.dir=PATH or a path per table "
+                                               "(portfolio.instruments=..., portfolio.market=..., ...)")
+    else:
+        raise ConfigError("portfolio.kind", f"must be synthetic or files, got {kind!r}")
+    export = portfolio.get("export")
+    if export:
+        from .io import write_book
+
+        fmt = portfolio.get("export_format", "csv")
+        if fmt not in ("csv", "parquet"):
+            raise ConfigError("portfolio.export_format", f"must be csv or parquet, got {fmt!r}")
+        write_book(book, export, fmt=fmt)
+        log.info("book exported to %s (%s)", export, fmt)
+    return book
+
+
+def margin_from_config(margin: Mapping) -> MarginParams:
+    if margin.get("model", "mc_es") != "mc_es":
+        raise ConfigError("margin.model", f"unknown margin model {margin.get('model')!r}; known: mc_es")
+    try:
+        return MarginParams(confidence=float(margin["confidence"]), buffer=float(margin["buffer"]),
+                            maintenance_ratio=float(margin["maintenance_ratio"]))
+    except KeyError as exc:
+        raise ConfigError(f"margin.{exc.args[0]}", "is required") from None
+
+
+def confidences_from_config(output: Mapping, margin: MarginParams) -> list[float]:
+    qs = output.get("confidence") or []
+    for i, q in enumerate(qs):
+        if not 0.5 < float(q) < 1:
+            raise ConfigError(f"output.confidence[{i}]", f"must be in (0.5, 1), got {q}")
+    return sorted({float(q) for q in qs} | {margin.confidence})
+
+
+def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:
+    out = []
+    for key in ("scenario_chunk", "row_block"):
+        v = engine.get(key, 0)
+        if not isinstance(v, int) or v < 0:
+            raise ConfigError(f"engine.{key}", f"must be a non-negative integer (0 = automatic), got {v!r}")
+        out.append(v)
+    budget = engine.get("task_memory_mb", TASK_BUDGET // 2**20)
+    if not isinstance(budget, (int, float)) or budget <= 0:
+        raise ConfigError("engine.task_memory_mb", f"must be > 0, got {budget!r}")
+    return Chunking(scenarios=out[0], rows=out[1]), int(budget * 2**20)
+
+
+@contextlib.contextmanager
+def scheduler_from_config(cluster: Mapping):
+    """Yield the dask scheduler the ``cluster`` config names (closed on exit)."""
+    kind = cluster.get("kind", "threads")
+    if kind == "threads":
+        import dask
+
+        n = cluster.get("n_workers")
+        with dask.config.set(scheduler="threads", num_workers=n):
+            yield "threads"
+    elif kind == "distributed":
+        from distributed import Client, LocalCluster
+
+        address = cluster.get("address")
+        if address:
+            with Client(address) as client:
+                yield client
+        else:
+            with LocalCluster(n_workers=int(cluster.get("n_workers", 2)),
+                              threads_per_worker=int(cluster.get("threads_per_worker", 1)),
+                              processes=True, dashboard_address=None) as lc, Client(lc) as client:
+                yield client
+    else:
+        raise ConfigError("cluster.kind", f"unknown cluster kind {kind!r}")

@@ -1,0 +1,119 @@
+"""Margin rules of the ``mc_es`` model (docs/methodology.md, section 5).
+
+Per account, at confidence q = ``margin.confidence``:
+
+- ``im = max(0, ES_q) x (1 + buffer)``, ``mm = im x maintenance_ratio``;
+- ``isolated_im = (1 + buffer) x sum over positions of max(0, ES_q of the
+  position alone)``, collateral excluded; a position's ES is |qty| times
+  the ES of one long or one short unit (ES is positively homogeneous);
+- ``equity`` = collateral at market value (no haircut: collateral risk is
+  in the simulation, as in OCC STANS) + value of positions;
+- ``margin_call = max(0, im - equity)``.
+
+A margin group's loss is the sum of its members' losses; its figures follow
+the same formulas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import xarray as xr
+
+from .engine import TailResult, tail_measures
+from .errors import ConfigError
+
+METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginParams:
+    """Parameters of the ``mc_es`` margin model."""
+
+    confidence: float = 0.99
+    buffer: float = 0.0
+    maintenance_ratio: float = 0.75
+
+    def __post_init__(self):
+        if not 0.5 < self.confidence < 1:
+            raise ConfigError("margin.confidence", f"must be in (0.5, 1), got {self.confidence}")
+        if not self.buffer >= 0:
+            raise ConfigError("margin.buffer", f"must be >= 0, got {self.buffer}")
+        if not 0 < self.maintenance_ratio <= 1:
+            raise ConfigError("margin.maintenance_ratio", f"must be in (0, 1], got {self.maintenance_ratio}")
+
+
+def _da(values, dims, long_name, units="USD", **attrs):
+    return (dims, values, {"long_name": long_name, "units": units, **attrs})
+
+
+def margin_dataset(result: TailResult, confidences, params: MarginParams) -> xr.Dataset:
+    """The account, group and instrument figures of a run as an xarray Dataset."""
+    book = result.book
+    confidences = sorted(set(float(q) for q in confidences) | {params.confidence})
+    k = confidences.index(params.confidence)
+    var, es = tail_measures(result, confidences)
+    rows = book.rows
+    acc, grp = rows("accounts"), book.group_row
+    scale = 1.0 + params.buffer
+
+    equity = book.holdings[acc] @ book.unit_value
+    im = np.maximum(0.0, es[acc, k]) * scale
+
+    # Standalone requirement per unit, long and short, then per position.
+    unit_es = np.stack([es[rows("long"), k], es[rows("short"), k]], axis=1)     # [instrument x side]
+    positions = book.holdings[acc][:, :book.n_instruments].tocoo()
+    side = (positions.data < 0).astype(int)
+    per_position = np.abs(positions.data) * np.maximum(0.0, unit_es[positions.col, side])
+    isolated = np.bincount(positions.row, weights=per_position, minlength=book.accounts.size) * scale
+
+    group_index = np.searchsorted(book.groups, book.account_group)
+    group_equity = np.bincount(group_index, weights=equity, minlength=book.groups.size)
+    group_im = np.maximum(0.0, es[grp, k]) * scale
+    members = np.bincount(group_index, minlength=book.groups.size)
+    group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)
+    group_sum_im = np.bincount(group_index, weights=im, minlength=book.groups.size)
+
+    mr = params.maintenance_ratio
+    ds = xr.Dataset(
+        {
+            "equity": _da(equity, ("account",), "account equity: collateral plus position value"),
+            "im": _da(im, ("account",), "initial margin requirement"),
+            "mm": _da(im * mr, ("account",), "maintenance margin requirement"),
+            "isolated_im": _da(isolated, ("account",), "initial margin of each position margined alone, summed"),
+            "netting_benefit": _da(isolated - im, ("account",), "isolated_im minus im"),
+            "margin_call": _da(np.maximum(0.0, im - equity), ("account",), "margin call: max(0, im - equity)"),
+            "var": _da(var[acc], ("account", "confidence"), "value at risk: m-th largest loss"),
+            "es": _da(es[acc], ("account", "confidence"), "expected shortfall: mean of the m largest losses"),
+            "account_group": (("account",), book.account_group.astype(str),
+                              {"long_name": "margin group of the account (its own id when it has none)"}),
+            "group_equity": _da(group_equity, ("group",), "sum of member equity"),
+            "group_im": _da(group_im, ("group",), "initial margin of the pooled group"),
+            "group_mm": _da(group_im * mr, ("group",), "maintenance margin of the pooled group"),
+            "group_margin_call": _da(np.maximum(0.0, group_im - group_equity), ("group",),
+                                     "group margin call: max(0, group_im - group_equity)"),
+            "group_var": _da(var[grp], ("group", "confidence"), "value at risk of the pooled group"),
+            "group_es": _da(es[grp], ("group", "confidence"), "expected shortfall of the pooled group"),
+            "group_members": (("group",), members, {"long_name": "number of member accounts", "units": "1"}),
+            "group_isolated_im": _da(group_isolated, ("group",), "sum of member isolated_im"),
+            "group_netting_benefit": _da(group_sum_im - group_im, ("group",),
+                                         "sum of member im (margined apart) minus group_im (pooled)"),
+            "unit_es": _da(unit_es, ("instrument", "side"), "standalone ES of one contract at margin.confidence"),
+        },
+        coords={
+            "account": book.accounts.astype(str),
+            "group": book.groups.astype(str),
+            "asset": book.assets.astype(str),
+            "instrument": book.instruments.astype(str),
+            "side": np.array(["long", "short"]),
+            "confidence": ("confidence", np.array(confidences, dtype=float),
+                           {"long_name": "confidence level q", "units": "1"}),
+        },
+    )
+    ds["confidence"].attrs.update(long_name="confidence level q", units="1")
+    ds.attrs.update(margin_model="mc_es", methodology=METHODOLOGY, margin_confidence=params.confidence,
+                    margin_buffer=params.buffer, maintenance_ratio=params.maintenance_ratio,
+                    n_scenarios=result.n_scenarios,
+                    tail_definition="m = ceil(N (1 - q) - 1e-9); VaR = m-th largest loss; ES = mean of m largest")
+    return ds

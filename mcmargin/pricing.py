@@ -1,0 +1,46 @@
+"""Instrument revaluation under scenarios (docs/methodology.md, section 3).
+
+Written once against the array API: every function takes the array
+namespace ``xp`` and the normal CDF of a :class:`~mcmargin.backend.Backend`,
+so the same code prices on NumPy, JAX, CuPy and array-api-strict.
+
+Conventions: prices in USD; ``contract_size`` in units of the underlying
+for spot, linear contracts and options, in USD face value for inverse
+contracts; times in years of 365 days.
+"""
+
+from __future__ import annotations
+
+
+def black_scholes(xp, norm_cdf, spot, strike, expiry_years, vol, is_call, rate=0.0):
+    """Black-Scholes value of a European option, in the currency of ``spot``.
+
+    Vectorised over broadcastable arrays.  Where ``expiry_years <= 0`` (the
+    option expires within the horizon) the value is the intrinsic value at
+    ``spot``.  ``is_call`` is a boolean array.
+    """
+    alive = expiry_years > 0
+    t = xp.where(alive, expiry_years, 1.0)       # keeps dead lanes finite
+    sd = vol * xp.sqrt(t)
+    sd = xp.where(sd > 0, sd, 1.0)
+    discount = xp.exp(-rate * t)
+    d1 = (xp.log(spot / strike) + (rate + 0.5 * vol * vol) * t) / sd
+    d2 = d1 - sd
+    call = spot * norm_cdf(d1) - strike * discount * norm_cdf(d2)
+    put = strike * discount * norm_cdf(-d2) - spot * norm_cdf(-d1)
+    value = xp.where(is_call, call, put)
+    # A zero vol (or vol shocked to ~0) prices the discounted forward intrinsic.
+    flat = xp.where(is_call, xp.maximum(spot - strike * discount, 0.0), xp.maximum(strike * discount - spot, 0.0))
+    value = xp.where(vol * xp.sqrt(t) > 0, value, flat)
+    intrinsic = xp.where(is_call, xp.maximum(spot - strike, 0.0), xp.maximum(strike - spot, 0.0))
+    return xp.where(alive, value, intrinsic)
+
+
+def linear_pnl(xp, size_times_spot, log_return):
+    """P&L per contract of spot and linear contracts: size (S' - S) = size S expm1(r)."""
+    return size_times_spot * xp.expm1(log_return)
+
+
+def inverse_pnl(xp, face_value, log_return):
+    """USD P&L per inverse contract: face (1/S - 1/S') coins worth S' each = face expm1(r)."""
+    return face_value * xp.expm1(log_return)

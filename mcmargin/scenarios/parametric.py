@@ -1,0 +1,167 @@
+"""Parametric Monte Carlo scenarios: correlated Gaussian and Student-t shocks.
+
+Model (docs/methodology.md, section 2)
+--------------------------------------
+For risk factor i (a market asset with vol > 0) with annual vol sigma_i,
+horizon h days and ``days_per_year`` D, the horizon scale is
+``s_i = sigma_i * sqrt(h / D)``.  With standard normals Z (k return
+factors, k vol factors) and the Cholesky factor L of the correlation
+matrix C:
+
+    eps   = L Z_ret                              correlated, unit variance
+    eta_i = rho_i eps_i + sqrt(1 - rho_i^2) Z_vol_i
+                                                 spot-vol correlation rho_i
+    shock_i     = mu_i + s_i * w * eps_i         log-return over the horizon
+    vol_shock_i = nu_i * sqrt(h / D) * w * eta_i log change of implied vol
+
+``nu_i`` is the annual vol-of-vol.  ``w = 1`` for ``gaussian``; for
+``student_t`` w = sqrt((dof - 2) / W) with W ~ chi-square(dof) shared by all
+factors of a scenario (a multivariate t), so each factor's *marginal
+standard deviation* equals s_i and the tails are jointly fat.  The drift
+``mu_i`` is 0 (``drift: zero``, the default: the median scenario leaves
+prices unchanged) or ``-s_i^2 / 2`` (``drift: martingale``, E[S'] = S for
+the Gaussian model).  Cash assets have zero shocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import rng
+from .base import ScenarioModel, register
+from .correlation import check_correlation, cholesky_psd
+
+log = logging.getLogger(__name__)
+
+DRIFTS = ("zero", "martingale")
+
+
+class ParametricScenarios(ScenarioModel):
+    """Correlated Gaussian or multivariate Student-t shocks (module docstring).
+
+    Parameters
+    ----------
+    assets : sequence of str
+        Columns of the shocks (market assets).
+    factors : sequence of str
+        The assets that move (a subset of ``assets``).
+    vol, vol_of_vol, spot_vol_corr : array_like, shape (k,)
+        Annual return vol, annual vol-of-vol and spot-vol correlation per factor.
+    correlation : array_like, shape (k, k)
+        Return correlation of the factors (PSD, unit diagonal).
+    n, seed : int
+    horizon_days, days_per_year : float
+    dof : float or None
+        Student-t degrees of freedom (> 2); None for Gaussian.
+    drift : {"zero", "martingale"}
+    """
+
+    def __init__(self, assets, factors, vol, vol_of_vol, spot_vol_corr, correlation, *, n, seed,
+                 horizon_days, days_per_year=365.0, dof=None, drift="zero"):
+        self.assets, self.factors = tuple(assets), tuple(factors)
+        self.n, self.seed = int(n), int(seed)
+        self.horizon_days, self.days_per_year = float(horizon_days), float(days_per_year)
+        self.dof, self.drift = (None if dof is None else float(dof)), drift
+        self.vol = np.asarray(vol, dtype=float)
+        self.vol_of_vol = np.asarray(vol_of_vol, dtype=float)
+        self.spot_vol_corr = np.asarray(spot_vol_corr, dtype=float)
+        self.correlation = np.asarray(correlation, dtype=float)
+        k, a = len(self.factors), len(self.assets)
+        root_h = math.sqrt(self.horizon_days / self.days_per_year)
+        scale = self.vol * root_h
+        col = np.array([self.assets.index(f) for f in self.factors], dtype=int)
+        # One matmul maps the 2k standard normals of a scenario to both shock
+        # rows: correlation, spot-vol mixing, horizon scaling and placement
+        # into asset columns, all folded into ``loading`` [2k x 2a].
+        chol = cholesky_psd(self.correlation)
+        loading = np.zeros((2 * k, 2 * a))
+        loading[:k, col] = chol.T * scale                                  # returns
+        vscale = self.vol_of_vol * root_h
+        loading[:k, a + col] = chol.T * (self.spot_vol_corr * vscale)      # vol, via eps
+        loading[k + np.arange(k), a + col] = np.sqrt(1 - self.spot_vol_corr ** 2) * vscale
+        self._loading = loading
+        self._drift = np.zeros(2 * a)
+        if drift == "martingale":
+            self._drift[col] = -0.5 * scale ** 2
+
+    def draw(self, start, stop, backend):
+        xp = backend.xp
+        z = backend.asarray(rng.standard_normals(self.seed, start, stop, 2 * len(self.factors)))
+        if self.dof is not None:
+            w = backend.asarray(rng.chi_square(self.seed, start, stop, self.dof))
+            z = z * xp.sqrt((self.dof - 2.0) / w)[:, None]
+        both = z @ backend.asarray(self._loading) + backend.asarray(self._drift)
+        a = len(self.assets)
+        return both[:, :a], both[:, a:]
+
+    def describe(self):
+        d = super().describe()
+        d.update(model="student_t" if self.dof is not None else "gaussian", dof=self.dof, drift=self.drift,
+                 days_per_year=self.days_per_year, factors=list(self.factors),
+                 vol=self.vol.tolist(), vol_of_vol=self.vol_of_vol.tolist(),
+                 spot_vol_corr=self.spot_vol_corr.tolist(), correlation=self.correlation.tolist())
+        return d
+
+
+def _factor_params(cfg: Mapping, assets, asset_vols):
+    """Risk-factor parameters of the moving assets, in market order, validated."""
+    table = cfg.get("risk_factors") or {}
+    names = list(table)
+    factors = [a for a, v in zip(assets, asset_vols) if v > 0]
+    missing = [a for a in factors if a not in table]
+    if missing:
+        raise ConfigError("scenarios.risk_factors", f"market asset(s) {', '.join(missing)} have vol > 0 but no "
+                                                    "risk factor; add an entry with their annual vol")
+    out = {"vol": [], "vol_of_vol": [], "spot_vol_corr": []}
+    for a in factors:
+        p = table[a] or {}
+        for key, default in (("vol", None), ("vol_of_vol", 0.0), ("spot_vol_corr", 0.0)):
+            v = p.get(key, default)
+            if v is None:
+                raise ConfigError(f"scenarios.risk_factors.{a}.{key}", "is required")
+            v = float(v)
+            bad = (key != "spot_vol_corr" and (v < 0 or not math.isfinite(v))) or \
+                  (key == "spot_vol_corr" and not -1 <= v <= 1)
+            if bad:
+                raise ConfigError(f"scenarios.risk_factors.{a}.{key}", f"invalid value {v}")
+            out[key].append(v)
+    full = cfg.get("correlation")
+    if full is None:
+        corr = np.eye(len(names))
+    else:
+        corr = check_correlation(np.asarray(full, dtype=float), names)
+    idx = [names.index(a) for a in factors]
+    return factors, out, corr[np.ix_(idx, idx)]
+
+
+def _parametric(cfg, assets, asset_vols, history, dof=None):
+    drift = cfg.get("drift", "zero")
+    if drift not in DRIFTS:
+        raise ConfigError("scenarios.drift", f"must be one of {DRIFTS}, got {drift!r}")
+    dpy = float(cfg.get("days_per_year", 365))
+    if dpy <= 0:
+        raise ConfigError("scenarios.days_per_year", f"must be > 0, got {dpy}")
+    factors, p, corr = _factor_params(cfg, assets, asset_vols)
+    return ParametricScenarios(assets, factors, p["vol"], p["vol_of_vol"], p["spot_vol_corr"], corr,
+                               n=cfg["n"], seed=cfg["seed"], horizon_days=cfg["horizon_days"],
+                               days_per_year=dpy, dof=dof, drift=drift)
+
+
+@register("gaussian")
+def gaussian(cfg, assets, asset_vols, history=None):
+    """Correlated Gaussian log-returns and vol shocks."""
+    return _parametric(cfg, assets, asset_vols, history)
+
+
+@register("student_t")
+def student_t(cfg, assets, asset_vols, history=None):
+    """Multivariate Student-t log-returns; ``scenarios.dof`` > 2."""
+    dof = cfg.get("dof")
+    if dof is None or not float(dof) > 2:
+        raise ConfigError("scenarios.dof", f"Student-t degrees of freedom must be > 2 (finite variance), got {dof}")
+    return _parametric(cfg, assets, asset_vols, history, dof=float(dof))
