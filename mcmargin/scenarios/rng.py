@@ -48,17 +48,31 @@ def _integers(seed, start, high, *, stream, count, dim):
     return jax.vmap(lambda k: jax.random.randint(k, (dim,), 0, high, dtype=jnp.int64))(keys)
 
 
+#: Draws are made in aligned blocks of this many scenarios, so one compiled
+#: program serves every chunk size (scenario i's numbers never depend on it).
+BLOCK = 4096
+
+
+def _blocked(draw, start: int, stop: int):
+    first = start - start % BLOCK
+    parts = [draw(b) for b in range(first, stop, BLOCK)]
+    out = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+    return out[start - first:stop - first]
+
+
 def standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL):
     """Independent N(0, 1) draws, shape ``(stop - start, dim)``, float64 (a JAX array)."""
-    return _normals(jnp.uint32(seed), jnp.uint32(start), stream=stream, count=stop - start, dim=dim)
+    return _blocked(lambda b: _normals(jnp.uint32(seed), jnp.uint32(b), stream=stream, count=BLOCK, dim=dim),
+                    start, stop)
 
 
 def chi_square(seed: int, start: int, stop: int, dof: float, stream: int = MIXING):
     """One chi-square(dof) draw per scenario, shape ``(stop - start,)``, float64."""
-    return _chi2(jnp.uint32(seed), jnp.uint32(start), jnp.float64(dof), stream=stream, count=stop - start)
+    return _blocked(lambda b: _chi2(jnp.uint32(seed), jnp.uint32(b), jnp.float64(dof), stream=stream,
+                                    count=BLOCK), start, stop)
 
 
 def integers(seed: int, start: int, stop: int, high: int, dim: int = 1, stream: int = BOOTSTRAP):
     """Uniform integers in ``[0, high)``, shape ``(stop - start, dim)``, int64."""
-    return _integers(jnp.uint32(seed), jnp.uint32(start), jnp.int64(high), stream=stream,
-                     count=stop - start, dim=dim)
+    return _blocked(lambda b: _integers(jnp.uint32(seed), jnp.uint32(b), jnp.int64(high), stream=stream,
+                                        count=BLOCK, dim=dim), start, stop)

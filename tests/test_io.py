@@ -1,0 +1,528 @@
+"""Loading, validating and writing input tables (mcmargin.io)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcmargin.book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, MARKET_COLUMNS,
+                           POSITION_COLUMNS, Book)
+from mcmargin.errors import InputError
+from mcmargin.io import (book_from_frames, load_book, load_book_dir, read_table, validate_book, write_book)
+
+VALUATION = dt.date(2025, 1, 10)
+
+# A small valid book.  Comments give the spreadsheet row of each record.
+BASE = {
+    "market": (
+        "asset,price,vol,haircut\n"
+        "BTC,90000,0.55,0.1\n"        # 2
+        "ETH,3000,0.7,0.15\n"         # 3
+        "USDT,1,0,0\n"                # 4
+    ),
+    "instruments": (
+        "instrument,kind,underlying,settle,inverse,contract_size,expiry,strike,option_type\n"
+        "BTC-USDT,spot,BTC,USDT,false,1,,,\n"                     # 2
+        "BTC-PERP,perpetual,BTC,USDT,false,0.01,,,\n"             # 3
+        "BTC-INV-PERP,perpetual,BTC,BTC,true,100,,,\n"            # 4
+        "BTC-FUT,future,BTC,USDT,false,0.01,2025-03-28,,\n"       # 5
+        "BTC-C,option,BTC,USDT,,1,2025-03-28,90000,call\n"        # 6
+        "ETH-P-INV,option,ETH,ETH,true,1,2025-03-28,3000,put\n"   # 7
+    ),
+    "positions": (
+        "account,instrument,quantity\n"
+        "001,BTC-PERP,1.5\n"          # 2
+        "001,BTC-C,-2\n"              # 3
+        "002,BTC-USDT,0\n"            # 4
+    ),
+    "collateral": (
+        "account,asset,amount\n"
+        "001,USDT,10000\n"            # 2
+        "002,BTC,0.5\n"               # 3
+    ),
+    "accounts": (
+        "account,group\n"
+        "001,G1\n"                    # 2
+        "002,G1\n"                    # 3
+        "003,\n"                      # 4
+    ),
+}
+
+EXPECTED_DTYPES = {
+    "instruments": dict(instrument=object, kind=object, underlying=object, settle=object, inverse=bool,
+                        contract_size=np.float64, expiry="datetime64[ns]", strike=np.float64, option_type=object,
+                        vol=np.float64),
+    "market": dict(asset=object, price=np.float64, vol=np.float64, haircut=np.float64),
+    "positions": dict(account=object, instrument=object, quantity=np.float64),
+    "collateral": dict(account=object, asset=object, amount=np.float64),
+    "accounts": dict(account=object, group=object),
+}
+COLUMNS = {"instruments": INSTRUMENT_COLUMNS, "market": MARKET_COLUMNS, "positions": POSITION_COLUMNS,
+           "collateral": COLLATERAL_COLUMNS, "accounts": ACCOUNT_COLUMNS}
+
+
+# ----------------------------------------------------------------------------- helpers
+def set_cell(text: str, row: int, column: str, value: str) -> str:
+    """Set one cell of a CSV (no quoting in these fixtures); row as a spreadsheet counts."""
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    cells = lines[row - 1].split(",")
+    cells[header.index(column)] = value
+    lines[row - 1] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+def add_row(text: str, line: str) -> str:
+    return text + line + "\n"
+
+
+def drop_column(text: str, column: str) -> str:
+    lines = [line.split(",") for line in text.splitlines()]
+    j = lines[0].index(column)
+    return "\n".join(",".join(c for k, c in enumerate(cells) if k != j) for cells in lines) + "\n"
+
+
+def write_dir(path, **tables) -> object:
+    """Write BASE with some tables replaced (a None table is left out) as CSV files under ``path``."""
+    texts = {**BASE, **tables}
+    for name, text in texts.items():
+        if text is not None:
+            (path / f"{name}.csv").write_text(text)
+    return path
+
+
+def load(path, **tables) -> Book:
+    return load_book_dir(write_dir(path, **tables), VALUATION)
+
+
+def expect_error(path, file: str, row: int | None, column: str, fragment: str = "", **tables) -> InputError:
+    with pytest.raises(InputError) as info:
+        load(path, **tables)
+    return check_error(info.value, file, row, column, fragment)
+
+
+def check_error(err: InputError, file: str, row: int | None, column: str, fragment: str = "") -> InputError:
+    message = str(err)
+    assert file in message, message
+    assert err.row == row, message
+    if row is not None:
+        assert f"row {row}" in message, message
+    assert err.column == column, message
+    assert repr(column) in message, message
+    assert fragment.lower() in message.lower(), message
+    return err
+
+
+def assert_normalised(book: Book) -> None:
+    for name, dtypes in EXPECTED_DTYPES.items():
+        frame = getattr(book, name)
+        assert tuple(frame.columns) == COLUMNS[name], name
+        for column, dtype in dtypes.items():
+            assert frame[column].dtype == np.dtype(dtype), (name, column, frame[column].dtype)
+        assert isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0, name
+
+
+def assert_books_equal(a: Book, b: Book) -> None:
+    for name in EXPECTED_DTYPES:
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True, obj=name)
+    assert a.valuation_date == b.valuation_date
+
+
+# ----------------------------------------------------------------------------- valid input
+def test_base_book_loads_normalised(tmp_path):
+    book = load(tmp_path)
+    assert_normalised(book)
+    assert list(book.positions["account"]) == ["001", "001", "002"]        # zeros kept: ids are text
+    assert list(book.positions["quantity"]) == [1.5, -2.0, 0.0]           # quantity 0 is kept
+    ins = book.instruments.set_index("instrument")
+    assert list(ins["inverse"]) == [False, False, True, False, False, True]
+    assert ins.loc["BTC-C", "expiry"] == pd.Timestamp("2025-03-28")
+    assert pd.isna(ins.loc["BTC-PERP", "expiry"]) and np.isnan(ins.loc["BTC-PERP", "strike"])
+    assert ins.loc["BTC-PERP", "option_type"] == "" and ins.loc["BTC-C", "option_type"] == "call"
+    assert ins["vol"].isna().all()
+    assert list(book.accounts["group"]) == ["G1", "G1", ""]
+    assert book.sources["positions"].endswith("positions.csv")
+    assert list(book.account_groups()) == ["G1", "G1", "003"]
+
+
+@pytest.mark.parametrize("word,value", [("true", True), ("FALSE", False), ("T", True), ("f", False), ("Yes", True),
+                                        ("no", False), ("Y", True), ("N", False), ("1", True), ("0", False),
+                                        ("1.0", True), ("0.0", False), (" True ", True)])
+def test_inverse_words(tmp_path, word, value):
+    settle = "BTC" if value else "USDT"
+    text = set_cell(set_cell(BASE["instruments"], 3, "inverse", word), 3, "settle", settle)
+    book = load(tmp_path, instruments=text)
+    assert book.instruments.loc[1, "inverse"] == value
+
+
+def test_case_whitespace_and_extra_columns(tmp_path):
+    instruments = BASE["instruments"].replace("perpetual", "PERPETUAL").replace("call", " Call ")
+    instruments = instruments.replace("instrument,kind", "instrument,notes,kind", 1)
+    instruments = "\n".join(line if i == 0 else line.replace(",", ",anything,", 1)
+                            for i, line in enumerate(instruments.splitlines())) + "\n"
+    positions = "account , instrument,quantity,comment\n 001 , BTC-PERP ,1.5,x\n001,BTC-C,-2,y\n002,BTC-USDT,0.25,\n"
+    book = load(tmp_path, instruments=instruments, positions=positions)
+    assert_normalised(book)
+    assert set(book.instruments["kind"]) == {"spot", "perpetual", "future", "option"}
+    assert book.instruments.loc[4, "option_type"] == "call"
+    assert list(book.positions["account"]) == ["001", "001", "002"]
+    assert book.positions.loc[0, "instrument"] == "BTC-PERP"
+
+
+def test_optional_tables_and_columns(tmp_path):
+    market = drop_column(BASE["market"], "haircut")
+    instruments = ("instrument,kind,underlying,settle,inverse,contract_size\n"
+                   "BTC-USDT,spot,BTC,USDT,,1\nBTC-PERP,perpetual,BTC,USDT,0,0.01\n")
+    positions = "account,instrument,quantity\n001,BTC-PERP,1.5\n"
+    book = load(tmp_path, market=market, instruments=instruments, positions=positions, accounts=None)
+    assert_normalised(book)
+    assert (book.market["haircut"] == 0).all()
+    assert len(book.accounts) == 0
+    assert book.instruments["expiry"].isna().all() and (book.instruments["option_type"] == "").all()
+
+
+def test_instrument_vol_override_and_fractional_quantities(tmp_path):
+    market = set_cell(BASE["market"], 3, "vol", "0")
+    instruments = BASE["instruments"].replace("option_type\n", "option_type,vol\n", 1)
+    instruments = "\n".join(line if i == 0 else line + ("," if i != 6 else ",0.8")
+                            for i, line in enumerate(instruments.splitlines())) + "\n"
+    positions = set_cell(BASE["positions"], 2, "quantity", "0.0001")
+    book = load(tmp_path, market=market, instruments=instruments, positions=positions)
+    assert book.instruments.loc[5, "vol"] == 0.8 and np.isnan(book.instruments.loc[4, "vol"])
+    assert book.positions.loc[0, "quantity"] == 0.0001
+
+
+def test_blank_lines_keep_line_numbers(tmp_path):
+    positions = "account,instrument,quantity\n001,BTC-PERP,1\n\n,,\n002,BTC-C,oops\n"
+    expect_error(tmp_path, "positions.csv", 5, "quantity", "not a number", positions=positions)
+
+
+def test_group_may_be_labelled_by_a_member(tmp_path):
+    book = load(tmp_path, accounts="account,group\n001,001\n002,001\n003,\n")
+    assert list(book.account_groups()) == ["001", "001", "003"]
+
+
+def test_load_book_with_paths_and_no_accounts(tmp_path):
+    write_dir(tmp_path, accounts=None)
+    paths = {name: tmp_path / f"{name}.csv" for name in ("instruments", "market", "positions", "collateral")}
+    book = load_book({**paths, "accounts": None}, VALUATION)
+    assert len(book.accounts) == 0 and "accounts" not in book.sources
+    assert_normalised(book)
+
+
+def test_valuation_date_forms(tmp_path):
+    write_dir(tmp_path)
+    for value in (VALUATION, dt.datetime(2025, 1, 10, 12), "2025-01-10", pd.Timestamp("2025-01-10")):
+        assert load_book_dir(tmp_path, value).valuation_date == VALUATION
+
+
+# ----------------------------------------------------------------------------- files and formats
+def test_read_table_rejects_unknown_suffix(tmp_path):
+    (tmp_path / "market.xlsx").write_text("x")
+    with pytest.raises(InputError, match="unsupported file type"):
+        read_table(tmp_path / "market.xlsx", "market")
+
+
+def test_read_table_missing_and_empty_file(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_table(tmp_path / "market.csv", "market")
+    (tmp_path / "market.csv").write_text("")
+    with pytest.raises(InputError, match="empty file"):
+        read_table(tmp_path / "market.csv", "market")
+
+
+def test_read_table_indexes_by_spreadsheet_row(tmp_path):
+    (tmp_path / "p.csv").write_text("account,instrument,quantity\n001,X,1\n\n002,Y,2\n")
+    frame = read_table(tmp_path / "p.csv", "positions")
+    assert list(frame.index) == [2, 4] and list(frame["account"]) == ["001", "002"]
+
+
+def test_load_book_dir_missing_required_table(tmp_path):
+    with pytest.raises(InputError) as info:
+        load(tmp_path, collateral=None)
+    assert "collateral" in str(info.value)
+
+
+def test_load_book_dir_both_formats(tmp_path):
+    write_dir(tmp_path)
+    pd.DataFrame({"asset": ["BTC"], "price": [1.0], "vol": [0.5]}).to_parquet(tmp_path / "market.parquet")
+    with pytest.raises(InputError, match="market.csv, market.parquet"):
+        load_book_dir(tmp_path, VALUATION)
+
+
+def test_load_book_requires_tables(tmp_path):
+    write_dir(tmp_path)
+    with pytest.raises(InputError, match="required positions table"):
+        load_book({"instruments": tmp_path / "instruments.csv", "market": tmp_path / "market.csv",
+                   "collateral": tmp_path / "collateral.csv"}, VALUATION)
+
+
+# ----------------------------------------------------------------------------- validation errors
+@pytest.mark.parametrize("table,column", [
+    ("instruments", "instrument"), ("instruments", "kind"), ("instruments", "underlying"), ("instruments", "settle"),
+    ("instruments", "inverse"), ("instruments", "contract_size"),
+    ("market", "asset"), ("market", "price"), ("market", "vol"),
+    ("positions", "account"), ("positions", "instrument"), ("positions", "quantity"),
+    ("collateral", "account"), ("collateral", "asset"), ("collateral", "amount"),
+    ("accounts", "account"), ("accounts", "group"),
+])
+def test_missing_required_column(tmp_path, table, column):
+    expect_error(tmp_path, f"{table}.csv", None, column, "missing required column",
+                 **{table: drop_column(BASE[table], column)})
+
+
+@pytest.mark.parametrize("column,needed_row", [("expiry", 5), ("strike", 6), ("option_type", 6)])
+def test_missing_column_needed_by_some_rows(tmp_path, column, needed_row):
+    expect_error(tmp_path, "instruments.csv", needed_row, column, "missing column",
+                 instruments=drop_column(BASE["instruments"], column))
+
+
+# (table, row, column, new cell value, expected message fragment)
+BAD_CELLS = [
+    # numbers
+    ("positions", 3, "quantity", "abc", "not a number"),
+    ("positions", 3, "quantity", "", "missing or nan"),
+    ("positions", 2, "quantity", "NaN", "missing or nan"),
+    ("positions", 2, "quantity", "inf", "finite"),
+    ("collateral", 3, "amount", "-inf", "finite"),
+    ("collateral", 2, "amount", "1e3x", "not a number"),
+    ("instruments", 3, "contract_size", "ten", "not a number"),
+    ("instruments", 6, "strike", "high", "not a number"),
+    # ids
+    ("positions", 3, "account", " ", "empty account"),
+    ("positions", 4, "instrument", "", "empty instrument"),
+    ("instruments", 4, "instrument", "", "empty instrument"),
+    ("collateral", 2, "asset", "", "empty asset"),
+    ("market", 3, "asset", "", "empty asset"),
+    ("accounts", 3, "account", "", "empty account"),
+    ("instruments", 2, "underlying", "", "empty underlying"),
+    # categories
+    ("instruments", 3, "kind", "swap", "unknown kind"),
+    ("instruments", 3, "kind", "", "unknown kind"),
+    ("instruments", 6, "option_type", "straddle", "unknown option_type"),
+    ("instruments", 6, "option_type", "", "unknown option_type"),
+    ("instruments", 3, "inverse", "maybe", "not a true/false"),
+    # references
+    ("instruments", 3, "underlying", "XRP", "not an asset of the market"),
+    ("instruments", 3, "settle", "USDC", "not an asset of the market"),
+    ("collateral", 3, "asset", "USDC", "not an asset of the market"),
+    ("positions", 3, "instrument", "NOPE", "not an instrument"),
+    # market values
+    ("market", 3, "price", "", "missing or nan"),
+    ("market", 3, "price", "nan", "missing or nan"),
+    ("market", 2, "price", "0", "price must be > 0"),
+    ("market", 4, "price", "-1", "price must be > 0"),
+    ("market", 3, "vol", "-0.1", "vol must be >= 0"),
+    ("market", 3, "vol", "", "missing or nan"),
+    ("market", 2, "haircut", "1.5", "haircut must be in [0, 1]"),
+    ("market", 3, "haircut", "-0.1", "haircut must be in [0, 1]"),
+    # instrument terms
+    ("instruments", 3, "contract_size", "0", "contract_size must be > 0"),
+    ("instruments", 5, "contract_size", "-1", "contract_size must be > 0"),
+    ("instruments", 6, "strike", "", "needs a strike"),
+    ("instruments", 7, "strike", "0", "needs a strike"),
+    ("instruments", 6, "expiry", "", "needs an expiry"),
+    ("instruments", 5, "expiry", "", "needs an expiry"),
+    ("instruments", 5, "expiry", "2025-13-45", "not an iso date"),
+    ("instruments", 5, "expiry", "2025-01-10", "expired"),
+    ("instruments", 6, "expiry", "2024-12-31", "expired"),
+    ("instruments", 4, "settle", "USDT", "settles in its underlying"),
+    ("instruments", 7, "settle", "USDT", "settles in its underlying"),
+    ("instruments", 2, "inverse", "true", "spot instrument cannot be inverse"),
+    ("instruments", 3, "inverse", "", "empty inverse"),
+    ("instruments", 5, "inverse", " ", "empty inverse"),
+]
+
+
+@pytest.mark.parametrize("table,row,column,value,fragment", BAD_CELLS,
+                         ids=[f"{t}-{c}-{v or 'empty'}" for t, _, c, v, _ in BAD_CELLS])
+def test_bad_cell(tmp_path, table, row, column, value, fragment):
+    expect_error(tmp_path, f"{table}.csv", row, column, fragment, **{table: set_cell(BASE[table], row, column, value)})
+
+
+@pytest.mark.parametrize("table,line,row,column", [
+    ("instruments", "BTC-PERP,perpetual,BTC,USDT,false,0.01,,,", 8, "instrument"),
+    ("instruments", " BTC-PERP ,future,BTC,USDT,false,0.01,2025-06-27,,", 8, "instrument"),
+    ("market", "BTC,1,0.5,0", 5, "asset"),
+    ("positions", "001,BTC-PERP,2", 5, "instrument"),
+    ("collateral", "001,USDT,5", 4, "asset"),
+    ("accounts", "001,G2", 5, "account"),
+])
+def test_duplicates_point_at_second_occurrence(tmp_path, table, line, row, column):
+    err = expect_error(tmp_path, f"{table}.csv", row, column, "duplicate", **{table: add_row(BASE[table], line)})
+    assert "first on row" in str(err)
+
+
+def test_option_without_volatility(tmp_path):
+    market = set_cell(BASE["market"], 3, "vol", "0")      # ETH, underlying of the option on row 7
+    expect_error(tmp_path, "instruments.csv", 7, "vol", "no volatility", market=market)
+
+
+def test_option_with_zero_vol_override(tmp_path):
+    instruments = BASE["instruments"].replace("option_type\n", "option_type,vol\n", 1)
+    instruments = "\n".join(line if i == 0 else line + ("," if i != 5 else ",0")
+                            for i, line in enumerate(instruments.splitlines())) + "\n"
+    expect_error(tmp_path, "instruments.csv", 6, "vol", "no volatility", instruments=instruments)
+
+
+def test_negative_instrument_vol(tmp_path):
+    instruments = BASE["instruments"].replace("option_type\n", "option_type,vol\n", 1)
+    instruments = "\n".join(line if i == 0 else line + ("," if i != 3 else ",-1")
+                            for i, line in enumerate(instruments.splitlines())) + "\n"
+    expect_error(tmp_path, "instruments.csv", 4, "vol", "vol must be >= 0", instruments=instruments)
+
+
+@pytest.mark.parametrize("accounts,row", [
+    ("account,group\n001,G1\n002,G1\n003,002\n", 4),      # 002 is in G1: "002" would name two pools
+    ("account,group\n001,G1\n002,\n003,002\n", 4),        # 002 is its own group
+    ("account,group\n001,004\n002,\n", 2),                # 004 holds only collateral, no accounts row
+])
+def test_group_label_collides_with_account_id(tmp_path, accounts, row):
+    collateral = add_row(BASE["collateral"], "004,USDT,1")
+    expect_error(tmp_path, "accounts.csv", row, "group", "collide", accounts=accounts, collateral=collateral)
+
+
+# ----------------------------------------------------------------------------- parquet
+def parquet_frames() -> dict[str, pd.DataFrame]:
+    """The base book as typed frames, the way a Parquet producer would write it."""
+    return {
+        "market": pd.DataFrame({"asset": ["BTC", "ETH", "USDT"], "price": [90000.0, 3000.0, 1.0],
+                                "vol": [0.55, 0.7, 0.0], "haircut": [0.1, 0.15, 0.0]}),
+        "instruments": pd.DataFrame({
+            "instrument": ["BTC-PERP", "BTC-C"], "kind": ["perpetual", "option"], "underlying": ["BTC", "BTC"],
+            "settle": ["USDT", "USDT"], "inverse": [False, False], "contract_size": [0.01, 1.0],
+            "expiry": pd.to_datetime([None, "2025-03-28"]), "strike": [np.nan, 90000.0],
+            "option_type": [None, "call"]}),
+        "positions": pd.DataFrame({"account": [1, 1, 2], "instrument": ["BTC-PERP", "BTC-C", "BTC-PERP"],
+                                   "quantity": [1.5, -2.0, 3.0]}),
+        "collateral": pd.DataFrame({"account": [1, 2], "asset": ["USDT", "BTC"], "amount": [1e4, 0.5]}),
+    }
+
+
+def write_parquet(path, frames):
+    for name, frame in frames.items():
+        frame.to_parquet(path / f"{name}.parquet", index=False)
+    return path
+
+
+def test_parquet_typed_columns(tmp_path):
+    book = load_book_dir(write_parquet(tmp_path, parquet_frames()), VALUATION)
+    assert_normalised(book)
+    assert list(book.positions["account"]) == ["1", "1", "2"]
+    assert book.instruments.loc[1, "expiry"] == pd.Timestamp("2025-03-28")
+    assert book.sources["market"].endswith("market.parquet")
+
+
+def test_parquet_errors_name_row_and_column(tmp_path):
+    frames = parquet_frames()
+    frames["market"].loc[1, "price"] = -3.0
+    with pytest.raises(InputError) as info:
+        load_book_dir(write_parquet(tmp_path, frames), VALUATION)
+    check_error(info.value, "market.parquet", 3, "price", "price must be > 0")
+
+
+def test_parquet_duplicate_position(tmp_path):
+    frames = parquet_frames()
+    frames["positions"].loc[2, "account"] = 1
+    with pytest.raises(InputError) as info:
+        load_book_dir(write_parquet(tmp_path, frames), VALUATION)
+    check_error(info.value, "positions.parquet", 4, "instrument", "duplicate")
+
+
+def test_parquet_nan_quantity_and_expired_option(tmp_path):
+    frames = parquet_frames()
+    frames["positions"].loc[0, "quantity"] = np.nan
+    with pytest.raises(InputError) as info:
+        load_book_dir(write_parquet(tmp_path, frames), VALUATION)
+    check_error(info.value, "positions.parquet", 2, "quantity", "missing or nan")
+    frames = parquet_frames()
+    frames["instruments"]["expiry"] = pd.to_datetime([None, "2025-01-09"])
+    with pytest.raises(InputError) as info:
+        load_book_dir(write_parquet(tmp_path, frames), VALUATION)
+    check_error(info.value, "instruments.parquet", 3, "expiry", "expired")
+
+
+# ----------------------------------------------------------------------------- in memory
+def test_book_from_frames_reports_positions_as_rows(tmp_path):
+    frames = parquet_frames()
+    frames["positions"].index = [10, 20, 30]          # the index is ignored: rows are positions + 2
+    frames["positions"].loc[30, "instrument"] = "NOPE"
+    with pytest.raises(InputError) as info:
+        book_from_frames(frames["instruments"], frames["market"], frames["positions"], frames["collateral"], None,
+                         VALUATION, sources={"positions": "generated positions"})
+    check_error(info.value, "generated positions", 4, "instrument", "not an instrument")
+
+
+def test_validate_book_is_idempotent(tmp_path):
+    book = load(tmp_path)
+    again = validate_book(book)
+    assert_books_equal(book, again)
+    assert again.sources == book.sources
+
+
+def test_validate_book_catches_edits(tmp_path):
+    book = load(tmp_path)
+    market = book.market.copy()
+    market.loc[0, "price"] = np.nan
+    with pytest.raises(InputError) as info:
+        validate_book(Book(book.instruments, market, book.positions, book.collateral, book.accounts,
+                           book.valuation_date, book.sources))
+    check_error(info.value, "market.csv", 2, "price", "missing or nan")
+
+
+# ----------------------------------------------------------------------------- round trip
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_round_trip(tmp_path, fmt):
+    instruments = BASE["instruments"].replace("option_type\n", "option_type,vol\n", 1)
+    instruments = "\n".join(line if i == 0 else line + ("," if i != 6 else ",0.123456789012345")
+                            for i, line in enumerate(instruments.splitlines())) + "\n"
+    positions = add_row(BASE["positions"], "003,BTC-FUT,0.1") + "003,ETH-P-INV,-1.234567890123e-7\n"
+    (tmp_path / "in").mkdir()
+    book = load(tmp_path / "in", instruments=instruments, positions=positions)
+    written = write_book(book, tmp_path / "out", fmt)
+    assert sorted(p.name for p in written.values()) == sorted(f"{t}.{fmt}" for t in EXPECTED_DTYPES)
+    again = load_book_dir(tmp_path / "out", VALUATION)
+    assert_normalised(again)
+    assert_books_equal(book, again)
+
+
+def test_round_trip_empty_accounts_and_format_switch(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_dir(tmp_path / "in", accounts=None)
+    book = load_book_dir(tmp_path / "in", VALUATION)
+    write_book(book, tmp_path / "out", "parquet")
+    write_book(book, tmp_path / "out", "csv")          # replaces the Parquet files rather than adding to them
+    assert not list((tmp_path / "out").glob("*.parquet"))
+    assert_books_equal(book, load_book_dir(tmp_path / "out", VALUATION))
+
+
+def test_written_csv_is_plain(tmp_path):
+    book = load(tmp_path)
+    write_book(book, tmp_path / "out")
+    text = (tmp_path / "out" / "instruments.csv").read_text().splitlines()
+    assert text[0] == ",".join(INSTRUMENT_COLUMNS)
+    assert text[1] == "BTC-USDT,spot,BTC,USDT,false,1.0,,,,"
+    assert text[5] == "BTC-C,option,BTC,USDT,false,1.0,2025-03-28,90000.0,call,"
+
+
+def test_csv_record_with_too_many_cells(tmp_path):
+    positions = "account,instrument,quantity\n001,BTC-PERP,1.5\n001,BTC-C,-2,7\n"
+    with pytest.raises(InputError) as info:
+        load(tmp_path, positions=positions)
+    assert info.value.row == 3 and "positions.csv" in str(info.value) and "header has 3" in str(info.value)
+
+
+def test_csv_quoted_cells(tmp_path):
+    positions = 'account,instrument,quantity\n"0,01",BTC-PERP,1.5\n"001",BTC-C,"-2"\n'
+    book = load(tmp_path, positions=positions)
+    assert list(book.positions["account"]) == ["0,01", "001"]
+    assert list(book.positions["quantity"]) == [1.5, -2.0]
+
+
+def test_book_from_frames_requires_tables():
+    frames = parquet_frames()
+    with pytest.raises(InputError, match="required collateral table"):
+        book_from_frames(frames["instruments"], frames["market"], frames["positions"], None, None, VALUATION)
