@@ -45,12 +45,12 @@ def run(cfg: DictConfig) -> xr.Dataset:
     scen_cfg = dict(c["scenarios"], valuation_date=valuation)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
     margin = mc.margin_from_config(c["margin"])
-    chunking, _budget = mc.chunking_from_config(c["engine"])
+    chunking, budget = mc.chunking_from_config(c["engine"])
     with mc.scheduler_from_config(c["cluster"]) as scheduler:
         ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
                         backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
-                        include_scenarios=bool(c["output"]["scenarios"]))
+                        include_scenarios=bool(c["output"]["scenarios"]), budget=budget)
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

@@ -57,25 +57,29 @@ def _clamp(x, lo, hi):
 
 @dataclasses.dataclass
 class TailResult:
-    """Sorted worst losses of every row, and how they were computed."""
+    """VaR and ES of every row of the holdings at each confidence."""
 
     book: exposure.CompiledBook
-    tails: np.ndarray            # [rows x m_max], descending
+    confidences: list
+    var: np.ndarray              # [rows x confidence]
+    es: np.ndarray               # [rows x confidence]
     n_scenarios: int
+    tail_size: int               # m kept per row (the largest over the confidences)
     chunking: Chunking
     timings: dict
 
 
-def compute_tails(book: exposure.CompiledBook, scenarios, m: int, *, backend: str = "numpy",
-                  fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None) -> TailResult:
-    """The m worst losses of every row of ``book.holdings`` over all scenarios.
+def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
+                  fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
+                  budget: int = TASK_BUDGET) -> TailResult:
+    """VaR and ES at each confidence of every row of ``book.holdings``.
 
     Parameters
     ----------
     book : CompiledBook
     scenarios : ScenarioModel
-    m : int
-        Tail size to keep (the largest over the confidences wanted).
+    confidences : sequence of float
+        q values; each row keeps its m = max over q of ``tail_size(N, q)`` worst losses.
     backend : str
         Array backend name (:mod:`mcmargin.backend`).
     fast_path : bool
@@ -84,13 +88,18 @@ def compute_tails(book: exposure.CompiledBook, scenarios, m: int, *, backend: st
     chunking : Chunking
     scheduler : str or dask Client, optional
         Passed to ``dask.compute``; default the local threaded scheduler.
+    budget : int
+        Memory budget of one task in bytes, for chunk sizes not set.
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
     fused = fast_path and b.name == "numpy"
     n = scenarios.n
     n_rows = book.holdings.shape[0]
-    ch = chunking.resolve(n, n_rows, book.n_columns, m)
+    confidences = [float(q) for q in confidences]
+    sizes = [tails.tail_size(n, q) for q in confidences]
+    m = max(sizes)
+    ch = chunking.resolve(n, n_rows, book.n_columns, m, budget)
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
 
@@ -109,14 +118,15 @@ def compute_tails(book: exposure.CompiledBook, scenarios, m: int, *, backend: st
         state = None
         for s, p in zip(starts, pnl):
             state = fold(state, h, p, m, b.name, dask_key_name=f"fold-{run}-{r0}-{s}")
-        out.append(finish(state, fused, dask_key_name=f"tail-{run}-{r0}"))
+        out.append(finish(state, fused, sizes, dask_key_name=f"tail-{run}-{r0}"))
     t1 = time.perf_counter()
     kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
     with dask.config.set(**({"scheduler": "threads"} if scheduler is None else {})):
         results = dask.compute(*out, **kwargs)
     t2 = time.perf_counter()
-    full = np.concatenate(results, axis=0)
-    return TailResult(book, tails.sorted_tail(full), n, ch,
+    var = np.concatenate([r[0] for r in results], axis=0)
+    es = np.concatenate([r[1] for r in results], axis=0)
+    return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks))})
 
 
@@ -169,22 +179,14 @@ def _fold_fused(state, holdings, pnl_t, m, backend_name):
     return state
 
 
-def _finish(state, fused):
-    if fused:
-        return state.top().copy()
-    return get_backend("numpy").to_numpy(state) if not isinstance(state, np.ndarray) else state
-
-
-def max_tail_size(n_scenarios: int, confidences) -> int:
-    return max(tails.tail_size(n_scenarios, q) for q in confidences)
-
-
-def tail_measures(result: TailResult, confidences):
-    """VaR and ES ``[rows x confidence]`` for each q from the sorted tails."""
-    var = np.empty((result.tails.shape[0], len(confidences)))
+def _finish(state, fused, sizes):
+    """VaR and ES [rows x len(sizes)] of a row block from its final tail state."""
+    top = state.top() if fused else state
+    ordered = tails.sorted_tail(get_backend("numpy").to_numpy(top) if not isinstance(top, np.ndarray) else top)
+    var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
-    for j, q in enumerate(confidences):
-        var[:, j], es[:, j] = tails.var_es(result.tails, tails.tail_size(result.n_scenarios, q))
+    for j, m in enumerate(sizes):
+        var[:, j], es[:, j] = tails.var_es(ordered, m)
     return var, es
 
 

@@ -6,15 +6,16 @@ losses for a tile of scenarios are accumulated in a small buffer that stays
 in L1 cache and are compared at once with the row's running threshold (the
 smallest of its current m worst losses), so the loss matrix never travels
 through main memory and, once the threshold is set, a loss costs one
-comparison.  Candidates above the threshold are staged; when m have
-accumulated the row's 2m values are partitioned back to the top m.
+comparison.  Until a row holds m losses, whole tiles are copied in without
+comparison.  Candidates above the threshold are staged; when the stage is
+full the row's values are partitioned back to the top m.
 
 Exactness: every loss is formed by the same sum, in the order of the
 row's holdings, as the reference; the kept set is the exact top m.
 
-State per row block (:class:`FastTail`): ``values[rows, 2m]`` (top-m set
-in the first m slots, staged candidates after), ``count[rows]`` (values
-held), ``threshold[rows]``.
+State per row block (:class:`FastTail`): ``values[rows, m + stage + tile]``
+(top-m set in the first m slots, staged candidates after), ``count[rows]``
+(values held), ``threshold[rows]`` (-inf until m values are held).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ import numpy as np
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
 
 
+def stage_size(m: int) -> int:
+    """Candidates staged per row before compaction: amortises each O(m) partition."""
+    return max(m // 2, 64)
+
+
 @dataclasses.dataclass
 class FastTail:
     values: np.ndarray
@@ -36,7 +42,8 @@ class FastTail:
 
     @classmethod
     def empty(cls, rows: int, m: int) -> "FastTail":
-        return cls(np.empty((rows, 2 * m)), np.zeros(rows, dtype=np.int64), np.full(rows, -np.inf), m)
+        return cls(np.empty((rows, m + stage_size(m) + TILE)), np.zeros(rows, dtype=np.int64),
+                   np.full(rows, -np.inf), m)
 
     def top(self) -> np.ndarray:
         """The kept worst losses per row, ``[rows x min(m, seen)]`` in any order."""
@@ -65,35 +72,69 @@ def _compact(values, count, threshold, m):
 
 
 @numba.njit(nogil=True, cache=True)
+def _accumulate(buf, w, s0, pnl_t, indices, data, start, end):
+    """buf[:w] = sum over holdings p of data[p] * pnl_t[indices[p], s0:s0+w], summed in holding order.
+
+    Four holdings per pass keep the running sum in registers; the additions
+    happen in the same order as the reference's sparse product, so the
+    losses are the same numbers.
+    """
+    # Slices first: indices are then plain range variables, which LLVM
+    # vectorises (an offset index s0 + s would need a wraparound check).
+    for s in range(w):
+        buf[s] = 0.0
+    p = start
+    s1 = s0 + w
+    while p + 4 <= end:
+        q0, q1, q2, q3 = data[p], data[p + 1], data[p + 2], data[p + 3]
+        c0 = pnl_t[indices[p], s0:s1]
+        c1 = pnl_t[indices[p + 1], s0:s1]
+        c2 = pnl_t[indices[p + 2], s0:s1]
+        c3 = pnl_t[indices[p + 3], s0:s1]
+        for s in range(w):
+            buf[s] = (((buf[s] + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]) + q3 * c3[s]
+        p += 4
+    while p < end:
+        q0 = data[p]
+        c0 = pnl_t[indices[p], s0:s1]
+        for s in range(w):
+            buf[s] = buf[s] + q0 * c0[s]
+        p += 1
+
+
+@numba.njit(nogil=True, cache=True)
 def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
     ``pnl_t`` is ``[columns x scenarios]``, C-contiguous, so each holding adds
-    a contiguous row slice to the buffer (vectorised by LLVM).
+    a contiguous row slice to the buffer (vectorised by LLVM).  Rows are the
+    outer loop within a tile so the tile of ``pnl_t`` stays in cache.
+    ``values`` must have room for m + stage + tile losses per row.
     """
     n_rows = indptr.size - 1
     n = pnl_t.shape[1]
     buf = np.empty(tile)
-    cap = 2 * m
+    full = values.shape[1] - tile          # compact once more than this is held
     for s0 in range(0, n, tile):
         w = min(tile, n - s0)
         for r in range(n_rows):
-            for s in range(w):
-                buf[s] = 0.0
-            for p in range(indptr[r], indptr[r + 1]):
-                q = data[p]
-                col = pnl_t[indices[p]]
-                for s in range(w):
-                    buf[s] += q * col[s0 + s]
+            _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             c = count[r]
             thr = threshold[r]
             row = values[r]
-            for s in range(w):
-                x = -buf[s]
-                if c < m or x > thr:
-                    row[c] = x
-                    c += 1
-                    if c == cap or (c == m and thr == -np.inf):
-                        c, thr = _compact_row(row, c, m)
+            if c < m:                      # warming up: keep everything
+                for s in range(w):
+                    row[c + s] = -buf[s]
+                c += w
+                if c >= m:
+                    c, thr = _compact_row(row, c, m)
+            else:
+                for s in range(w):
+                    x = -buf[s]
+                    if x > thr:
+                        row[c] = x
+                        c += 1
+                if c > full:
+                    c, thr = _compact_row(row, c, m)
             count[r] = c
             threshold[r] = thr

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 import xarray as xr
 
-from .engine import TailResult, tail_measures
+from .engine import TailResult
 from .errors import ConfigError
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
@@ -48,12 +48,14 @@ def _da(values, dims, long_name, units="USD", **attrs):
     return (dims, values, {"long_name": long_name, "units": units, **attrs})
 
 
-def margin_dataset(result: TailResult, confidences, params: MarginParams) -> xr.Dataset:
+def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
     """The account, group and instrument figures of a run as an xarray Dataset."""
     book = result.book
-    confidences = sorted(set(float(q) for q in confidences) | {params.confidence})
+    confidences = list(result.confidences)
+    if params.confidence not in confidences:
+        raise ValueError("the tails were not computed at margin.confidence")
     k = confidences.index(params.confidence)
-    var, es = tail_measures(result, confidences)
+    var, es = result.var, result.es
     rows = book.rows
     acc, grp = rows("accounts"), book.group_row
     scale = 1.0 + params.buffer

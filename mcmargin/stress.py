@@ -18,14 +18,15 @@ import xarray as xr
 
 from .backend import get_backend
 from .book import Book
-from .engine import Chunking, compute_tails, max_tail_size
+from .engine import TASK_BUDGET, Chunking, compute_tails
 from .exposure import compile_book
 from .margin import MarginParams, margin_dataset
 
 
 def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), confidences=(0.99, 0.995),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
-               rate: float = 0.0, scheduler=None, include_scenarios: bool = False) -> xr.Dataset:
+               rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
+               budget: int = TASK_BUDGET) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -48,6 +49,8 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         dask scheduler name or ``distributed.Client``; default local threads.
     include_scenarios : bool
         Add ``shock`` and ``vol_shock`` (scenario, asset) to the dataset.
+    budget : int
+        Memory budget of one task (bytes), sizing chunks that are not set.
 
     Returns
     -------
@@ -60,12 +63,11 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     b = get_backend(backend)
     compiled = compile_book(book, scenarios.horizon_days, rate)
     confidences = sorted(set(float(q) for q in confidences) | {margin.confidence})
-    m = max_tail_size(scenarios.n, confidences)
     t1 = time.perf_counter()
-    result = compute_tails(compiled, scenarios, m, backend=b.name, fast_path=fast_path, chunking=chunking,
-                           scheduler=scheduler)
+    result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
+                           chunking=chunking, scheduler=scheduler, budget=budget)
     t2 = time.perf_counter()
-    ds = margin_dataset(result, confidences, margin)
+    ds = margin_dataset(result, margin)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -80,7 +82,7 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         backend=b.name, device=b.device, kernel="fused (numba)" if fused else "array-api reference",
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),
         horizon_days=float(scenarios.horizon_days), valuation_date=book.valuation_date.isoformat(),
-        chunk_scenarios=result.chunking.scenarios, chunk_rows=result.chunking.rows, tail_size_kept=m,
+        chunk_scenarios=result.chunking.scenarios, chunk_rows=result.chunking.rows, tail_size_kept=result.tail_size,
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
