@@ -111,7 +111,11 @@ def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:
 
 @contextlib.contextmanager
 def scheduler_from_config(cluster: Mapping):
-    """Yield the dask scheduler the ``cluster`` config names (closed on exit)."""
+    """Yield the dask scheduler the ``cluster`` config names (closed on exit).
+
+    ``threads`` yields the string "threads"; the others yield a
+    ``distributed.Client``.  An ``address`` connects to a running scheduler.
+    """
     kind = cluster.get("kind", "threads")
     if kind == "threads":
         import dask
@@ -119,17 +123,40 @@ def scheduler_from_config(cluster: Mapping):
         n = cluster.get("n_workers")
         with dask.config.set(scheduler="threads", num_workers=n):
             yield "threads"
-    elif kind == "distributed":
-        from distributed import Client, LocalCluster
+        return
+    if kind not in ("distributed", "cuda", "slurm"):
+        raise ConfigError("cluster.kind", f"unknown cluster kind {kind!r}; choose threads, distributed, cuda or slurm")
+    from distributed import Client
 
-        address = cluster.get("address")
-        if address:
-            with Client(address) as client:
-                yield client
-        else:
-            with LocalCluster(n_workers=int(cluster.get("n_workers", 2)),
-                              threads_per_worker=int(cluster.get("threads_per_worker", 1)),
-                              processes=True, dashboard_address=None) as lc, Client(lc) as client:
-                yield client
-    else:
-        raise ConfigError("cluster.kind", f"unknown cluster kind {kind!r}")
+    address = cluster.get("address")
+    if address:
+        with Client(address) as client:
+            yield client
+        return
+    with _local_cluster(kind, cluster) as lc, Client(lc) as client:
+        if kind == "slurm":
+            lc.scale(jobs=int(cluster.get("jobs", 1)))
+        yield client
+
+
+def _local_cluster(kind: str, cluster: Mapping):
+    if kind == "distributed":
+        from distributed import LocalCluster
+
+        return LocalCluster(n_workers=int(cluster.get("n_workers") or 2),
+                            threads_per_worker=int(cluster.get("threads_per_worker") or 1),
+                            processes=True, dashboard_address=None)
+    if kind == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ConfigError("cluster.kind", "cluster=cuda needs dask-cuda: pip install 'mcmargin[gpu]'") from None
+        n = cluster.get("n_workers")
+        return LocalCUDACluster(n_workers=n, device_memory_limit=cluster.get("device_memory_limit", 0.8),
+                                dashboard_address=None)
+    from dask_jobqueue import SLURMCluster
+
+    return SLURMCluster(queue=cluster.get("queue"), account=cluster.get("account"),
+                        cores=int(cluster.get("cores", 1)), processes=int(cluster.get("processes", 1)),
+                        memory=str(cluster.get("memory", "4GB")), walltime=cluster.get("walltime"),
+                        job_extra_directives=list(cluster.get("job_extra_directives") or []))

@@ -13,8 +13,10 @@ Peak memory is O(rows x m) for the tails plus O(chunk) per task in flight.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sys
 import time
 import uuid
 
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Default memory budget of one task (bytes): sizes chunks when not set.
 TASK_BUDGET = 64 * 2**20
+
+#: Runs longer than this show a progress bar (seconds).
+PROGRESS_AFTER_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +76,7 @@ class TailResult:
 
 def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
-                  budget: int = TASK_BUDGET) -> TailResult:
+                  budget: int = TASK_BUDGET, progress: bool = False) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.holdings``.
 
     Parameters
@@ -90,6 +95,8 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
         Passed to ``dask.compute``; default the local threaded scheduler.
     budget : int
         Memory budget of one task in bytes, for chunk sizes not set.
+    progress : bool
+        Show a progress bar on stderr once the run has taken a few seconds.
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
@@ -120,14 +127,28 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
             state = fold(state, h, p, m, b.name, dask_key_name=f"fold-{run}-{r0}-{s}")
         out.append(finish(state, fused, sizes, dask_key_name=f"tail-{run}-{r0}"))
     t1 = time.perf_counter()
-    kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
-    with dask.config.set(**({"scheduler": "threads"} if scheduler is None else {})):
-        results = dask.compute(*out, **kwargs)
+    results = _run_graph(out, scheduler, progress)
     t2 = time.perf_counter()
     var = np.concatenate([r[0] for r in results], axis=0)
     es = np.concatenate([r[1] for r in results], axis=0)
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks))})
+
+
+def _run_graph(out, scheduler, progress):
+    """Compute the graph on ``scheduler`` with a progress bar on long runs (stderr)."""
+    if scheduler is None or isinstance(scheduler, str):
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(minimum=PROGRESS_AFTER_S, dt=1.0, out=sys.stderr) if progress else contextlib.nullcontext()
+        with bar:
+            return dask.compute(*out, scheduler=scheduler or "threads")
+    futures = scheduler.compute(list(out))
+    if progress:
+        from distributed import progress as show_progress
+
+        show_progress(futures, notebook=False)
+    return scheduler.gather(futures)
 
 
 def _revalue_chunk(book, scenarios, backend_name, start, stop, transposed):

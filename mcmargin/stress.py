@@ -26,7 +26,7 @@ from .margin import MarginParams, margin_dataset
 def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), confidences=(0.99, 0.995),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
-               budget: int = TASK_BUDGET) -> xr.Dataset:
+               budget: int = TASK_BUDGET, progress: bool = False) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -51,6 +51,8 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         Add ``shock`` and ``vol_shock`` (scenario, asset) to the dataset.
     budget : int
         Memory budget of one task (bytes), sizing chunks that are not set.
+    progress : bool
+        Progress bar on stderr for long runs.
 
     Returns
     -------
@@ -65,7 +67,7 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     confidences = sorted(set(float(q) for q in confidences) | {margin.confidence})
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
-                           chunking=chunking, scheduler=scheduler, budget=budget)
+                           chunking=chunking, scheduler=scheduler, budget=budget, progress=progress)
     t2 = time.perf_counter()
     ds = margin_dataset(result, margin)
     if include_scenarios:

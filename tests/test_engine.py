@@ -1,0 +1,95 @@
+"""Scheduling and kernels: reproducibility across schedulers, JAX jit, chunk sizing."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import SCENARIOS_2F
+from mcmargin import Chunking, build_scenarios, get_backend, run_stress
+from mcmargin import engine, exposure, tails
+from mcmargin.synthetic import synthetic_book
+
+FIGURES = ("equity", "im", "isolated_im", "margin_call", "var", "es", "group_im", "group_es", "group_equity",
+           "unit_es")
+
+
+@pytest.fixture(scope="module")
+def book():
+    import datetime as dt
+    return synthetic_book(n_accounts=150, seed=3, valuation_date=dt.date(2026, 11, 25))
+
+
+@pytest.fixture(scope="module")
+def scen(book):
+    from omegaconf import OmegaConf
+    cfg = OmegaConf.to_container(OmegaConf.load("conf/scenarios/gaussian.yaml"))
+    return build_scenarios(dict(cfg, n=3000, seed=9), book.assets, book.market["vol"].to_numpy())
+
+
+@pytest.mark.slow
+def test_local_cluster_matches_threads_bit_for_bit(book, scen):
+    import dask
+    from distributed import Client, LocalCluster
+
+    chunking = Chunking(700, 64)
+    runs = {}
+    for fast in (True, False):
+        with dask.config.set(num_workers=1):
+            runs["threads1", fast] = run_stress(book, scen, chunking=chunking, fast_path=fast, scheduler="threads")
+        runs["threads2", fast] = run_stress(book, scen, chunking=chunking, fast_path=fast, scheduler="threads")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        for fast in (True, False):
+            runs["cluster", fast] = run_stress(book, scen, chunking=chunking, fast_path=fast, scheduler=client)
+    for fast in (True, False):
+        for name in ("threads2", "cluster"):
+            for v in FIGURES:
+                np.testing.assert_array_equal(runs[name, fast][v].values, runs["threads1", fast][v].values,
+                                              err_msg=f"{name} fast={fast} {v}")
+
+
+def test_chunk_sizes_follow_problem_size_and_budget_only():
+    a = Chunking().resolve(20_000, 5_300, 140, 200)
+    assert a == Chunking().resolve(20_000, 5_300, 140, 200)
+    small_budget = Chunking().resolve(20_000, 5_300, 140, 200, budget=8 * 2**20)
+    assert small_budget.rows <= a.rows and small_budget.scenarios <= a.scenarios
+    assert Chunking(512, 100).resolve(20_000, 5_300, 140, 200) == Chunking(512, 100)
+    assert Chunking().resolve(300, 10, 5, 3).scenarios == 300
+
+
+def test_kernels_under_jax_jit_match_numpy(book, scen):
+    import jax
+
+    jb, nb = get_backend("jax"), get_backend("numpy")
+    cb = exposure.compile_book(book, scen.horizon_days)
+    shock, vol_shock = scen.draw(0, 500, jb)
+    on_jax = exposure.to_backend(cb, jb)
+    pnl_jit = jax.jit(lambda s, v: exposure.revalue(jb, on_jax, s, v))(shock, vol_shock)
+    pnl_np = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 500, nb))
+    np.testing.assert_allclose(np.asarray(pnl_jit), pnl_np, rtol=1e-12, atol=1e-9)
+
+    h = jb.asarray(cb.holdings[:40].toarray())
+    fold = jax.jit(lambda t, p: tails.fold_chunk(jb, t, h, p, 5))
+    t1 = fold(tails.fold_chunk(jb, None, h, pnl_jit[:250], 5), pnl_jit[250:])
+    ref = tails.fold_chunk(nb, None, cb.holdings[:40], pnl_np, 5)
+    np.testing.assert_allclose(tails.sorted_tail(np.asarray(t1)), tails.sorted_tail(ref), rtol=1e-12, atol=1e-9)
+
+
+def test_kernels_under_array_api_strict(book, scen):
+    """The strict namespace rejects NumPy-only behaviour that would break on CuPy or JAX."""
+    sb, nb = get_backend("array_api_strict"), get_backend("numpy")
+    cb = exposure.compile_book(book, scen.horizon_days)
+    shock, vol_shock = scen.draw(0, 300, sb)
+    assert type(shock).__module__.startswith("array_api_strict")
+    pnl = exposure.revalue(sb, exposure.to_backend(cb, sb), shock, vol_shock)
+    ref = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 300, nb))
+    np.testing.assert_allclose(np.asarray(pnl), ref, rtol=1e-12, atol=1e-9)
+    t = tails.fold_chunk(sb, None, sb.asarray(cb.holdings[:30].toarray()), pnl, 4)
+    np.testing.assert_allclose(tails.sorted_tail(np.asarray(t)),
+                               tails.sorted_tail(tails.fold_chunk(nb, None, cb.holdings[:30], ref, 4)), rtol=1e-12, atol=1e-9)
+
+
+def test_auto_backend_is_deterministic_on_this_machine():
+    from mcmargin.backend import resolve
+    assert resolve("auto") == resolve("auto")
+    assert resolve("numpy") == "numpy"
