@@ -115,9 +115,10 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     revalue_chunk = dask.delayed(_revalue_chunk, pure=False)
     fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
     finish = dask.delayed(_finish, pure=False)
-    book_d = dask.delayed(book, name=f"book-{run}")
+    # The pricing arrays go to the backend (device) once, as a task of their own.
+    priced = dask.delayed(_to_backend, pure=False)(book, b.name, dask_key_name=f"priced-{run}")
     scen_d = dask.delayed(scenarios, name=f"scenarios-{run}")
-    pnl = [revalue_chunk(book_d, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
+    pnl = [revalue_chunk(priced, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
                          dask_key_name=f"revalue-{run}-{s}") for s in starts]
     out = []
     for r0 in blocks:
@@ -151,24 +152,17 @@ def _run_graph(out, scheduler, progress):
     return scheduler.gather(futures)
 
 
-def _revalue_chunk(book, scenarios, backend_name, start, stop, transposed):
+def _revalue_chunk(priced, scenarios, backend_name, start, stop, transposed):
     b = get_backend(backend_name)
     shock, vol_shock = scenarios.draw(start, stop, b)
-    pnl = exposure.revalue(b, _on_backend(book, b), shock, vol_shock)
+    pnl = exposure.revalue(b, priced, shock, vol_shock)
     if transposed:  # the fused kernel streams column rows: [columns x scenarios]
         return np.ascontiguousarray(np.asarray(pnl).T)
     return pnl
 
 
-_BACKEND_BOOKS: dict = {}
-
-
-def _on_backend(book, b):
-    key = (id(book), b.name)
-    if key not in _BACKEND_BOOKS:
-        _BACKEND_BOOKS.clear()
-        _BACKEND_BOOKS[key] = (book, exposure.to_backend(book, b))
-    return _BACKEND_BOOKS[key][1]
+def _to_backend(book, backend_name):
+    return exposure.to_backend(book, get_backend(backend_name))
 
 
 def _fold_reference(state, holdings, pnl, m, backend_name):
