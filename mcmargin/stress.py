@@ -63,7 +63,8 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         raise ValueError("scenario columns must be the book's market assets in order")
     t0 = time.perf_counter()
     b = get_backend(backend)
-    compiled = compile_book(book, scenarios.horizon_days, rate)
+    # Option time decay is in calendar days; history models count rows (trading days).
+    compiled = compile_book(book, getattr(scenarios, "horizon_calendar_days", scenarios.horizon_days), rate)
     confidences = sorted(set(float(q) for q in confidences) | {margin.confidence})
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError
 from . import rng
 from .base import ScenarioModel, register
-from .correlation import check_correlation, cholesky_psd
+from .correlation import check_correlation, cholesky_psd, nearest_correlation
 
 log = logging.getLogger(__name__)
 
@@ -108,35 +108,125 @@ class ParametricScenarios(ScenarioModel):
         return d
 
 
-def _factor_params(cfg: Mapping, assets, asset_vols):
-    """Risk-factor parameters of the moving assets, in market order, validated."""
+def _fitted_params(cfg: Mapping, factors, history, fit_dof: bool):
+    """Fitted parameters for the factors: ``scenarios.params`` (a calibration dataset), else a
+    calibration of ``history`` on the fly (docs/methodology-history.md, H.5), else None."""
+    path = cfg.get("params")
+    if path:
+        from ..calibration import load_params
+
+        ds = load_params(str(path))
+        covered = [a for a in factors if a in set(ds["asset"].values)]
+        log.info("scenario parameters from %s for %s", path, ", ".join(covered) or "no factor")
+        return ds
+    if history is None:
+        return None
+    from ..calibration import calibrate
+    from ..history import as_history
+
+    h = as_history(history)
+    ivc = set((cfg.get("implied_vol_columns") or {}).values())
+    use = [a for a in factors if a in h.columns and a not in ivc and h[a].notna().any()]
+    if not use:
+        log.warning("history %s holds none of the risk factors (%s); using the configured parameters",
+                    h.attrs.get("file", "<history>"), ", ".join(factors))
+        return None
+    log.info("calibrating %s on history %s", ", ".join(use), h.attrs.get("file", "<history>"))
+    from ..calibration.fit import CalibrationSettings
+
+    return calibrate(h, CalibrationSettings.from_cfg(cfg, "scenarios", fit_dof=fit_dof), assets=use)
+
+
+def _factor_params(cfg: Mapping, assets, asset_vols, history=None, fit_dof: bool = False):
+    """Risk-factor parameters of the moving assets, in market order, validated.
+
+    Precedence per factor: fitted values (``scenarios.params`` dataset, or a
+    calibration of ``history`` when no dataset is given) for the assets they
+    cover; then the factor's ``risk_factors`` entry; then ``default_factor``
+    (whose ``vol: null`` means the asset's market implied vol).  Without a
+    ``default_factor`` key an unnamed factor is an error.  Correlations
+    come from the fit between fitted assets, from the ``correlation`` matrix
+    between configured ones, and are 0 otherwise; a mix is repaired to the
+    nearest correlation matrix if it is not PSD (logged).
+
+    Returns ``(factors, out, corr)``; ``out`` holds per-factor lists ``vol``,
+    ``vol_of_vol``, ``spot_vol_corr``, ``dof`` (marginal Student-t dof or
+    None), ``source``, and scalars ``mvt_dof``, ``copula_dof`` (None unless fitted).
+    """
     table = cfg.get("risk_factors") or {}
     names = list(table)
+    market_vol = dict(zip(assets, (float(v) for v in asset_vols)))
     factors = [a for a, v in zip(assets, asset_vols) if v > 0]
+    default = cfg.get("default_factor")
     missing = [a for a in factors if a not in table]
-    if missing:
-        raise ConfigError("scenarios.risk_factors", f"market asset(s) {', '.join(missing)} have vol > 0 but no "
-                                                    "risk factor; add an entry with their annual vol")
-    out = {"vol": [], "vol_of_vol": [], "spot_vol_corr": []}
+    fitted = _fitted_params(cfg, factors, history, fit_dof)
+    fit_assets = [] if fitted is None else [str(a) for a in fitted["asset"].values]
+    if default is None:
+        missing = [a for a in missing if a not in fit_assets]
+        if missing:
+            raise ConfigError("scenarios.risk_factors", f"market asset(s) {', '.join(missing)} have vol > 0 but no "
+                                                        "risk factor; add an entry with their annual vol")
+        default = {}
+
+    def fitted_value(a, var):
+        if fitted is None or a not in fit_assets or var not in fitted:
+            return None
+        v = float(fitted[var].sel(asset=a))
+        return v if math.isfinite(v) else None
+
+    out = {"vol": [], "vol_of_vol": [], "spot_vol_corr": [], "dof": [], "source": []}
     for a in factors:
-        p = table[a] or {}
-        for key, default in (("vol", None), ("vol_of_vol", 0.0), ("spot_vol_corr", 0.0)):
-            v = p.get(key, default)
+        p = table.get(a) or {}
+        out["source"].append("fitted" if a in fit_assets else "config" if a in table else "default")
+        for key, fallback in (("vol", None), ("vol_of_vol", 0.0), ("spot_vol_corr", 0.0)):
+            v = fitted_value(a, key)
+            where = f"scenarios.params ({cfg.get('params')})" if cfg.get("params") else "calibration"
+            if v is None:
+                v = p.get(key)
+                where = f"scenarios.risk_factors.{a}.{key}"
+            if v is None:
+                v = default.get(key, fallback)
+                where = f"scenarios.default_factor.{key}"
+                if v is None and key == "vol" and "default_factor" in cfg:
+                    v = market_vol[a]
+                    where = f"market vol of {a}"
             if v is None:
                 raise ConfigError(f"scenarios.risk_factors.{a}.{key}", "is required")
             v = float(v)
             bad = (key != "spot_vol_corr" and (v < 0 or not math.isfinite(v))) or \
                   (key == "spot_vol_corr" and not -1 <= v <= 1)
             if bad:
-                raise ConfigError(f"scenarios.risk_factors.{a}.{key}", f"invalid value {v}")
+                raise ConfigError(where if where.startswith("scenarios.") and "(" not in where
+                                  else f"scenarios.risk_factors.{a}.{key}", f"invalid value {v} ({where})")
             out[key].append(v)
+        d = fitted_value(a, "dof")
+        if d is None and p.get("dof") is not None:
+            d = float(p["dof"])
+        out["dof"].append(d)
+    mvt = None if fitted is None or "mvt_dof" not in fitted else float(fitted["mvt_dof"])
+    cop = None if fitted is None or "copula_dof" not in fitted else float(fitted["copula_dof"])
+    out["mvt_dof"] = mvt if mvt is not None and math.isfinite(mvt) else None
+    out["copula_dof"] = cop if cop is not None and math.isfinite(cop) else None
+
     full = cfg.get("correlation")
-    if full is None:
-        corr = np.eye(len(names))
-    else:
-        corr = check_correlation(np.asarray(full, dtype=float), names)
-    idx = [names.index(a) for a in factors]
-    return factors, out, corr[np.ix_(idx, idx)]
+    cfg_corr = np.eye(len(names)) if full is None else check_correlation(np.asarray(full, dtype=float), names)
+    k = len(factors)
+    corr = np.eye(k)
+    mixed = False
+    for i, a in enumerate(factors):
+        for j in range(i):
+            b = factors[j]
+            if a in fit_assets and b in fit_assets:
+                v = float(fitted["correlation"].sel(asset=a, asset_b=b))
+            elif a in names and b in names:
+                v = float(cfg_corr[names.index(a), names.index(b)])
+                mixed |= bool(fit_assets)
+            else:
+                v = 0.0
+            corr[i, j] = corr[j, i] = v
+    if mixed:
+        corr = nearest_correlation(corr)
+    return factors, out, corr
 
 
 def _parametric(cfg, assets, asset_vols, history, dof=None):
@@ -146,7 +236,10 @@ def _parametric(cfg, assets, asset_vols, history, dof=None):
     dpy = float(cfg.get("days_per_year", 365))
     if dpy <= 0:
         raise ConfigError("scenarios.days_per_year", f"must be > 0, got {dpy}")
-    factors, p, corr = _factor_params(cfg, assets, asset_vols)
+    factors, p, corr = _factor_params(cfg, assets, asset_vols, history, fit_dof=dof is not None)
+    if dof is not None and p["mvt_dof"] is not None:
+        log.info("student_t: fitted joint degrees of freedom %.3g replace scenarios.dof=%s", p["mvt_dof"], dof)
+        dof = max(p["mvt_dof"], 2.0 + 1e-6)
     return ParametricScenarios(assets, factors, p["vol"], p["vol_of_vol"], p["spot_vol_corr"], corr,
                                n=cfg["n"], seed=cfg["seed"], horizon_days=cfg["horizon_days"],
                                days_per_year=dpy, dof=dof, drift=drift)
@@ -154,13 +247,22 @@ def _parametric(cfg, assets, asset_vols, history, dof=None):
 
 @register("gaussian")
 def gaussian(cfg, assets, asset_vols, history=None):
-    """Correlated Gaussian log-returns and vol shocks."""
+    """Correlated Gaussian log-returns and vol shocks.
+
+    Vols and correlations come from ``scenarios.params`` (a calibration
+    dataset) or, without one, from a calibration of ``history`` on the fly,
+    for the factors they cover; the config's values otherwise (:func:`_factor_params`).
+    """
     return _parametric(cfg, assets, asset_vols, history)
 
 
 @register("student_t")
 def student_t(cfg, assets, asset_vols, history=None):
-    """Multivariate Student-t log-returns; ``scenarios.dof`` > 2."""
+    """Multivariate Student-t log-returns; ``scenarios.dof`` > 2.
+
+    With fitted parameters (``scenarios.params`` or ``history``) the fitted
+    joint dof (``mvt_dof``) replaces ``scenarios.dof``.
+    """
     dof = cfg.get("dof")
     if dof is None or not float(dof) > 2:
         raise ConfigError("scenarios.dof", f"Student-t degrees of freedom must be > 2 (finite variance), got {dof}")
