@@ -111,6 +111,8 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
     ``values`` must have room for m + stage + tile losses per row.
     """
+    if values.shape[1] < m + tile:
+        raise ValueError("values must hold m + stage + tile losses per row")
     n_rows = indptr.size - 1
     n = pnl_t.shape[1]
     buf = np.empty(tile)
