@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import sys
 import time
 import uuid
@@ -113,27 +114,60 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     # Keys are named, not hashed: tokenizing the book for every task is waste.
     run = uuid.uuid4().hex[:8]
     revalue_chunk = dask.delayed(_revalue_chunk, pure=False)
-    fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
-    finish = dask.delayed(_finish, pure=False)
     # The pricing arrays go to the backend (device) once, as a task of their own.
     priced = dask.delayed(_to_backend, pure=False)(book, b.name, dask_key_name=f"priced-{run}")
     scen_d = dask.delayed(scenarios, name=f"scenarios-{run}")
     pnl = [revalue_chunk(priced, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
                          dask_key_name=f"revalue-{run}-{s}") for s in starts]
-    out = []
-    for r0 in blocks:
-        h = book.holdings[r0:r0 + ch.rows]
-        state = None
-        for s, p in zip(starts, pnl):
-            state = fold(state, h, p, m, b.name, dask_key_name=f"fold-{run}-{r0}-{s}")
-        out.append(finish(state, fused, sizes, dask_key_name=f"tail-{run}-{r0}"))
+    pilot = pilot_size(m, n, ch.scenarios) if fused else None
+    out = [_block_graph(book.holdings[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
+                        f"{run}-{r0}") for r0 in blocks]
     t1 = time.perf_counter()
     results = _run_graph(out, scheduler, progress)
-    t2 = time.perf_counter()
     var = np.concatenate([r[0] for r in results], axis=0)
     es = np.concatenate([r[1] for r in results], axis=0)
+    # Rows whose pilot threshold proved too high (fewer than m losses above
+    # it, rare by design) are recomputed exactly with no threshold.
+    redo = np.flatnonzero(np.isnan(var[:, 0]))
+    if redo.size:
+        log.info("%d row(s) fell below their pilot threshold; recomputing them without it", redo.size)
+        again = _run_graph([_block_graph(book.holdings[redo], starts, pnl, m, sizes, b.name, fused, None,
+                                         f"{run}-redo")], scheduler, progress)[0]
+        var[redo], es[redo] = again
+    t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
-                      {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks))})
+                      {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks)),
+                       "pilot_size": pilot or 0, "rows_recomputed": int(redo.size)})
+
+
+#: With a pilot, each row's threshold is set so that about this many times m
+#: losses are expected above it over the whole run (docs/architecture.md).
+PILOT_FACTOR = 1.6
+#: Fewest pilot order statistics a threshold is read from.
+PILOT_MIN = 16
+
+
+def pilot_size(m: int, n: int, chunk: int):
+    """j such that the j-th largest loss of the first chunk is a row's pilot threshold.
+
+    None when a pilot does not pay: a single chunk, or a threshold that
+    would sit in the middle of the pilot's losses.
+    """
+    if chunk >= n:
+        return None
+    j = max(PILOT_MIN, math.ceil(PILOT_FACTOR * m * chunk / n))
+    return j if 4 * j <= chunk else None
+
+
+def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
+    """Delayed VaR/ES of one block of rows: an optional pilot, then the chain of folds."""
+    fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
+    state = None
+    if pilot:
+        state = dask.delayed(_pilot_state, pure=False)(h, pnl[0], m, pilot, dask_key_name=f"pilot-{key}")
+    for s, p in zip(starts, pnl):
+        state = fold(state, h, p, m, backend_name, dask_key_name=f"fold-{key}-{s}")
+    return dask.delayed(_finish, pure=False)(state, fused, sizes, dask_key_name=f"tail-{key}")
 
 
 def _run_graph(out, scheduler, progress):
@@ -194,14 +228,36 @@ def _fold_fused(state, holdings, pnl_t, m, backend_name):
     return state
 
 
+def _pilot_state(holdings, pnl_t, m, j):
+    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot chunk."""
+    from . import fastpath
+
+    pilot = _fold_fused(None, holdings, pnl_t, j, "numpy")
+    pilot.top()                                   # compacts: threshold = j-th largest
+    state = fastpath.FastTail.empty(holdings.shape[0], m)
+    state.threshold[:] = pilot.threshold
+    return state
+
+
 def _finish(state, fused, sizes):
-    """VaR and ES [rows x len(sizes)] of a row block from its final tail state."""
-    top = state.top() if fused else state
-    ordered = tails.sorted_tail(get_backend("numpy").to_numpy(top) if not isinstance(top, np.ndarray) else top)
-    var = np.empty((ordered.shape[0], len(sizes)))
-    es = np.empty_like(var)
-    for j, m in enumerate(sizes):
-        var[:, j], es[:, j] = tails.var_es(ordered, m)
+    """VaR and ES [rows x len(sizes)] of a row block from its final tail state.
+
+    Rows that kept fewer than m losses (a pilot threshold above their m-th
+    largest) get NaN, and are recomputed by the caller.
+    """
+    m = max(sizes)
+    if fused:
+        top = state.top()
+        short = state.count < m
+    else:
+        top = get_backend("numpy").to_numpy(state) if not isinstance(state, np.ndarray) else state
+        short = np.zeros(top.shape[0], dtype=bool)
+    ordered = tails.sorted_tail(top[:, :m])
+    var = np.full((ordered.shape[0], len(sizes)), np.nan)
+    es = np.full_like(var, np.nan)
+    ok = ~short
+    for j, k in enumerate(sizes):
+        var[ok, j], es[ok, j] = tails.var_es(ordered[ok], k)
     return var, es
 
 

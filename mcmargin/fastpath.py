@@ -16,6 +16,12 @@ row's holdings, as the reference; the kept set is the exact top m.
 State per row block (:class:`FastTail`): ``values[rows, m + stage + tile]``
 (top-m set in the first m slots, staged candidates after), ``count[rows]``
 (values held), ``threshold[rows]`` (-inf until m values are held).
+
+A threshold may be preset (a *pilot*, :func:`mcmargin.engine.pilot_size`):
+only losses above it are kept from the start, which saves most of the
+candidate traffic of the warm-up.  The kept set is still the exact top m
+whenever at least m losses beat the pilot; a row that ends with
+``count < m`` did not, and the engine recomputes it without a pilot.
 """
 
 from __future__ import annotations
@@ -46,20 +52,26 @@ class FastTail:
                    np.full(rows, -np.inf), m)
 
     def top(self) -> np.ndarray:
-        """The kept worst losses per row, ``[rows x min(m, seen)]`` in any order."""
+        """The kept worst losses per row, ``[rows x m]`` in any order.
+
+        Compacts every row to its m largest.  A row with ``count < m`` holds
+        fewer (the slots past its count are undefined).
+        """
         _compact(self.values, self.count, self.threshold, self.m)
-        k = int(self.count.min()) if self.count.size else 0
-        return self.values[:, :k]
+        return self.values[:, :self.m]
 
 
 @numba.njit(nogil=True, cache=True)
 def _compact_row(vals, n, m):
-    """Keep the m largest of vals[:n] in vals[:m]; return the new count and threshold."""
-    if n <= m:
-        thr = -np.inf
-        if n == m:
-            thr = vals[:m].min()
-        return n, thr
+    """Keep the m largest of vals[:n] in vals[:m]; return the new count and threshold.
+
+    With fewer than m values the threshold is left to the caller (-inf, or a
+    pilot threshold).
+    """
+    if n < m:
+        return n, -np.inf
+    if n == m:
+        return n, vals[:m].min()
     part = np.partition(vals[:n], n - m)
     vals[:m] = part[n - m:]
     return m, vals[:m].min()
@@ -68,7 +80,8 @@ def _compact_row(vals, n, m):
 @numba.njit(nogil=True, cache=True)
 def _compact(values, count, threshold, m):
     for r in range(values.shape[0]):
-        count[r], threshold[r] = _compact_row(values[r], count[r], m)
+        if count[r] >= m:
+            count[r], threshold[r] = _compact_row(values[r], count[r], m)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -124,13 +137,13 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
             c = count[r]
             thr = threshold[r]
             row = values[r]
-            if c < m:                      # warming up: keep everything
+            if thr == -np.inf:             # warming up, no threshold yet: keep everything
                 for s in range(w):
                     row[c + s] = -buf[s]
                 c += w
                 if c >= m:
                     c, thr = _compact_row(row, c, m)
-            else:
+            else:                          # running (or pilot) threshold: keep only what beats it
                 for s in range(w):
                     x = -buf[s]
                     if x > thr:

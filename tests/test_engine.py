@@ -93,3 +93,22 @@ def test_auto_backend_is_deterministic_on_this_machine():
     from mcmargin.backend import resolve
     assert resolve("auto") == resolve("auto")
     assert resolve("numpy") == "numpy"
+
+
+def test_pilot_threshold_is_exact_and_rows_below_it_are_recomputed(book, scen, monkeypatch):
+    """A pilot threshold set far too high (the pilot chunk's maximum) must not change any figure."""
+    ref = run_stress(book, scen, chunking=Chunking(500, 64), fast_path=False)
+    monkeypatch.setattr(engine, "PILOT_FACTOR", 1e-9)
+    monkeypatch.setattr(engine, "PILOT_MIN", 1)
+    cb = exposure.compile_book(book, scen.horizon_days)
+    result = engine.compute_tails(cb, scen, [0.99, 0.995], chunking=Chunking(500, 64))
+    assert result.timings["pilot_size"] == 1 and result.timings["rows_recomputed"] > 0
+    got = run_stress(book, scen, chunking=Chunking(500, 64))
+    for v in FIGURES:
+        np.testing.assert_allclose(got[v].values, ref[v].values, rtol=1e-12, atol=1e-9, err_msg=v)
+
+
+def test_pilot_size():
+    assert engine.pilot_size(1000, 100_000, 7543) == 121
+    assert engine.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
+    assert engine.pilot_size(200, 1000, 100) is None              # threshold would sit mid-chunk
