@@ -137,7 +137,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks)),
-                       "pilot_size": pilot or 0, "rows_recomputed": int(redo.size)})
+                       "pilot": list(pilot or ()), "rows_recomputed": int(redo.size)})
 
 
 #: With a pilot, each row's threshold is set so that about this many times m
@@ -145,18 +145,25 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
 PILOT_FACTOR = 1.6
 #: Fewest pilot order statistics a threshold is read from.
 PILOT_MIN = 16
+#: Pilot sample: the first scenarios of the first chunk (a warm-up fold costs
+#: about three times a thresholded one, so the sample is kept small).
+PILOT_SCENARIOS = 4096
 
 
 def pilot_size(m: int, n: int, chunk: int):
-    """j such that the j-th largest loss of the first chunk is a row's pilot threshold.
+    """(sample, j): a row's pilot threshold is the j-th largest of its first ``sample`` losses.
 
-    None when a pilot does not pay: a single chunk, or a threshold that
-    would sit in the middle of the pilot's losses.
+    With ``j = 1.6 m sample / N`` about 1.6 m losses are expected above it
+    over the run; the sampling error of a j-th order statistic is about
+    1 / sqrt(j) relative, so fewer than m (a recompute) is rare.  None
+    when a pilot does not pay: a single chunk, or a threshold that would
+    sit in the middle of the sample.
     """
     if chunk >= n:
         return None
-    j = max(PILOT_MIN, math.ceil(PILOT_FACTOR * m * chunk / n))
-    return j if 4 * j <= chunk else None
+    sample = min(chunk, PILOT_SCENARIOS)
+    j = max(PILOT_MIN, math.ceil(PILOT_FACTOR * m * sample / n))
+    return (sample, j) if 4 * j <= sample else None
 
 
 def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
@@ -228,11 +235,12 @@ def _fold_fused(state, holdings, pnl_t, m, backend_name):
     return state
 
 
-def _pilot_state(holdings, pnl_t, m, j):
-    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot chunk."""
+def _pilot_state(holdings, pnl_t, m, pilot):
+    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample."""
     from . import fastpath
 
-    pilot = _fold_fused(None, holdings, pnl_t, j, "numpy")
+    sample, j = pilot
+    pilot = _fold_fused(None, holdings, np.ascontiguousarray(pnl_t[:, :sample]), j, "numpy")
     pilot.top()                                   # compacts: threshold = j-th largest
     state = fastpath.FastTail.empty(holdings.shape[0], m)
     state.threshold[:] = pilot.threshold

@@ -102,13 +102,14 @@ def test_pilot_threshold_is_exact_and_rows_below_it_are_recomputed(book, scen, m
     monkeypatch.setattr(engine, "PILOT_MIN", 1)
     cb = exposure.compile_book(book, scen.horizon_days)
     result = engine.compute_tails(cb, scen, [0.99, 0.995], chunking=Chunking(500, 64))
-    assert result.timings["pilot_size"] == 1 and result.timings["rows_recomputed"] > 0
+    assert result.timings["pilot"] == [500, 1] and result.timings["rows_recomputed"] > 0
     got = run_stress(book, scen, chunking=Chunking(500, 64))
     for v in FIGURES:
         np.testing.assert_allclose(got[v].values, ref[v].values, rtol=1e-12, atol=1e-9, err_msg=v)
 
 
 def test_pilot_size():
-    assert engine.pilot_size(1000, 100_000, 7543) == 121
+    assert engine.pilot_size(1000, 100_000, 7543) == (4096, 66)
+    assert engine.pilot_size(1000, 100_000, 2000) == (2000, 32)
     assert engine.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
-    assert engine.pilot_size(200, 1000, 100) is None              # threshold would sit mid-chunk
+    assert engine.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample
