@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 
 import numpy as np
 import pandas as pd
@@ -64,11 +65,13 @@ class Book:
         """Market assets, in market-table order."""
         return self.market["asset"].to_numpy(dtype=object)
 
-    @property
+    @functools.cached_property
     def account_ids(self) -> np.ndarray:
         """Every account in positions, collateral or accounts, sorted."""
-        ids = set(self.positions["account"]) | set(self.collateral["account"]) | set(self.accounts["account"])
-        return np.array(sorted(ids), dtype=object)
+        ids = np.concatenate([self.positions["account"].to_numpy(dtype=object),
+                              self.collateral["account"].to_numpy(dtype=object),
+                              self.accounts["account"].to_numpy(dtype=object)])
+        return np.sort(pd.unique(ids).astype(str)).astype(object)
 
     def account_groups(self) -> pd.Series:
         """Margin-group label of every account (its own id when it has none)."""

@@ -115,7 +115,7 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
 
     accounts = book.account_ids
     labels = book.account_groups().to_numpy(dtype=object)
-    holdings_acc = _account_holdings(book, accounts, {k: i for i, k in enumerate(ids)}, asset_index, len(ids))
+    holdings_acc = _account_holdings(book, accounts, ids, assets)
     groups, members = np.unique(labels, return_inverse=True)
     counts = np.bincount(members, minlength=groups.size)
     multi = np.flatnonzero(counts > 1)
@@ -143,15 +143,15 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
         groups=groups, multi_groups=groups[multi], group_row=group_row)
 
 
-def _account_holdings(book, accounts, column, asset_index, n_instruments):
-    row = {a: i for i, a in enumerate(accounts)}
+def _account_holdings(book, accounts, instruments, assets):
+    """Sparse [account x column] holdings: positions, then collateral columns."""
     pos, col = book.positions, book.collateral
-    r = np.concatenate([pos["account"].map(row).to_numpy(dtype=np.int64),
-                        col["account"].map(row).to_numpy(dtype=np.int64)])
-    c = np.concatenate([pos["instrument"].map(column).to_numpy(dtype=np.int64),
-                        n_instruments + col["asset"].map(asset_index).to_numpy(dtype=np.int64)])
+    rows = pd.Index(accounts)
+    r = np.concatenate([rows.get_indexer(pos["account"]), rows.get_indexer(col["account"])])
+    c = np.concatenate([pd.Index(instruments).get_indexer(pos["instrument"]),
+                        instruments.size + pd.Index(assets).get_indexer(col["asset"])])
     v = np.concatenate([pos["quantity"].to_numpy(dtype=float), col["amount"].to_numpy(dtype=float)])
-    h = sp.csr_matrix((v, (r, c)), shape=(accounts.size, n_instruments + len(asset_index)))
+    h = sp.csr_matrix((v, (r, c)), shape=(accounts.size, instruments.size + assets.size))
     h.sum_duplicates()
     return h
 
