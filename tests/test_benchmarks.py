@@ -1,0 +1,15 @@
+"""The benchmark driver runs end to end on a tiny size (its figures live in benchmarks/RESULTS.md)."""
+
+import pytest
+
+from conftest import run_job
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_checks_equality(tmp_path):
+    out = tmp_path / "bench.md"
+    p = run_job("benchmarks.run", "--quick", "--output", str(out))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    text = out.read_text()
+    assert "PASS" in text and "FAIL" not in text
+    assert "not measured" in text          # GPU rows are predictions, never invented measurements
