@@ -205,3 +205,56 @@ def test_netcdf_output_meets_the_contract(tmp_path):
         assert c.returncode == 0, c.stdout + c.stderr
     ds = open_dataset(out)
     assert ds["im"].attrs["units"] == "USD" and ds["im"].attrs["long_name"]
+
+
+@pytest.fixture(scope="module")
+def exported_book(tmp_path_factory):
+    book = tmp_path_factory.mktemp("book")
+    p = run_job("jobs.stress", "portfolio.n_accounts=20", "scenarios.n=100", f"portfolio.export={book}",
+                f"output.path={book / 'ignored.zarr'}")
+    assert p.returncode == 0, p.stderr
+    return book
+
+
+def _break_positions_instrument(d):
+    t = pd.read_csv(d / "positions.csv", dtype=str)
+    t.loc[3, "instrument"] = "NOPE-PERP"
+    t.to_csv(d / "positions.csv", index=False)
+    return "positions.csv", "row 5", "'instrument'"
+
+
+def _expire_an_option(d):
+    t = pd.read_csv(d / "instruments.csv", dtype=str)
+    i = t.index[t["kind"] == "option"][0]
+    t.loc[i, "expiry"] = "2026-11-25"
+    t.to_csv(d / "instruments.csv", index=False)
+    return "instruments.csv", f"row {i + 2}", "'expiry'"
+
+
+def _duplicate_collateral_row(d):
+    t = pd.read_csv(d / "collateral.csv", dtype=str)
+    pd.concat([t, t.iloc[[0]]]).to_csv(d / "collateral.csv", index=False)
+    return "collateral.csv", f"row {len(t) + 2}", "'asset'"
+
+
+def _bad_inverse_flag(d):
+    t = pd.read_csv(d / "instruments.csv", dtype=str)
+    i = t.index[t["kind"] == "perpetual"][0]
+    t.loc[i, "inverse"] = "maybe"
+    t.to_csv(d / "instruments.csv", index=False)
+    return "instruments.csv", f"row {i + 2}", "'inverse'"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [_break_positions_instrument, _expire_an_option, _duplicate_collateral_row,
+                                    _bad_inverse_flag])
+def test_each_bad_file_fails_the_job_cleanly(exported_book, tmp_path, damage):
+    import shutil
+    book = tmp_path / "book"
+    shutil.copytree(exported_book, book, ignore=shutil.ignore_patterns("*.zarr"))
+    file, row, column = damage(book)
+    out = tmp_path / "out.zarr"
+    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={book}", f"output.path={out}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert file in p.stderr and row in p.stderr and column in p.stderr, p.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.zarr*"))
