@@ -85,8 +85,12 @@ def _cupy_backend() -> Backend:
         return cp.partition(x, x.shape[-1] - k, axis=-1)[..., x.shape[-1] - k:]
 
     def asarray(a):
+        # Zero-copy from a JAX array already on this GPU; anything on the host is copied in.
         if hasattr(a, "__dlpack__") and not isinstance(a, np.ndarray):
-            return cp.from_dlpack(a).astype(cp.float64, copy=False)
+            try:
+                return cp.from_dlpack(a).astype(cp.float64, copy=False)
+            except Exception:  # a host (CPU) array cannot be imported as a CUDA one
+                a = np.asarray(a)
         return cp.asarray(a, dtype=cp.float64)
 
     name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]

@@ -174,7 +174,7 @@ def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
         state = dask.delayed(_pilot_state, pure=False)(h, pnl[0], m, pilot, dask_key_name=f"pilot-{key}")
     for s, p in zip(starts, pnl):
         state = fold(state, h, p, m, backend_name, dask_key_name=f"fold-{key}-{s}")
-    return dask.delayed(_finish, pure=False)(state, fused, sizes, dask_key_name=f"tail-{key}")
+    return dask.delayed(_finish, pure=False)(state, fused, sizes, backend_name, dask_key_name=f"tail-{key}")
 
 
 def _run_graph(out, scheduler, progress):
@@ -247,7 +247,7 @@ def _pilot_state(holdings, pnl_t, m, pilot):
     return state
 
 
-def _finish(state, fused, sizes):
+def _finish(state, fused, sizes, backend_name="numpy"):
     """VaR and ES [rows x len(sizes)] of a row block from its final tail state.
 
     Rows that kept fewer than m losses (a pilot threshold above their m-th
@@ -258,7 +258,7 @@ def _finish(state, fused, sizes):
         top = state.top()
         short = state.count < m
     else:
-        top = get_backend("numpy").to_numpy(state) if not isinstance(state, np.ndarray) else state
+        top = np.asarray(get_backend(backend_name).to_numpy(state), dtype=np.float64)
         short = np.zeros(top.shape[0], dtype=bool)
     ordered = tails.sorted_tail(top[:, :m])
     var = np.full((ordered.shape[0], len(sizes)), np.nan)
