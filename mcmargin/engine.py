@@ -130,7 +130,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     # it, rare by design) are recomputed exactly with no threshold.
     redo = np.flatnonzero(np.isnan(var[:, 0]))
     if redo.size:
-        log.info("%d row(s) fell below their pilot threshold; recomputing them without it", redo.size)
+        log.debug("%d row(s) fell below their pilot threshold; recomputing them without it", redo.size)
         again = _run_graph([_block_graph(book.holdings[redo], starts, pnl, m, sizes, b.name, fused, None,
                                          f"{run}-redo")], scheduler, progress)[0]
         var[redo], es[redo] = again
