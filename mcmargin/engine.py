@@ -260,7 +260,7 @@ def _finish(state, fused, sizes, backend_name="numpy"):
     else:
         top = np.asarray(get_backend(backend_name).to_numpy(state), dtype=np.float64)
         short = np.zeros(top.shape[0], dtype=bool)
-    ordered = tails.sorted_tail(top[:, :m])
+    ordered = np.sort(top[:, :m], axis=1)
     var = np.full((ordered.shape[0], len(sizes)), np.nan)
     es = np.full_like(var, np.nan)
     ok = ~short

@@ -62,9 +62,14 @@ def sorted_tail(tail) -> np.ndarray:
     return -np.sort(-np.asarray(tail, dtype=np.float64), axis=1)
 
 
-def var_es(sorted_desc: np.ndarray, m: int):
-    """VaR and ES from tails sorted in descending order (rows x >= m)."""
-    return sorted_desc[:, m - 1].copy(), sorted_desc[:, :m].sum(axis=1) / m
+def var_es(sorted_asc: np.ndarray, m: int):
+    """VaR and ES from tails sorted in ascending order (rows x >= m): the last m are the worst.
+
+    The sum behind ES runs over a contiguous, sorted slice, so its order
+    (and rounding) depends only on the values, never on how they arrived.
+    """
+    worst = sorted_asc[:, sorted_asc.shape[1] - m:]
+    return worst[:, 0].copy(), worst.sum(axis=1) / m
 
 
 def var_es_reference(losses, confidence: float):
