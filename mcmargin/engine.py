@@ -48,8 +48,9 @@ class Chunking:
         """Concrete sizes from the problem size and a memory budget per task.
 
         A revaluation task holds a few [chunk x columns] float64 arrays; a
-        fold task holds its block's tails [rows x 2m] and, on the reference
-        path, the block's losses [rows x chunk].  Never depends on workers.
+        fold task holds its block's tails (about [rows x 2m] with the staged
+        candidates) and, on the reference path, the block's losses
+        [rows x chunk].  Never depends on the workers.
         """
         s = self.scenarios or _clamp(budget // (8 * 8 * max(n_columns, 1)), 1024, 16384)
         s = min(s, n_scenarios)
