@@ -68,7 +68,7 @@ def warm_up():
 def run_point(accounts: int, scenarios: int, instruments, *, analyst_budget: float, ql_budget_s: float,
               profile: str | None = None) -> dict:
     from mcmargin import MarginParams, run_stress, tail_size
-    from mcmargin.exposure import compile_book
+    from mcmargin.exposure import column_pnl, compile_book
 
     from . import references as ref
     from . import workload
@@ -131,14 +131,18 @@ def run_point(accounts: int, scenarios: int, instruments, *, analyst_budget: flo
     out.update(accounts=int(compiled.accounts.size), instruments=int(compiled.n_instruments),
                options=int(np.asarray(compiled.opt_strike).size), columns=int(compiled.n_columns),
                rows=int(h.shape[0]), nnz=int(h.nnz), account_nnz=int(h_acc.nnz),
+               factor_nnz=int(compiled.exposures.nnz),
                positions=int(h_acc[:, :compiled.n_instruments].nnz))
     out["positions_per_account"] = out["positions"] / max(out["accounts"], 1)
     m = tail_size(scenarios, CONFIDENCE)
     out["m"] = m
 
     chunks = ref.draw_chunks(scen, chunk)
-    pnl, seq, par = ref.time_revalue(compiled, chunks, threads)
+    factor_pnl, seq, par = ref.time_revalue(compiled, chunks, threads)
     out["revalue_seq_s"], out["revalue_par_s"] = seq, par
+    # The analyst works per position: P&L per unit of every position column.
+    pnl = column_pnl(compiled, factor_pnl)
+    del factor_pnl
     shock = np.concatenate([c[0] for c in chunks], axis=0)
     vol_shock = np.concatenate([c[1] for c in chunks], axis=0)
     del chunks

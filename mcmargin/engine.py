@@ -79,7 +79,7 @@ class TailResult:
 def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False) -> TailResult:
-    """VaR and ES at each confidence of every row of ``book.holdings``.
+    """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
     ----------
@@ -104,11 +104,11 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     b = get_backend(backend)
     fused = fast_path and b.name == "numpy"
     n = scenarios.n
-    n_rows = book.holdings.shape[0]
+    n_rows = book.exposures.shape[0]
     confidences = [float(q) for q in confidences]
     sizes = [tails.tail_size(n, q) for q in confidences]
     m = max(sizes)
-    ch = chunking.resolve(n, n_rows, book.n_columns, m, budget)
+    ch = chunking.resolve(n, n_rows, book.n_factors, m, budget)
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
 
@@ -121,7 +121,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     pnl = [revalue_chunk(priced, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
                          dask_key_name=f"revalue-{run}-{s}") for s in starts]
     pilot = pilot_size(m, n, ch.scenarios) if fused else None
-    out = [_block_graph(book.holdings[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
+    out = [_block_graph(book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
                         f"{run}-{r0}") for r0 in blocks]
     t1 = time.perf_counter()
     results = _run_graph(out, scheduler, progress)
@@ -132,7 +132,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     redo = np.flatnonzero(np.isnan(var[:, 0]))
     if redo.size:
         log.debug("%d row(s) fell below their pilot threshold; recomputing them without it", redo.size)
-        again = _run_graph([_block_graph(book.holdings[redo], starts, pnl, m, sizes, b.name, fused, None,
+        again = _run_graph([_block_graph(book.exposures[redo], starts, pnl, m, sizes, b.name, fused, None,
                                          f"{run}-redo")], scheduler, progress)[0]
         var[redo], es[redo] = again
     t2 = time.perf_counter()

@@ -1,15 +1,25 @@
-"""The book compiled to arrays: instrument columns and sparse holdings.
+"""The book compiled to arrays: positions, risk factors and sparse holdings.
 
-Revaluation produces a P&L matrix ``pnl[scenario, column]`` per unit held,
-with one column per instrument and one per collateral asset.  Columns are
-ordered by pricing rule (linear, inverse, option, collateral) so that each
-rule prices one contiguous block with no scatter, which the array API
-lacks.  Every loss is then a sparse product: ``loss = -(H @ pnl.T)`` with
-``H`` the holdings of a row (docs/architecture.md, "Revaluation").
+Positions live in *columns*: one per instrument and one per collateral
+asset, ordered by pricing rule (linear, inverse, option, collateral).
+``holdings`` [rows x columns] holds quantities and amounts; it values
+equity and identifies positions.
 
-Rows of ``H`` are, in order: the accounts, the margin groups with more than
-one member (sum of their members' holdings), and a long and a short unit
-of every instrument (for standalone, isolated requirements).
+Risk lives in *factors*.  The USD P&L of every non-option column is its
+USD notional times expm1(shock) of one asset: spot and linear contracts
+(size S), inverse contracts (face value), collateral (price).  So all of a
+row's linear exposure to an asset nets into one number, its delta in USD,
+and revaluation produces ``pnl[scenario, factor]`` with one factor per
+market asset (expm1 of its shock; cash never moves and gets no entry) and
+one per option (P&L of one contract).  Every loss is a sparse product
+``loss = -(E @ pnl.T)`` with ``E = holdings @ to_factors`` the row's factor
+exposures (docs/architecture.md, "Revaluation").  Netting linear columns
+first halves the work on a typical book and is exact up to rounding
+(the sum is regrouped, never approximated).
+
+Rows are, in order: the accounts, the margin groups with more than one
+member (sum of their members' holdings), and a long and a short unit of
+every instrument (for standalone, isolated requirements).
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ class CompiledBook:
     rate: float
     unit_value: np.ndarray            # [C] USD value of one unit of each column today
     holdings: sp.csr_matrix           # [R x C] rows: accounts, multi groups, +unit, -unit
+    to_factors: sp.csr_matrix         # [C x F] USD exposure of one unit of a column to each factor
+    exposures: sp.csr_matrix          # [R x F] holdings @ to_factors: what the tails are taken of
     accounts: np.ndarray              # [Na]
     account_group: np.ndarray         # [Na] group label of each account
     groups: np.ndarray                # [Ng] every group label (singletons included), sorted
@@ -60,6 +72,10 @@ class CompiledBook:
     @property
     def n_columns(self) -> int:
         return self.unit_value.size
+
+    @property
+    def n_factors(self) -> int:
+        return self.to_factors.shape[1]
 
     @property
     def n_instruments(self) -> int:
@@ -127,6 +143,12 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     holdings = sp.vstack([holdings_acc, holdings_grp, units, -units], format="csr")
     holdings.sort_indices()
 
+    to_factors = _factor_map(u[lin], (size * s0)[lin], u[inv], size[inv], len(ids) - nl - ni, prices,
+                             market_vol_vector=m["vol"].to_numpy(dtype=float))
+    exposures = holdings @ to_factors
+    exposures.eliminate_zeros()        # a hedge that nets to exactly zero costs nothing
+    exposures.sort_indices()
+
     # Row of every group: its member's row if single, else its pooled row.
     first_member = np.full(groups.size, -1)
     first_member[members[::-1]] = np.arange(accounts.size)[::-1]
@@ -139,8 +161,31 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
         opt_asset=u[opt], opt_spot=s0[opt], opt_strike=ins["strike"].to_numpy(dtype=float)[opt],
         opt_expiry=t0, opt_expiry_after=t0 - float(horizon_days) / DAYS_PER_YEAR_OPTIONS,
         opt_vol=vol.astype(float), opt_is_call=is_call, opt_size=size[opt], opt_value=opt_value, rate=float(rate),
-        unit_value=unit_value, holdings=holdings, accounts=accounts, account_group=labels,
+        unit_value=unit_value, holdings=holdings, to_factors=to_factors, exposures=exposures,
+        accounts=accounts, account_group=labels,
         groups=groups, multi_groups=groups[multi], group_row=group_row)
+
+
+def _factor_map(lin_asset, lin_notional, inv_asset, inv_face, n_options, prices, market_vol_vector):
+    """[columns x factors]: factors are the market assets (expm1 of the shock), then the options.
+
+    Cash assets (market vol 0) never move: their factor gets no entries.
+    """
+    a = prices.size
+    moves = market_vol_vector > 0
+    coll = np.arange(a)
+    rows = np.concatenate([np.arange(lin_asset.size), lin_asset.size + np.arange(inv_asset.size),
+                           lin_asset.size + inv_asset.size + np.arange(n_options),
+                           lin_asset.size + inv_asset.size + n_options + coll[moves]])
+    cols = np.concatenate([lin_asset, inv_asset, a + np.arange(n_options), coll[moves]])
+    vals = np.concatenate([lin_notional, inv_face, np.ones(n_options), prices[moves]])
+    n_cols = lin_asset.size + inv_asset.size + n_options + a
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_cols, a + n_options))
+
+
+def column_pnl(book: "CompiledBook", factor_pnl: np.ndarray) -> np.ndarray:
+    """P&L per unit of every position column, [scenario x column], from factor P&L."""
+    return np.asarray((book.to_factors @ np.asarray(factor_pnl).T).T)
 
 
 def _account_holdings(book, accounts, instruments, assets):
@@ -157,27 +202,24 @@ def _account_holdings(book, accounts, instruments, assets):
 
 
 def revalue(backend, cb: "BackendBook", shock, vol_shock):
-    """P&L per unit of every column, ``[scenario x column]`` in USD (array API)."""
+    """P&L of every factor, ``[scenario x factor]`` (array API).
+
+    Asset factors: expm1(shock), the P&L of one USD of linear exposure.
+    Option factors: USD P&L of one contract.
+    """
     xp = backend.xp
-    lin = pricing.linear_pnl(xp, cb.lin_notional, xp.take(shock, cb.lin_asset, axis=1))
-    inv = pricing.inverse_pnl(xp, cb.inv_face, xp.take(shock, cb.inv_asset, axis=1))
     spot = cb.opt_spot * xp.exp(xp.take(shock, cb.opt_asset, axis=1))
     vol = cb.opt_vol * xp.exp(xp.take(vol_shock, cb.opt_asset, axis=1))
     value = pricing.black_scholes(xp, backend.norm_cdf, spot, cb.opt_strike, cb.opt_expiry_after, vol,
                                   cb.opt_is_call, cb.rate)
     opt = cb.opt_size * (value - cb.opt_value)
-    coll = cb.prices * xp.expm1(shock)
-    return xp.concat([lin, inv, opt, coll], axis=1)
+    return xp.concat([xp.expm1(shock), opt], axis=1)
 
 
 @dataclasses.dataclass
 class BackendBook:
     """The pricing arrays of a :class:`CompiledBook` on one backend."""
 
-    lin_asset: object
-    lin_notional: object
-    inv_asset: object
-    inv_face: object
     opt_asset: object
     opt_spot: object
     opt_strike: object
@@ -198,8 +240,7 @@ def to_backend(book: CompiledBook, backend) -> BackendBook:
         return xp.asarray(f(a), dtype=xp.int64) if a.size else xp.zeros((0,), dtype=xp.int64)
 
     return BackendBook(
-        lin_asset=idx(book.lin_asset), lin_notional=f(book.lin_notional), inv_asset=idx(book.inv_asset),
-        inv_face=f(book.inv_face), opt_asset=idx(book.opt_asset), opt_spot=f(book.opt_spot),
+        opt_asset=idx(book.opt_asset), opt_spot=f(book.opt_spot),
         opt_strike=f(book.opt_strike), opt_expiry_after=f(book.opt_expiry_after), opt_vol=f(book.opt_vol),
         opt_is_call=f(book.opt_is_call.astype(float)) > 0.5, opt_size=f(book.opt_size),
         opt_value=f(book.opt_value), prices=f(book.prices), rate=book.rate)

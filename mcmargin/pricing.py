@@ -6,7 +6,10 @@ so the same code prices on NumPy, JAX, CuPy and array-api-strict.
 
 Conventions: prices in USD; ``contract_size`` in units of the underlying
 for spot, linear contracts and options, in USD face value for inverse
-contracts; times in years of 365 days.
+contracts; times in years of 365 days.  Spot, linear and inverse contracts
+and collateral are linear in expm1(shock) of their asset: size (S' - S) =
+size S expm1(r), face (1/S - 1/S') S' = face expm1(r); they are netted into
+asset factors by :mod:`mcmargin.exposure`.
 """
 
 from __future__ import annotations
@@ -35,12 +38,3 @@ def black_scholes(xp, norm_cdf, spot, strike, expiry_years, vol, is_call, rate=0
     intrinsic = xp.where(is_call, xp.maximum(spot - strike, 0.0), xp.maximum(strike - spot, 0.0))
     return xp.where(alive, value, intrinsic)
 
-
-def linear_pnl(xp, size_times_spot, log_return):
-    """P&L per contract of spot and linear contracts: size (S' - S) = size S expm1(r)."""
-    return size_times_spot * xp.expm1(log_return)
-
-
-def inverse_pnl(xp, face_value, log_return):
-    """USD P&L per inverse contract: face (1/S - 1/S') coins worth S' each = face expm1(r)."""
-    return face_value * xp.expm1(log_return)

@@ -68,10 +68,10 @@ def test_kernels_under_jax_jit_match_numpy(book, scen):
     pnl_np = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 500, nb))
     np.testing.assert_allclose(np.asarray(pnl_jit), pnl_np, rtol=1e-12, atol=1e-9)
 
-    h = jb.asarray(cb.holdings[:40].toarray())
+    h = jb.asarray(cb.exposures[:40].toarray())
     fold = jax.jit(lambda t, p: tails.fold_chunk(jb, t, h, p, 5))
     t1 = fold(tails.fold_chunk(jb, None, h, pnl_jit[:250], 5), pnl_jit[250:])
-    ref = tails.fold_chunk(nb, None, cb.holdings[:40], pnl_np, 5)
+    ref = tails.fold_chunk(nb, None, cb.exposures[:40], pnl_np, 5)
     np.testing.assert_allclose(tails.sorted_tail(np.asarray(t1)), tails.sorted_tail(ref), rtol=1e-12, atol=1e-9)
 
 
@@ -84,9 +84,9 @@ def test_kernels_under_array_api_strict(book, scen):
     pnl = exposure.revalue(sb, exposure.to_backend(cb, sb), shock, vol_shock)
     ref = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 300, nb))
     np.testing.assert_allclose(np.asarray(pnl), ref, rtol=1e-12, atol=1e-9)
-    t = tails.fold_chunk(sb, None, sb.asarray(cb.holdings[:30].toarray()), pnl, 4)
+    t = tails.fold_chunk(sb, None, sb.asarray(cb.exposures[:30].toarray()), pnl, 4)
     np.testing.assert_allclose(tails.sorted_tail(np.asarray(t)),
-                               tails.sorted_tail(tails.fold_chunk(nb, None, cb.holdings[:30], ref, 4)), rtol=1e-12, atol=1e-9)
+                               tails.sorted_tail(tails.fold_chunk(nb, None, cb.exposures[:30], ref, 4)), rtol=1e-12, atol=1e-9)
 
 
 def test_auto_backend_is_deterministic_on_this_machine():

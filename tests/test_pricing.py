@@ -83,10 +83,3 @@ def test_zero_vol_is_discounted_intrinsic():
                               np.array(True), 0.05)
     assert v == pytest.approx(120.0 - 100.0 * np.exp(-0.05))
 
-
-def test_linear_and_inverse_pnl_rules():
-    s0, r = 90_000.0, np.log(0.9)
-    s1 = s0 * np.exp(r)
-    # linear: size (S' - S); inverse: face (1/S - 1/S') coins, worth S' each
-    assert pricing.linear_pnl(np, 2.0 * s0, np.array(r)) == pytest.approx(2.0 * (s1 - s0), rel=1e-14)
-    assert pricing.inverse_pnl(np, 100.0, np.array(r)) == pytest.approx(100.0 * (1 / s0 - 1 / s1) * s1, rel=1e-12)

@@ -1,0 +1,62 @@
+"""Compiled book: position columns, risk factors and their P&L rules."""
+
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from conftest import SCENARIOS_2F
+from mcmargin import build_scenarios, get_backend, pricing
+from mcmargin.exposure import column_pnl, compile_book, revalue, to_backend
+
+
+def test_column_pnl_follows_each_contract_rule(small_book):
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"].to_numpy())
+    cb = compile_book(small_book, scen.horizon_days)
+    nb = get_backend("numpy")
+    shock, vol_shock = scen.draw(0, 500, nb)
+    pnl = column_pnl(cb, revalue(nb, to_backend(cb, nb), shock, vol_shock))
+    s0 = {"BTC": 90_000.0, "ETH": 3_000.0}
+    s1 = {a: s0[a] * np.exp(shock[:, list(cb.assets).index(a)]) for a in s0}
+    col = cb.instrument_column
+    # linear perpetual, size 1: S' - S;  spot ETH: S' - S;  future 0.1 ETH: 0.1 (S' - S)
+    np.testing.assert_allclose(pnl[:, col["BTC-PERP"]], s1["BTC"] - s0["BTC"], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(pnl[:, col["ETH-SPOT"]], s1["ETH"] - s0["ETH"], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(pnl[:, col["ETH-FUT"]], 0.1 * (s1["ETH"] - s0["ETH"]), rtol=1e-12, atol=1e-9)
+    # inverse perpetual, face 100 USD: 100 (1/S - 1/S') coins worth S' each
+    np.testing.assert_allclose(pnl[:, col["BTC-INV-PERP"]], 100 * (1 / s0["BTC"] - 1 / s1["BTC"]) * s1["BTC"],
+                               rtol=1e-12, atol=1e-9)
+    # an option: Black-Scholes after the shock minus today's value
+    vol1 = 0.5 * np.exp(vol_shock[:, 0])
+    t0, t1 = 30 / 365, 28 / 365
+    want = (pricing.black_scholes(np, ndtr, s1["BTC"], 95_000.0, t1, vol1, True)
+            - pricing.black_scholes(np, ndtr, 90_000.0, 95_000.0, t0, 0.5, True))
+    np.testing.assert_allclose(pnl[:, col["BTC-C"]], want, rtol=1e-12, atol=1e-9)
+    # collateral: amount x price x expm1(shock); cash (USDT) never moves
+    n_ins = cb.n_instruments
+    np.testing.assert_allclose(pnl[:, n_ins + list(cb.assets).index("BTC")], s1["BTC"] - s0["BTC"], rtol=1e-12, atol=1e-9)
+    assert (pnl[:, n_ins + list(cb.assets).index("USDT")] == 0).all()
+
+
+def test_exact_hedges_net_to_nothing(small_frames):
+    """Long spot and short perpetual of the same delta: no factor exposure, zero loss."""
+    import pandas as pd
+    from conftest import VALUATION
+    from mcmargin.io import book_from_frames
+
+    ins, mkt, pos, col, acc = small_frames
+    pos = pd.concat([pos, pd.DataFrame(dict(account=["h", "h"], instrument=["ETH-SPOT", "ETH-FUT"],
+                                            quantity=[3.0, -30.0]))], ignore_index=True)
+    book = book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+    cb = compile_book(book, 2)
+    row = list(cb.accounts).index("h")
+    assert cb.exposures[row].nnz == 0
+    assert cb.holdings[row].nnz == 2
+
+
+def test_factors_are_assets_then_options(small_book):
+    cb = compile_book(small_book, 2)
+    assert cb.n_factors == cb.assets.size + cb.opt_strike.size
+    assert cb.exposures.shape == (cb.holdings.shape[0], cb.n_factors)
+    # no exposure to cash: it never moves
+    usdt = list(cb.assets).index("USDT")
+    assert cb.exposures[:, usdt].nnz == 0
