@@ -68,6 +68,7 @@ class CompiledBook:
     groups: np.ndarray                # [Ng] every group label (singletons included), sorted
     multi_groups: np.ndarray          # [Nm] groups with more than one member
     group_row: np.ndarray             # [Ng] row of H holding each group's losses
+    group_of_account: np.ndarray      # [Na] index into ``groups`` of each account's group
 
     @property
     def n_columns(self) -> int:
@@ -163,7 +164,7 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
         opt_vol=vol.astype(float), opt_is_call=is_call, opt_size=size[opt], opt_value=opt_value, rate=float(rate),
         unit_value=unit_value, holdings=holdings, to_factors=to_factors, exposures=exposures,
         accounts=accounts, account_group=labels,
-        groups=groups, multi_groups=groups[multi], group_row=group_row)
+        groups=groups, multi_groups=groups[multi], group_row=group_row, group_of_account=members)
 
 
 def _factor_map(lin_asset, lin_notional, inv_asset, inv_face, n_options, prices, market_vol_vector):

@@ -70,7 +70,7 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
     per_position = np.abs(positions.data) * np.maximum(0.0, unit_es[positions.col, side])
     isolated = np.bincount(positions.row, weights=per_position, minlength=book.accounts.size) * scale
 
-    group_index = np.searchsorted(book.groups, book.account_group)
+    group_index = book.group_of_account
     group_equity = np.bincount(group_index, weights=equity, minlength=book.groups.size)
     group_im = np.maximum(0.0, es[grp, k]) * scale
     members = np.bincount(group_index, minlength=book.groups.size)
