@@ -1,7 +1,7 @@
 """The book compiled to arrays: positions, risk factors and sparse holdings.
 
 Positions live in *columns*: one per instrument and one per collateral
-asset, ordered by pricing rule (linear, inverse, option, collateral).
+asset, ordered linear instruments, options, collateral.
 ``holdings`` [rows x columns] holds quantities and amounts; it values
 equity and identifies positions.
 
@@ -45,10 +45,6 @@ class CompiledBook:
     instruments: np.ndarray           # [I] ids, in column order
     instrument_column: dict           # instrument id -> column
     # pricing blocks (NumPy arrays; moved to the backend by ``to_backend``)
-    lin_asset: np.ndarray
-    lin_notional: np.ndarray          # contract_size * S0
-    inv_asset: np.ndarray
-    inv_face: np.ndarray
     opt_asset: np.ndarray
     opt_spot: np.ndarray
     opt_strike: np.ndarray
@@ -99,20 +95,18 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     prices = m["price"].to_numpy(dtype=float)
     market_vol = dict(zip(m["asset"], m["vol"]))
 
+    # Instruments in column order: the linear ones (spot, perpetuals, futures), then the options.
     ins = book.instruments
-    kind = ins["kind"].to_numpy(dtype=object)
-    inverse = ins["inverse"].to_numpy(dtype=bool)
-    is_opt = kind == "option"
-    is_inv = ~is_opt & inverse
-    is_lin = ~is_opt & ~inverse
-    order = np.concatenate([np.flatnonzero(is_lin), np.flatnonzero(is_inv), np.flatnonzero(is_opt)])
-    ins = ins.iloc[order].reset_index(drop=True)
+    is_opt = ins["kind"].to_numpy(dtype=object) == "option"
+    ins = ins.iloc[np.concatenate([np.flatnonzero(~is_opt), np.flatnonzero(is_opt)])].reset_index(drop=True)
     ids = ins["instrument"].to_numpy(dtype=object)
     u = np.array([asset_index[a] for a in ins["underlying"]], dtype=np.int64)
     size = ins["contract_size"].to_numpy(dtype=float)
     s0 = prices[u]
-    nl, ni = int(is_lin.sum()), int(is_inv.sum())
-    lin, inv, opt = slice(0, nl), slice(nl, nl + ni), slice(nl + ni, len(ids))
+    n_linear = int((~is_opt).sum())
+    lin, opt = slice(0, n_linear), slice(n_linear, len(ids))
+    # USD notional of one linear contract: size x S, or the face value of an inverse one.
+    notional = np.where(ins["inverse"].to_numpy(dtype=bool), size, size * s0)[lin]
 
     days = (ins["expiry"] - pd.Timestamp(book.valuation_date)).dt.days.to_numpy(dtype=float)
     t0 = days[opt] / DAYS_PER_YEAR_OPTIONS
@@ -144,8 +138,7 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     holdings = sp.vstack([holdings_acc, holdings_grp, units, -units], format="csr")
     holdings.sort_indices()
 
-    to_factors = _factor_map(u[lin], (size * s0)[lin], u[inv], size[inv], len(ids) - nl - ni, prices,
-                             market_vol_vector=m["vol"].to_numpy(dtype=float))
+    to_factors = _factor_map(u[lin], notional, len(ids) - n_linear, prices, m["vol"].to_numpy(dtype=float))
     exposures = holdings @ to_factors
     exposures.eliminate_zeros()        # a hedge that nets to exactly zero costs nothing
     exposures.sort_indices()
@@ -158,7 +151,6 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
 
     return CompiledBook(
         assets=assets, prices=prices, instruments=ids, instrument_column={k: i for i, k in enumerate(ids)},
-        lin_asset=u[lin], lin_notional=(size * s0)[lin], inv_asset=u[inv], inv_face=size[inv],
         opt_asset=u[opt], opt_spot=s0[opt], opt_strike=ins["strike"].to_numpy(dtype=float)[opt],
         opt_expiry=t0, opt_expiry_after=t0 - float(horizon_days) / DAYS_PER_YEAR_OPTIONS,
         opt_vol=vol.astype(float), opt_is_call=is_call, opt_size=size[opt], opt_value=opt_value, rate=float(rate),
@@ -167,21 +159,19 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
         groups=groups, multi_groups=groups[multi], group_row=group_row, group_of_account=members)
 
 
-def _factor_map(lin_asset, lin_notional, inv_asset, inv_face, n_options, prices, market_vol_vector):
+def _factor_map(linear_asset, linear_notional, n_options, prices, market_vol):
     """[columns x factors]: factors are the market assets (expm1 of the shock), then the options.
 
-    Cash assets (market vol 0) never move: their factor gets no entries.
+    Columns: linear instruments (their USD notional on their asset), options
+    (one contract each), collateral (the asset's price).  Cash assets (market
+    vol 0) never move: their factor gets no entries.
     """
-    a = prices.size
-    moves = market_vol_vector > 0
-    coll = np.arange(a)
-    rows = np.concatenate([np.arange(lin_asset.size), lin_asset.size + np.arange(inv_asset.size),
-                           lin_asset.size + inv_asset.size + np.arange(n_options),
-                           lin_asset.size + inv_asset.size + n_options + coll[moves]])
-    cols = np.concatenate([lin_asset, inv_asset, a + np.arange(n_options), coll[moves]])
-    vals = np.concatenate([lin_notional, inv_face, np.ones(n_options), prices[moves]])
-    n_cols = lin_asset.size + inv_asset.size + n_options + a
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n_cols, a + n_options))
+    n_linear, a = linear_asset.size, prices.size
+    moves = np.flatnonzero(market_vol > 0)
+    rows = np.concatenate([np.arange(n_linear), n_linear + np.arange(n_options), n_linear + n_options + moves])
+    cols = np.concatenate([linear_asset, a + np.arange(n_options), moves])
+    vals = np.concatenate([linear_notional, np.ones(n_options), prices[moves]])
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_linear + n_options + a, a + n_options))
 
 
 def column_pnl(book: "CompiledBook", factor_pnl: np.ndarray) -> np.ndarray:
