@@ -223,12 +223,16 @@ def _break_positions_instrument(d):
     return "positions.csv", "row 5", "'instrument'"
 
 
-def _expire_an_option(d):
+def _set_first_instrument_cell(d, kind, column, value):
     t = pd.read_csv(d / "instruments.csv", dtype=str)
-    i = t.index[t["kind"] == "option"][0]
-    t.loc[i, "expiry"] = "2026-11-25"
+    i = t.index[t["kind"] == kind][0]
+    t.loc[i, column] = value
     t.to_csv(d / "instruments.csv", index=False)
-    return "instruments.csv", f"row {i + 2}", "'expiry'"
+    return "instruments.csv", f"row {i + 2}", repr(column)
+
+
+def _expire_an_option(d):
+    return _set_first_instrument_cell(d, "option", "expiry", "2026-11-25")
 
 
 def _duplicate_collateral_row(d):
@@ -238,11 +242,7 @@ def _duplicate_collateral_row(d):
 
 
 def _bad_inverse_flag(d):
-    t = pd.read_csv(d / "instruments.csv", dtype=str)
-    i = t.index[t["kind"] == "perpetual"][0]
-    t.loc[i, "inverse"] = "maybe"
-    t.to_csv(d / "instruments.csv", index=False)
-    return "instruments.csv", f"row {i + 2}", "'inverse'"
+    return _set_first_instrument_cell(d, "perpetual", "inverse", "maybe")
 
 
 @pytest.mark.slow
