@@ -102,7 +102,9 @@ def plot_qq(ds: xr.Dataset, path) -> str:
         z = ds["residual"].values[mask, j]
         z = np.sort(z[np.isfinite(z)])
         if z.size < 2 or not np.any(z != 0):
-            ax.set_title(f"{assets[j]}: no movement", fontsize=8)
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"{assets[j]}\nno movement\n(constant price)", ha="center", va="center",
+                    fontsize=9, transform=ax.transAxes)
             continue
         p = (np.arange(1, z.size + 1) - 0.5) / z.size
         q = stats.norm.ppf(p)
