@@ -285,8 +285,10 @@ def _build_book(tables: dict[str, _Table], valuation_date: dt.date, sources: Map
         _require_columns(table, REQUIRED_COLUMNS[name])
     market = _normalise_market(tables["market"])
     instruments = _normalise_instruments(tables["instruments"], market, valuation_date)
-    positions = _normalise_positions(tables["positions"], instruments)
-    collateral = _normalise_collateral(tables["collateral"], market)
+    positions = _normalise_holdings(tables["positions"], "instrument", "quantity", instruments["instrument"],
+                                    "an instrument of the instruments table", "position")
+    collateral = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
+                                     "an asset of the market table", "collateral row")
     if "accounts" in tables:
         accounts = _normalise_accounts(tables["accounts"], positions, collateral)
     else:
@@ -606,22 +608,16 @@ def _iso(value: np.datetime64) -> str:
     return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
 
 
-def _normalise_positions(table: _Table, instruments: pd.DataFrame) -> pd.DataFrame:
+def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: str, row_name: str
+                        ) -> pd.DataFrame:
+    """Positions (account, instrument, quantity) or collateral (account, asset, amount): one account's
+    holding of one known item per row."""
     account = _ids(table, "account")
-    instrument = _ids(table, "instrument")
-    quantity = _numbers(table, "quantity")
-    _check_known(table, instrument, instruments["instrument"], "instrument", "an instrument of the instruments table")
-    _check_unique(table, {"account": account, "instrument": instrument}, "instrument", "position")
-    return _frame({"account": account, "instrument": instrument, "quantity": quantity})
-
-
-def _normalise_collateral(table: _Table, market: pd.DataFrame) -> pd.DataFrame:
-    account = _ids(table, "account")
-    asset = _ids(table, "asset")
-    amount = _numbers(table, "amount")
-    _check_known(table, asset, market["asset"], "asset", "an asset of the market table")
-    _check_unique(table, {"account": account, "asset": asset}, "asset", "collateral row")
-    return _frame({"account": account, "asset": asset, "amount": amount})
+    items = _ids(table, item)
+    size = _numbers(table, amount)
+    _check_known(table, items, known, item, known_as)
+    _check_unique(table, {"account": account, item: items}, item, row_name)
+    return _frame({"account": account, item: items, amount: size})
 
 
 def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.DataFrame) -> pd.DataFrame:
