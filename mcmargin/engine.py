@@ -170,6 +170,8 @@ def pilot_size(m: int, n: int, chunk: int):
 def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
     """Delayed VaR/ES of one block of rows: an optional pilot, then the chain of folds."""
     fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
+    if not fused:  # the block's holdings go to the backend (device) once, not once per chunk
+        h = dask.delayed(_sparse_on, pure=False)(backend_name, h, dask_key_name=f"holdings-{key}")
     state = None
     if pilot:
         state = dask.delayed(_pilot_state, pure=False)(h, pnl[0], m, pilot, dask_key_name=f"pilot-{key}")
@@ -208,12 +210,12 @@ def _to_backend(book, backend_name):
 
 
 def _fold_reference(state, holdings, pnl, m, backend_name):
+    return tails.fold_chunk(get_backend(backend_name), state, holdings, pnl, m)
+
+
+def _sparse_on(backend_name, holdings):
+    """The holdings block as a sparse (dense for array-api-strict) matrix of the backend."""
     b = get_backend(backend_name)
-    h = _sparse_on(b, holdings)
-    return tails.fold_chunk(b, state, h, pnl, m)
-
-
-def _sparse_on(b, holdings):
     if b.name == "numpy":
         return holdings
     if b.name == "cupy":

@@ -60,12 +60,13 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
     acc, grp = rows("accounts"), book.group_row
     scale = 1.0 + params.buffer
 
-    equity = book.holdings[acc] @ book.unit_value
+    account_holdings = book.holdings[acc]
+    equity = account_holdings @ book.unit_value
     im = np.maximum(0.0, es[acc, k]) * scale
 
     # Standalone requirement per unit, long and short, then per position.
     unit_es = np.stack([es[rows("long"), k], es[rows("short"), k]], axis=1)     # [instrument x side]
-    positions = book.holdings[acc][:, :book.n_instruments].tocoo()
+    positions = account_holdings[:, :book.n_instruments].tocoo()
     side = (positions.data < 0).astype(int)
     per_position = np.abs(positions.data) * np.maximum(0.0, unit_es[positions.col, side])
     isolated = np.bincount(positions.row, weights=per_position, minlength=book.accounts.size) * scale
