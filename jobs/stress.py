@@ -51,7 +51,8 @@ def run(cfg: DictConfig) -> xr.Dataset:
                         backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
                         include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
-                        progress=bool(c["engine"]["progress"]))
+                        progress=bool(c["engine"]["progress"]),
+                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"]))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

@@ -109,6 +109,14 @@ def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:
     return Chunking(scenarios=out[0], rows=out[1]), int(budget * 2**20)
 
 
+def blocks_in_flight_from_config(engine: Mapping) -> int:
+    v = engine.get("blocks_in_flight", 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError("engine.blocks_in_flight",
+                          f"must be a non-negative integer (0 = twice the scheduler's threads), got {v!r}")
+    return v
+
+
 @contextlib.contextmanager
 def scheduler_from_config(cluster: Mapping):
     """Yield the dask scheduler the ``cluster`` config names (closed on exit).

@@ -8,7 +8,9 @@ chain order is fixed, so results do not depend on the scheduler or the
 number of workers; changing chunk sizes changes only the rounding of the
 loss sums in the reference path (never which scenarios are drawn).
 
-Peak memory is O(rows x m) for the tails plus O(chunk) per task in flight.
+Peak memory: the tails of ``blocks_in_flight`` row blocks, O(block x m)
+each, plus each chunk's P&L [factors x chunk] until the last block has
+folded it, plus VaR/ES [rows x confidences].  Never O(rows x m).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class TailResult:
 
 def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
-                  budget: int = TASK_BUDGET, progress: bool = False) -> TailResult:
+                  budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
@@ -99,6 +101,9 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
         Memory budget of one task in bytes, for chunk sizes not set.
     progress : bool
         Show a progress bar on stderr once the run has taken a few seconds.
+    blocks_in_flight : int
+        Row blocks whose tails are folded at once (0 = twice the scheduler's
+        threads).  Bounds the memory of the tails in flight; changes no result.
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
@@ -121,8 +126,14 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     pnl = [revalue_chunk(priced, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
                          dask_key_name=f"revalue-{run}-{s}") for s in starts]
     pilot = pilot_size(m, n, ch.scenarios) if fused else None
-    out = [_block_graph(book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
-                        f"{run}-{r0}") for r0 in blocks]
+    lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
+    out = []
+    for i, r0 in enumerate(blocks):
+        # Block i starts once block i - lanes is done: only `lanes` tails are
+        # alive at a time, and a finished block's memory (warm, already
+        # mapped) serves the next one.
+        out.append(_block_graph(book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
+                                f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
     t1 = time.perf_counter()
     results = _run_graph(out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
@@ -138,6 +149,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks)),
+                       "blocks_in_flight": min(lanes, len(blocks)),
                        "pilot": list(pilot or ()), "rows_recomputed": int(redo.size)})
 
 
@@ -149,6 +161,8 @@ PILOT_MIN = 16
 #: Pilot sample: the first scenarios of the first chunk (a warm-up fold costs
 #: about three times a thresholded one, so the sample is kept small).
 PILOT_SCENARIOS = 4096
+#: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
+PILOT_ROWS = 64
 
 
 def pilot_size(m: int, n: int, chunk: int):
@@ -167,8 +181,10 @@ def pilot_size(m: int, n: int, chunk: int):
     return (sample, j) if 4 * j <= sample else None
 
 
-def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
+def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key, after=None):
     """Delayed VaR/ES of one block of rows: an optional pilot, then the chain of folds."""
+    if after is not None:
+        h = dask.delayed(_after, pure=False)(h, after, dask_key_name=f"lane-{key}")
     fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
     if not fused:  # the block's holdings go to the backend (device) once, not once per chunk
         h = dask.delayed(_sparse_on, pure=False)(backend_name, h, dask_key_name=f"holdings-{key}")
@@ -178,6 +194,22 @@ def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key):
     for s, p in zip(starts, pnl):
         state = fold(state, h, p, m, backend_name, dask_key_name=f"fold-{key}-{s}")
     return dask.delayed(_finish, pure=False)(state, fused, sizes, backend_name, dask_key_name=f"tail-{key}")
+
+
+def _after(x, _previous):
+    """``x``, once ``_previous`` is computed: orders row blocks without copying anything."""
+    return x
+
+
+def scheduler_threads(scheduler) -> int:
+    """Threads that run tasks under ``scheduler`` (a dask scheduler name or a ``distributed.Client``)."""
+    if scheduler in ("sync", "synchronous", "single-threaded"):
+        return 1
+    if scheduler is None or isinstance(scheduler, str):
+        from dask.system import CPU_COUNT
+
+        return int(dask.config.get("num_workers", None) or CPU_COUNT)
+    return max(1, sum(scheduler.nthreads().values()))
 
 
 def _run_graph(out, scheduler, progress):
@@ -239,14 +271,24 @@ def _fold_fused(state, holdings, pnl_t, m, backend_name):
 
 
 def _pilot_state(holdings, pnl_t, m, pilot):
-    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample."""
+    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample.
+
+    A row with no holdings loses exactly 0 in every scenario: it gets no
+    pilot (-inf), since no loss would beat a threshold of 0.
+    """
     from . import fastpath
 
     sample, j = pilot
-    pilot = _fold_fused(None, holdings, np.ascontiguousarray(pnl_t[:, :sample]), j, "numpy")
-    pilot.top()                                   # compacts: threshold = j-th largest
+    indptr, indices = holdings.indptr.astype(np.int64), holdings.indices.astype(np.int64)
     state = fastpath.FastTail.empty(holdings.shape[0], m)
-    state.threshold[:] = pilot.threshold
+    # A few rows at a time, so the sampled losses stay in cache for the partition.
+    sampled = np.empty((PILOT_ROWS, sample))
+    for r0 in range(0, holdings.shape[0], PILOT_ROWS):
+        part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
+        fastpath.losses(indptr, indices, holdings.data, pnl_t, part, r0)
+        part.partition(sample - j, axis=1)
+        state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
+    state.threshold[np.diff(indptr) == 0] = -np.inf
     return state
 
 

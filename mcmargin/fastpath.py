@@ -32,11 +32,18 @@ import numba
 import numpy as np
 
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
+SCREEN = 2  # losses counted at once before a branchy scan (fastest of 1, 2, 4, 8, 16)
 
 
 def stage_size(m: int) -> int:
-    """Candidates staged per row before compaction: amortises each O(m) partition."""
-    return max(m // 2, 64)
+    """Candidates staged per row before a compaction (an O(m) partition).
+
+    With a pilot threshold about 1.6 m losses beat it over a whole run, so
+    a stage of m leaves most rows to the one partition of :meth:`FastTail.top`
+    (SIMD, 5x the compiled one); only ``blocks_in_flight`` states are alive
+    at a time, so the extra room is cheap.
+    """
+    return max(m, 64)
 
 
 @dataclasses.dataclass
@@ -54,11 +61,20 @@ class FastTail:
     def top(self) -> np.ndarray:
         """The kept worst losses per row, ``[rows x m]`` in any order.
 
-        Compacts every row to its m largest.  A row with ``count < m`` holds
-        fewer (the slots past its count are undefined).
+        A row with ``count < m`` holds fewer; its missing slots are -inf.
+        The state itself is left as it is.  NumPy's partition is used
+        because it is SIMD-accelerated (about 5x the compiled quickselect).
         """
-        _compact(self.values, self.count, self.threshold, self.m)
-        return self.values[:, :self.m]
+        _pad(self.values, self.count)
+        held = max(int(self.count.max(initial=0)), self.m)
+        return np.partition(self.values[:, :held], held - self.m, axis=1)[:, held - self.m:]
+
+
+@numba.njit(nogil=True, cache=True)
+def _pad(values, count):
+    """Slots past each row's count to -inf, so a partition of whole rows sees only held losses."""
+    for r in range(values.shape[0]):
+        values[r, count[r]:] = -np.inf
 
 
 @numba.njit(nogil=True, cache=True)
@@ -75,13 +91,6 @@ def _compact_row(vals, n, m):
     part = np.partition(vals[:n], n - m)
     vals[:m] = part[n - m:]
     return m, vals[:m].min()
-
-
-@numba.njit(nogil=True, cache=True)
-def _compact(values, count, threshold, m):
-    for r in range(values.shape[0]):
-        if count[r] >= m:
-            count[r], threshold[r] = _compact_row(values[r], count[r], m)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -116,6 +125,34 @@ def _accumulate(buf, w, s0, pnl_t, indices, data, start, end):
 
 
 @numba.njit(nogil=True, cache=True)
+def _screen(buf, w, thr, row, c):
+    """Append the losses -buf[:w] above thr to row[c:]; return the new count.
+
+    Few losses beat the threshold (about 1.6 m of N over a run), so each
+    group of SCREEN losses is first counted branch-free (vectorised) and
+    only a group with a candidate is scanned with branches: that saves
+    most of the mispredicted branches of a plain scan.
+    """
+    nthr = -thr
+    g = 0
+    while g + SCREEN <= w:
+        k = 0
+        for s in range(g, g + SCREEN):
+            k += buf[s] < nthr
+        if k:
+            for s in range(g, g + SCREEN):
+                if buf[s] < nthr:
+                    row[c] = -buf[s]
+                    c += 1
+        g += SCREEN
+    for s in range(g, w):
+        if buf[s] < nthr:
+            row[c] = -buf[s]
+            c += 1
+    return c
+
+
+@numba.njit(nogil=True, cache=True)
 def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
@@ -144,12 +181,27 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
                 if c >= m:
                     c, thr = _compact_row(row, c, m)
             else:                          # running (or pilot) threshold: keep only what beats it
-                for s in range(w):
-                    x = -buf[s]
-                    if x > thr:
-                        row[c] = x
-                        c += 1
+                c = _screen(buf, w, thr, row, c)
                 if c > full:
                     c, thr = _compact_row(row, c, m)
             count[r] = c
             threshold[r] = thr
+
+
+@numba.njit(nogil=True, cache=True)
+def losses(indptr, indices, data, pnl_t, out, first_row):
+    """``out[i, s] = -(H @ pnl_t)[first_row + i, s]`` for the first ``out.shape[1]`` scenarios.
+
+    The same sums as :func:`fold_chunk_fused`, materialised: for a pilot
+    sample, small enough to stay in cache while NumPy's partition reads
+    order statistics off it.
+    """
+    n = out.shape[1]
+    buf = np.empty(TILE)
+    for s0 in range(0, n, TILE):
+        w = min(TILE, n - s0)
+        for i in range(out.shape[0]):
+            r = first_row + i
+            _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+            for s in range(w):
+                out[i, s0 + s] = -buf[s]

@@ -26,7 +26,8 @@ from .margin import MarginParams, margin_dataset
 def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), confidences=(0.99, 0.995),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
-               budget: int = TASK_BUDGET, progress: bool = False) -> xr.Dataset:
+               budget: int = TASK_BUDGET, progress: bool = False,
+               blocks_in_flight: int = 0) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -53,6 +54,9 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         Memory budget of one task (bytes), sizing chunks that are not set.
     progress : bool
         Progress bar on stderr for long runs.
+    blocks_in_flight : int
+        Row blocks folded at once (0 = twice the scheduler's threads); bounds
+        the memory of the tails in flight and changes no result.
 
     Returns
     -------
@@ -68,7 +72,8 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     confidences = sorted(set(float(q) for q in confidences) | {margin.confidence})
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
-                           chunking=chunking, scheduler=scheduler, budget=budget, progress=progress)
+                           chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
+                           blocks_in_flight=blocks_in_flight)
     t2 = time.perf_counter()
     ds = margin_dataset(result, margin)
     if include_scenarios:
@@ -86,6 +91,7 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),
         horizon_days=float(scenarios.horizon_days), valuation_date=book.valuation_date.isoformat(),
         chunk_scenarios=result.chunking.scenarios, chunk_rows=result.chunking.rows, tail_size_kept=result.tail_size,
+        blocks_in_flight=int(result.timings["blocks_in_flight"]),
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds

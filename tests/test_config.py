@@ -47,6 +47,14 @@ def test_chunking_keys_are_checked(engine, key):
         mc.chunking_from_config(engine)
 
 
+@pytest.mark.parametrize("value", [-1, 2.5, True, "4"])
+def test_blocks_in_flight_key_is_checked(value):
+    with pytest.raises(ConfigError, match=r"engine\.blocks_in_flight"):
+        mc.blocks_in_flight_from_config({"blocks_in_flight": value})
+    assert mc.blocks_in_flight_from_config({}) == 0
+    assert mc.blocks_in_flight_from_config({"blocks_in_flight": 3}) == 3
+
+
 def test_margin_keys():
     p = mc.margin_from_config({"model": "mc_es", "confidence": 0.995, "buffer": 0.25, "maintenance_ratio": 0.5})
     assert (p.confidence, p.buffer, p.maintenance_ratio) == (0.995, 0.25, 0.5)

@@ -108,6 +108,47 @@ def test_pilot_threshold_is_exact_and_rows_below_it_are_recomputed(book, scen, m
         np.testing.assert_allclose(got[v].values, ref[v].values, rtol=1e-12, atol=1e-9, err_msg=v)
 
 
+def test_blocks_in_flight_change_no_figure(book, scen):
+    runs = {k: run_stress(book, scen, chunking=Chunking(700, 16), blocks_in_flight=k) for k in (1, 3, 0)}
+    assert [int(r.attrs["blocks_in_flight"]) for r in runs.values()][:2] == [1, 3]
+    for k in (3, 0):
+        for v in FIGURES:
+            np.testing.assert_array_equal(runs[k][v].values, runs[1][v].values, err_msg=f"{k} {v}")
+
+
+def test_pilot_thresholds_are_order_statistics_of_the_sample(book, scen):
+    cb = exposure.compile_book(book, scen.horizon_days)
+    h = cb.exposures
+    empty = np.diff(h.indptr) == 0
+    assert empty.any(), "the fixture should have rows without holdings (cash-only accounts)"
+    pnl_t = engine._revalue_chunk(engine._to_backend(cb, "numpy"), scen, "numpy", 0, 1000, True)
+    state = engine._pilot_state(h, pnl_t, 30, (700, 9))
+    brute = -np.sort(h @ pnl_t[:, :700], axis=1)[:, 8]         # 9th largest loss of the first 700
+    np.testing.assert_array_equal(state.threshold[~empty], brute[~empty])
+    assert np.all(state.threshold[empty] == -np.inf)
+
+
+def test_rows_without_holdings_lose_exactly_zero_and_are_not_recomputed(book, scen):
+    cb = exposure.compile_book(book, scen.horizon_days)
+    result = engine.compute_tails(cb, scen, [0.99], chunking=Chunking(500, 64))
+    assert result.timings["pilot"] and result.timings["rows_recomputed"] == 0
+    empty = np.diff(cb.exposures.indptr) == 0
+    assert np.all(result.var[empty] == 0) and np.all(result.es[empty] == 0)
+
+
+def test_scheduler_threads():
+    import dask
+
+    assert engine.scheduler_threads("sync") == 1
+    with dask.config.set(num_workers=3):
+        assert engine.scheduler_threads(None) == engine.scheduler_threads("threads") == 3
+
+    class Client:
+        def nthreads(self):
+            return {"tcp://a": 2, "tcp://b": 4}
+    assert engine.scheduler_threads(Client()) == 6
+
+
 def test_pilot_size():
     assert engine.pilot_size(1000, 100_000, 7543) == (4096, 66)
     assert engine.pilot_size(1000, 100_000, 2000) == (2000, 32)
