@@ -96,7 +96,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
         (:mod:`mcmargin.fastpath`) instead of the array-API reference.
     chunking : Chunking
     scheduler : str or dask Client, optional
-        Passed to ``dask.compute``; default the local threaded scheduler.
+        A dask scheduler name (``"threads"``, ``"sync"``, ...) or a ``distributed.Client``; default local threads.
     budget : int
         Memory budget of one task in bytes, for chunk sizes not set.
     progress : bool
@@ -117,14 +117,16 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
 
-    # Keys are named, not hashed: tokenizing the book for every task is waste.
+    # A plain task graph with named keys: dask.delayed would tokenize the
+    # book and merge each block's layers into the next lane's (quadratic).
     run = uuid.uuid4().hex[:8]
-    revalue_chunk = dask.delayed(_revalue_chunk, pure=False)
     # The pricing arrays go to the backend (device) once, as a task of their own.
-    priced = dask.delayed(_to_backend, pure=False)(book, b.name, dask_key_name=f"priced-{run}")
-    scen_d = dask.delayed(scenarios, name=f"scenarios-{run}")
-    pnl = [revalue_chunk(priced, scen_d, b.name, s, min(s + ch.scenarios, n), fused,
-                         dask_key_name=f"revalue-{run}-{s}") for s in starts]
+    dsk = {f"priced-{run}": (_to_backend, book, b.name), f"scenarios-{run}": scenarios}
+    pnl = []
+    for s in starts:
+        pnl.append(f"revalue-{run}-{s}")
+        dsk[pnl[-1]] = (_revalue_chunk, f"priced-{run}", f"scenarios-{run}", b.name, s,
+                        min(s + ch.scenarios, n), fused)
     pilot = pilot_size(m, n, ch.scenarios) if fused else None
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
     out = []
@@ -132,25 +134,20 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
         # Block i starts once block i - lanes is done: only `lanes` tails are
         # alive at a time, and a finished block's memory (warm, already
         # mapped) serves the next one.
-        out.append(_block_graph(book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused, pilot,
-                                f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
+        out.append(_block_tasks(dsk, book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused,
+                                pilot, f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
     t1 = time.perf_counter()
-    results = _run_graph(out, scheduler, progress)
+    results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
     es = np.concatenate([r[1] for r in results], axis=0)
-    # Rows whose pilot threshold proved too high (fewer than m losses above
-    # it, rare by design) are recomputed exactly with no threshold.
-    redo = np.flatnonzero(np.isnan(var[:, 0]))
-    if redo.size:
-        log.debug("%d row(s) fell below their pilot threshold; recomputing them without it", redo.size)
-        again = _run_graph([_block_graph(book.exposures[redo], starts, pnl, m, sizes, b.name, fused, None,
-                                         f"{run}-redo")], scheduler, progress)[0]
-        var[redo], es[redo] = again
+    redone = sum(r[2] for r in results)
+    if redone:
+        log.debug("%d row(s) fell below their pilot threshold and were recomputed without it", redone)
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks)),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(pilot or ()), "rows_recomputed": int(redo.size)})
+                       "pilot": list(pilot or ()), "rows_recomputed": int(redone)})
 
 
 #: With a pilot, each row's threshold is set so that about this many times m
@@ -181,19 +178,27 @@ def pilot_size(m: int, n: int, chunk: int):
     return (sample, j) if 4 * j <= sample else None
 
 
-def _block_graph(h, starts, pnl, m, sizes, backend_name, fused, pilot, key, after=None):
-    """Delayed VaR/ES of one block of rows: an optional pilot, then the chain of folds."""
+def _block_tasks(dsk, h, starts, pnl, m, sizes, backend_name, fused, pilot, key, after=None):
+    """Add one row block's tasks to ``dsk``: an optional pilot, the chain of folds, VaR/ES.
+
+    Returns the key of the block's (var, es, rows recomputed).
+    """
     if after is not None:
-        h = dask.delayed(_after, pure=False)(h, after, dask_key_name=f"lane-{key}")
-    fold = dask.delayed(_fold_fused if fused else _fold_reference, pure=False)
+        dsk[f"lane-{key}"] = (_after, h, after)
+        h = f"lane-{key}"
     if not fused:  # the block's holdings go to the backend (device) once, not once per chunk
-        h = dask.delayed(_sparse_on, pure=False)(backend_name, h, dask_key_name=f"holdings-{key}")
+        dsk[f"holdings-{key}"] = (_sparse_on, backend_name, h)
+        h = f"holdings-{key}"
     state = None
     if pilot:
-        state = dask.delayed(_pilot_state, pure=False)(h, pnl[0], m, pilot, dask_key_name=f"pilot-{key}")
+        state = f"pilot-{key}"
+        dsk[state] = (_pilot_state, h, pnl[0], m, list(pilot))
+    fold = _fold_fused if fused else _fold_reference
     for s, p in zip(starts, pnl):
-        state = fold(state, h, p, m, backend_name, dask_key_name=f"fold-{key}-{s}")
-    return dask.delayed(_finish, pure=False)(state, fused, sizes, backend_name, dask_key_name=f"tail-{key}")
+        dsk[f"fold-{key}-{s}"] = (fold, state, h, p, m, backend_name)
+        state = f"fold-{key}-{s}"
+    dsk[f"tail-{key}"] = (_finish, state, h, list(pnl), sizes, backend_name, fused)
+    return f"tail-{key}"
 
 
 def _after(x, _previous):
@@ -212,15 +217,16 @@ def scheduler_threads(scheduler) -> int:
     return max(1, sum(scheduler.nthreads().values()))
 
 
-def _run_graph(out, scheduler, progress):
-    """Compute the graph on ``scheduler`` with a progress bar on long runs (stderr)."""
+def _run_graph(dsk, keys, scheduler, progress):
+    """Compute ``keys`` of the task graph on ``scheduler``, with a progress bar on long runs (stderr)."""
     if scheduler is None or isinstance(scheduler, str):
         from dask.diagnostics import ProgressBar
 
+        get = dask.base.get_scheduler(scheduler=scheduler or "threads")
         bar = ProgressBar(minimum=PROGRESS_AFTER_S, dt=1.0, out=sys.stderr) if progress else contextlib.nullcontext()
         with bar:
-            return dask.compute(*out, scheduler=scheduler or "threads")
-    futures = scheduler.compute(list(out))
+            return get(dsk, keys)
+    futures = scheduler.get(dsk, keys, sync=False)
     if progress:
         from distributed import progress as show_progress
 
@@ -292,25 +298,28 @@ def _pilot_state(holdings, pnl_t, m, pilot):
     return state
 
 
-def _finish(state, fused, sizes, backend_name="numpy"):
-    """VaR and ES [rows x len(sizes)] of a row block from its final tail state.
+def _finish(state, holdings, pnl, sizes, backend_name="numpy", fused=True):
+    """(var, es, rows recomputed) of a row block from its final tail state.
 
-    Rows that kept fewer than m losses (a pilot threshold above their m-th
-    largest) get NaN, and are recomputed by the caller.
+    VaR and ES are [rows x len(sizes)].  On the fused path, rows that kept
+    fewer than m losses (a pilot threshold above their m-th largest, rare by
+    design) are folded again over every chunk with no threshold: exact.
     """
     m = max(sizes)
     if fused:
         top = state.top()
-        short = state.count < m
+        short = np.flatnonzero(state.count < m)
+        if short.size:
+            again = None
+            for p in pnl:
+                again = _fold_fused(again, holdings[short], p, m, backend_name)
+            top[short] = again.top()
     else:
         top = np.asarray(get_backend(backend_name).to_numpy(state), dtype=np.float64)
-        short = np.zeros(top.shape[0], dtype=bool)
+        short = ()
     ordered = np.sort(top[:, :m], axis=1)
-    var = np.full((ordered.shape[0], len(sizes)), np.nan)
-    es = np.full_like(var, np.nan)
-    ok = ~short
+    var = np.empty((ordered.shape[0], len(sizes)))
+    es = np.empty_like(var)
     for j, k in enumerate(sizes):
-        var[ok, j], es[ok, j] = tails.var_es(ordered[ok], k)
-    return var, es
-
-
+        var[:, j], es[:, j] = tails.var_es(ordered, k)
+    return var, es, len(short)
