@@ -60,9 +60,10 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         result = engine.compute_tails(compiled, scenarios, [0.99, 0.995])
         wall = time.perf_counter() - t
+        threads = engine.scheduler_threads(None)
     # _finish also folds recomputed rows: that time shows under both.
     print(f"{args.accounts:,} accounts x {args.scenarios:,} scenarios x {args.instruments} instruments, "
-          f"threads {engine.scheduler_threads(None)}: wall {wall:.2f} s, rows recomputed "
+          f"threads {threads}: wall {wall:.2f} s, rows recomputed "
           f"{result.timings['rows_recomputed']}, blocks in flight {result.timings['blocks_in_flight']}")
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<24} {s:7.2f} s task time ({s / sum(spent.values()):.0%})")

@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> xr.Dataset:
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
                         include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
                         progress=bool(c["engine"]["progress"]),
-                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"]))
+                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

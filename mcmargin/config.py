@@ -109,11 +109,18 @@ def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:
     return Chunking(scenarios=out[0], rows=out[1]), int(budget * 2**20)
 
 
-def blocks_in_flight_from_config(engine: Mapping) -> int:
+def blocks_in_flight_from_config(engine: Mapping, cluster: Mapping | None = None) -> int:
+    """``engine.blocks_in_flight``; 0 stays automatic (twice the threads found at run time).
+
+    A SLURM cluster's workers join as their jobs start, after the run has
+    begun, so its 0 becomes twice the threads it will have (jobs x cores).
+    """
     v = engine.get("blocks_in_flight", 0)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise ConfigError("engine.blocks_in_flight",
                           f"must be a non-negative integer (0 = twice the scheduler's threads), got {v!r}")
+    if v == 0 and cluster and cluster.get("kind") == "slurm" and not cluster.get("address"):
+        v = 2 * int(cluster.get("jobs", 1)) * int(cluster.get("cores", 1))
     return v
 
 

@@ -13,3 +13,13 @@ def test_quick_benchmark_runs_and_checks_equality(tmp_path):
     text = out.read_text()
     assert "PASS" in text and "FAIL" not in text
     assert "not measured" in text          # GPU rows are predictions, never invented measurements
+
+
+def test_task_time_split_runs(capsys):
+    from benchmarks import tasks
+
+    tasks.main(["--accounts", "300", "--scenarios", "20000", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "threads 1" in out
+    for name in ("fold (fused)", "pilot", "VaR/ES", "draws + revaluation"):
+        assert name in out

@@ -53,6 +53,11 @@ def test_blocks_in_flight_key_is_checked(value):
         mc.blocks_in_flight_from_config({"blocks_in_flight": value})
     assert mc.blocks_in_flight_from_config({}) == 0
     assert mc.blocks_in_flight_from_config({"blocks_in_flight": 3}) == 3
+    # SLURM workers arrive after the run starts: size the lanes for the jobs asked for.
+    slurm = {"kind": "slurm", "jobs": 2, "cores": 16}
+    assert mc.blocks_in_flight_from_config({"blocks_in_flight": 0}, slurm) == 64
+    assert mc.blocks_in_flight_from_config({"blocks_in_flight": 5}, slurm) == 5
+    assert mc.blocks_in_flight_from_config({}, {"kind": "distributed"}) == 0
 
 
 def test_margin_keys():
