@@ -145,7 +145,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
         log.debug("%d row(s) fell below their pilot threshold and were recomputed without it", redone)
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
-                      {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(pnl) * (1 + len(blocks)),
+                      {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
                        "pilot": list(pilot or ()), "rows_recomputed": int(redone)})
 
@@ -155,8 +155,9 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
 PILOT_FACTOR = 1.6
 #: Fewest pilot order statistics a threshold is read from.
 PILOT_MIN = 16
-#: Pilot sample: the first scenarios of the first chunk (a warm-up fold costs
-#: about three times a thresholded one, so the sample is kept small).
+#: Pilot sample: the first scenarios of the first chunk (its losses are
+#: materialised and partitioned, about twice a thresholded fold's cost per
+#: scenario, so the sample is kept small).
 PILOT_SCENARIOS = 4096
 #: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
 PILOT_ROWS = 64
