@@ -182,8 +182,7 @@ def column_pnl(book: "CompiledBook", factor_pnl: np.ndarray) -> np.ndarray:
 def _account_holdings(book, accounts, instruments, assets):
     """Sparse [account x column] holdings: positions, then collateral columns."""
     pos, col = book.positions, book.collateral
-    rows = pd.Index(accounts)
-    r = np.concatenate([rows.get_indexer(pos["account"]), rows.get_indexer(col["account"])])
+    r = np.concatenate([book.account_rows("positions"), book.account_rows("collateral")])
     c = np.concatenate([pd.Index(instruments).get_indexer(pos["instrument"]),
                         instruments.size + pd.Index(assets).get_indexer(col["asset"])])
     v = np.concatenate([pos["quantity"].to_numpy(dtype=float), col["amount"].to_numpy(dtype=float)])
