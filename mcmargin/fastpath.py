@@ -62,19 +62,19 @@ class FastTail:
         """The kept worst losses per row, ``[rows x m]`` in any order.
 
         A row with ``count < m`` holds fewer; its missing slots are -inf.
-        The state itself is left as it is.  NumPy's partition is used
+        The held losses are left in place.  NumPy's partition is used
         because it is SIMD-accelerated (about 5x the compiled quickselect).
         """
-        _pad(self.values, self.count)
         held = max(int(self.count.max(initial=0)), self.m)
+        _pad(self.values, self.count, held)
         return np.partition(self.values[:, :held], held - self.m, axis=1)[:, held - self.m:]
 
 
 @numba.njit(nogil=True, cache=True)
-def _pad(values, count):
-    """Slots past each row's count to -inf, so a partition of whole rows sees only held losses."""
+def _pad(values, count, held):
+    """Slots from each row's count up to ``held`` to -inf, so a partition of whole rows sees only held losses."""
     for r in range(values.shape[0]):
-        values[r, count[r]:] = -np.inf
+        values[r, count[r]:held] = -np.inf
 
 
 @numba.njit(nogil=True, cache=True)
