@@ -271,9 +271,8 @@ def _fold_fused(state, holdings, pnl_t, m, backend_name):
 
     if state is None:
         state = fastpath.FastTail.empty(holdings.shape[0], m)
-    fastpath.fold_chunk_fused(holdings.indptr.astype(np.int64), holdings.indices.astype(np.int64),
-                              holdings.data, pnl_t, state.values, state.count, state.threshold, m,
-                              fastpath.TILE)
+    fastpath.fold_chunk_fused(*fastpath.csr_arrays(holdings), pnl_t, state.values, state.count,
+                              state.threshold, m, fastpath.TILE)
     return state
 
 
@@ -286,13 +285,13 @@ def _pilot_state(holdings, pnl_t, m, pilot):
     from . import fastpath
 
     sample, j = pilot
-    indptr, indices = holdings.indptr.astype(np.int64), holdings.indices.astype(np.int64)
+    indptr, indices, data = fastpath.csr_arrays(holdings)
     state = fastpath.FastTail.empty(holdings.shape[0], m)
     # A few rows at a time, so the sampled losses stay in cache for the partition.
     sampled = np.empty((PILOT_ROWS, sample))
     for r0 in range(0, holdings.shape[0], PILOT_ROWS):
         part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
-        fastpath.losses(indptr, indices, holdings.data, pnl_t, part, r0)
+        fastpath.losses(indptr, indices, data, pnl_t, part, r0)
         part.partition(sample - j, axis=1)
         state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
     state.threshold[np.diff(indptr) == 0] = -np.inf
@@ -311,9 +310,9 @@ def _finish(state, holdings, pnl, sizes, backend_name="numpy", fused=True):
         top = state.top()
         short = np.flatnonzero(state.count < m)
         if short.size:
-            again = None
+            again, rows = None, holdings[short]
             for p in pnl:
-                again = _fold_fused(again, holdings[short], p, m, backend_name)
+                again = _fold_fused(again, rows, p, m, backend_name)
             top[short] = again.top()
     else:
         top = np.asarray(get_backend(backend_name).to_numpy(state), dtype=np.float64)

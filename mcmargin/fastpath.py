@@ -70,6 +70,11 @@ class FastTail:
         return np.partition(self.values[:, :held], held - self.m, axis=1)[:, held - self.m:]
 
 
+def csr_arrays(holdings):
+    """(indptr, indices, data) of a SciPy CSR matrix, with the int64 indices the kernels are compiled for."""
+    return holdings.indptr.astype(np.int64), holdings.indices.astype(np.int64), holdings.data
+
+
 @numba.njit(nogil=True, cache=True)
 def _pad(values, count, held):
     """Slots from each row's count up to ``held`` to -inf, so a partition of whole rows sees only held losses."""
@@ -129,9 +134,9 @@ def _screen(buf, w, thr, row, c):
     """Append the losses -buf[:w] above thr to row[c:]; return the new count.
 
     Few losses beat the threshold (about 1.6 m of N over a run), so each
-    group of SCREEN losses is first counted branch-free (vectorised) and
-    only a group with a candidate is scanned with branches: that saves
-    most of the mispredicted branches of a plain scan.
+    group of SCREEN losses is first counted branch-free and only a group
+    with a candidate is scanned with branches: fewer branches, and fewer
+    mispredicted, than a plain scan.
     """
     nthr = -thr
     g = 0
