@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import hydra
 import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
-from mcmargin.errors import ConfigError, McMarginError
+from jobs._cli import launch, user_errors
+from mcmargin.errors import ConfigError
+from mcmargin.output import check_figures, check_output_path
+from mcmargin.settings import CALIBRATE_RULES, check_settings
 
 log = logging.getLogger("mcmargin.calibrate")
 
@@ -30,6 +32,7 @@ def run(cfg: DictConfig) -> xr.Dataset:
     from mcmargin.history import load_history
 
     c = OmegaConf.to_container(cfg, resolve=True)
+    check_settings(c, CALIBRATE_RULES)
     if not c.get("history"):
         raise ConfigError("history", "is required: history=PATH (CSV or Parquet with a date column and one price "
                                      "column per asset)")
@@ -63,15 +66,13 @@ def write(ds: xr.Dataset, path: str, plots: bool = True) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors():
         path = cfg.output.path
         if not path:
             raise ConfigError("output.path", "is required: output.path=PATH (.nc or .zarr)")
-        ds = run(cfg)
+        check_output_path(path, netcdf=not str(path).rstrip("/").lower().endswith(".zarr"))
+        ds = check_figures(run(cfg))
         written = write(ds, str(path), bool(cfg.output.plots))
-    except McMarginError as exc:
-        print(f"mcmargin: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     for a in ds["asset"].values:
         v = ds.sel(asset=a)
         print(f"{a:>12}  vol {float(v['vol']):8.4f}  realized {float(v['realized_vol']):8.4f}  "
@@ -83,4 +84,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -12,18 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata as md
 import logging
-import sys
 
 import hydra
 import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
+from jobs._cli import launch, user_errors
 from mcmargin import config as mc
 from mcmargin.backend import resolve
-from mcmargin.errors import McMarginError
-from mcmargin.output import write_dataset
+from mcmargin.output import check_figures, check_output_path, write_dataset
 from mcmargin.report import summary
 from mcmargin.scenarios import build_scenarios
+from mcmargin.settings import STRESS_RULES, check_settings
 from mcmargin.stress import run_stress
 
 log = logging.getLogger("mcmargin.stress")
@@ -32,8 +32,13 @@ _VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed"
 
 
 def run(cfg: DictConfig) -> xr.Dataset:
-    """Run the stress job described by ``cfg`` and return its dataset (not written)."""
+    """Run the stress job described by ``cfg`` and return its dataset (not written, but checked).
+
+    Every setting is checked before any work (:mod:`mcmargin.settings`), and
+    every figure after it (:func:`mcmargin.output.check_figures`).
+    """
     c = OmegaConf.to_container(cfg, resolve=True)
+    check_settings(c, STRESS_RULES)
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
     book = mc.book_from_config(c["portfolio"], valuation)
@@ -56,7 +61,7 @@ def run(cfg: DictConfig) -> xr.Dataset:
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
-    return ds
+    return check_figures(ds)
 
 
 def _version(package: str) -> str:
@@ -68,15 +73,13 @@ def _version(package: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
-    try:
+    with user_errors():
+        check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
         ds = run(cfg)
         path = write_dataset(ds, cfg.output.path)
-    except McMarginError as exc:
-        print(f"mcmargin: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -16,6 +16,7 @@ from .book import Book
 from .engine import TASK_BUDGET, Chunking
 from .errors import ConfigError
 from .margin import MarginParams
+from .settings import STRESS_RULES, check_settings, one_of, real_number, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,11 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     if kind == "synthetic":
         from .synthetic import synthetic_book
 
-        n = portfolio.get("n_accounts")
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError("portfolio.n_accounts", f"must be a positive integer, got {n!r}")
-        book = synthetic_book(n_accounts=n, seed=int(portfolio.get("seed", 7)), valuation_date=valuation,
-                              group_share=float(portfolio.get("group_share", 0.2)))
+        n = whole_number(portfolio.get("n_accounts"), "portfolio.n_accounts", minimum=1)
+        book = synthetic_book(n_accounts=n, seed=whole_number(portfolio.get("seed", 7), "portfolio.seed", 0),
+                              valuation_date=valuation,
+                              group_share=real_number(portfolio.get("group_share", 0.2), "portfolio.group_share",
+                                                      0.0, 1.0))
     elif kind == "files":
         from .io import load_book, load_book_dir
 
@@ -70,9 +71,7 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     if export:
         from .io import write_book
 
-        fmt = portfolio.get("export_format", "csv")
-        if fmt not in ("csv", "parquet"):
-            raise ConfigError("portfolio.export_format", f"must be csv or parquet, got {fmt!r}")
+        fmt = one_of(portfolio.get("export_format", "csv"), "portfolio.export_format", ("csv", "parquet"))
         write_book(book, export, fmt=fmt)
         log.info("book exported to %s (%s)", export, fmt)
     return book
@@ -81,31 +80,24 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
 def margin_from_config(margin: Mapping) -> MarginParams:
     if margin.get("model", "mc_es") != "mc_es":
         raise ConfigError("margin.model", f"unknown margin model {margin.get('model')!r}; known: mc_es")
-    try:
-        return MarginParams(confidence=float(margin["confidence"]), buffer=float(margin["buffer"]),
-                            maintenance_ratio=float(margin["maintenance_ratio"]))
-    except KeyError as exc:
-        raise ConfigError(f"margin.{exc.args[0]}", "is required") from None
+    check_settings({"margin": dict(margin)}, STRESS_RULES)
+    for key in ("confidence", "buffer", "maintenance_ratio"):
+        if key not in margin:
+            raise ConfigError(f"margin.{key}", "is required")
+    return MarginParams(confidence=margin["confidence"], buffer=margin["buffer"],
+                        maintenance_ratio=margin["maintenance_ratio"])
 
 
 def confidences_from_config(output: Mapping, margin: MarginParams) -> list[float]:
     qs = output.get("confidence") or []
-    for i, q in enumerate(qs):
-        if not 0.5 < float(q) < 1:
-            raise ConfigError(f"output.confidence[{i}]", f"must be in (0.5, 1), got {q}")
+    check_settings({"output": {"confidence": qs}}, STRESS_RULES)
     return sorted({float(q) for q in qs} | {margin.confidence})
 
 
 def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:
-    out = []
-    for key in ("scenario_chunk", "row_block"):
-        v = engine.get(key, 0)
-        if not isinstance(v, int) or v < 0:
-            raise ConfigError(f"engine.{key}", f"must be a non-negative integer (0 = automatic), got {v!r}")
-        out.append(v)
-    budget = engine.get("task_memory_mb", TASK_BUDGET // 2**20)
-    if not isinstance(budget, (int, float)) or budget <= 0:
-        raise ConfigError("engine.task_memory_mb", f"must be > 0, got {budget!r}")
+    out = [whole_number(engine.get(key, 0), f"engine.{key}", minimum=0) for key in ("scenario_chunk", "row_block")]
+    budget = real_number(engine.get("task_memory_mb", TASK_BUDGET // 2**20), "engine.task_memory_mb", 0.0,
+                         low_open=True)
     return Chunking(scenarios=out[0], rows=out[1]), int(budget * 2**20)
 
 
@@ -115,10 +107,7 @@ def blocks_in_flight_from_config(engine: Mapping, cluster: Mapping | None = None
     A SLURM cluster's workers join as their jobs start, after the run has
     begun, so its 0 becomes twice the threads it will have (jobs x cores).
     """
-    v = engine.get("blocks_in_flight", 0)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ConfigError("engine.blocks_in_flight",
-                          f"must be a non-negative integer (0 = twice the scheduler's threads), got {v!r}")
+    v = whole_number(engine.get("blocks_in_flight", 0), "engine.blocks_in_flight", minimum=0)
     if v == 0 and cluster and cluster.get("kind") == "slurm" and not cluster.get("address"):
         v = 2 * int(cluster.get("jobs", 1)) * int(cluster.get("cores", 1))
     return v

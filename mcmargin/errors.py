@@ -45,3 +45,15 @@ class ConfigError(McMarginError, ValueError):
     def __init__(self, key: str, message: str):
         self.key, self.reason = key, message
         super().__init__(f"config key {key}: {message}")
+
+
+class ResultError(McMarginError):
+    """A run's figures failed the final check before writing (e.g. a non-finite margin).
+
+    ``variable`` is the dataset variable and ``label`` the first account (or
+    group, instrument ...) where the check failed.
+    """
+
+    def __init__(self, variable: str, label: str, message: str):
+        self.variable, self.label, self.reason = variable, label, message
+        super().__init__(f"variable {variable} at {label}: {message}; nothing was written")

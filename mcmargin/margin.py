@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from .engine import TailResult
-from .errors import ConfigError
+from .settings import real_number
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
 
@@ -36,12 +36,14 @@ class MarginParams:
     maintenance_ratio: float = 0.75
 
     def __post_init__(self):
-        if not 0.5 < self.confidence < 1:
-            raise ConfigError("margin.confidence", f"must be in (0.5, 1), got {self.confidence}")
-        if not self.buffer >= 0:
-            raise ConfigError("margin.buffer", f"must be >= 0, got {self.buffer}")
-        if not 0 < self.maintenance_ratio <= 1:
-            raise ConfigError("margin.maintenance_ratio", f"must be in (0, 1], got {self.maintenance_ratio}")
+        # Parsed here too, so that the library used without Hydra gets the same checks (NaN fails them).
+        checked = dict(confidence=real_number(self.confidence, "margin.confidence", 0.5, 1.0, low_open=True,
+                                              high_open=True),
+                       buffer=real_number(self.buffer, "margin.buffer", 0.0, 10.0),
+                       maintenance_ratio=real_number(self.maintenance_ratio, "margin.maintenance_ratio", 0.0, 1.0,
+                                                     low_open=True))
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
 
 def _da(values, dims, long_name, units="USD", **attrs):

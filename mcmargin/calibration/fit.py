@@ -40,8 +40,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -280,6 +278,14 @@ def calibrate(history, cfg: Mapping | CalibrationSettings | None = None, *, asse
     ds["dof"].attrs["description"] = "Student-t degrees of freedom of the residuals (ML)"
     ds["mvt_dof"].attrs["description"] = "degrees of freedom of the multivariate t (ML, covariance fixed)"
     ds["copula_dof"].attrs["description"] = "degrees of freedom of the t copula (canonical ML)"
+    # The non-finite values these variables define (mcmargin.output.check_figures refuses any other).
+    for name, meaning in (("dof", "not fitted (fit_dof false, or the asset does not move)"),
+                          ("mvt_dof", "not fitted"), ("copula_dof", "not fitted (fewer than two moving assets)"),
+                          ("garch_omega", "not a GARCH fit"), ("garch_alpha", "not a GARCH fit"),
+                          ("garch_beta", "not a GARCH fit"), ("vol_of_vol", "no implied-vol column"),
+                          ("spot_vol_corr", "no implied-vol column"),
+                          ("vol_path", "before the asset's first return"), ("residual", "no return on that row")):
+        ds[name].attrs["nonfinite"] = f"nan: {meaning}"
     report = h.attrs.get("report")
     ds.attrs.update({
         "title": "mcmargin calibration",
@@ -323,41 +329,24 @@ def _version() -> str:
 
 
 # --------------------------------------------------------------------------- persistence
-def save_params(ds: xr.Dataset, path) -> str:
-    """Write a calibration dataset atomically (netCDF, or Zarr for a ``.zarr`` path).
+def save_params(ds: xr.Dataset, path, key: str = "output.path") -> str:
+    """Write a calibration dataset safely (netCDF, or Zarr for a ``.zarr`` path).
 
-    The dataset is written to a temporary path beside ``path`` and renamed
-    into place, so ``path`` never holds a half-written dataset.
+    Through :func:`mcmargin.output.write_dataset`: written beside ``path``
+    and swapped into place when complete, only over a dataset mcmargin
+    wrote (anything else at ``path`` is refused and left untouched).
     """
+    from ..output import write_dataset
+
     path = os.fspath(path)
-    target_dir = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(target_dir, exist_ok=True)
     out = ds.copy()
     for name in list(out.variables):
         if out[name].dtype == object:
             out[name] = out[name].astype(str)
     is_zarr = path.rstrip("/").lower().endswith(".zarr")
-    base = os.path.basename(path.rstrip("/"))
-    tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=target_dir)
-    try:
-        if is_zarr:
-            tmp_path = os.path.join(tmp, base)
-            with warnings.catch_warnings():   # zarr v3: string coordinates and consolidated metadata
-                warnings.simplefilter("ignore")
-                out.to_zarr(tmp_path, mode="w", consolidated=True)
-            if os.path.isdir(path):
-                old = path.rstrip("/") + ".old-" + os.path.basename(tmp)
-                os.replace(path, old)
-                os.replace(tmp_path, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp_path, path)
-        else:
-            tmp_path = os.path.join(tmp, base)
-            out.to_netcdf(tmp_path)
-            os.replace(tmp_path, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings():   # zarr v3: string coordinates
+        warnings.simplefilter("ignore")
+        write_dataset(out, path.rstrip("/") if is_zarr else path, netcdf=not is_zarr, key=key)
     return path
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError
+from ..settings import STRESS_RULES, check_settings
 
 
 class ScenarioModel(abc.ABC):
@@ -93,8 +94,7 @@ def build_scenarios(cfg: Mapping, assets, asset_vols, history=None) -> ScenarioM
     for key in ("n", "seed", "horizon_days"):
         if key not in cfg:
             raise ConfigError(f"scenarios.{key}", "is required")
-    if int(cfg["n"]) < 1:
-        raise ConfigError("scenarios.n", f"must be a positive number of scenarios, got {cfg['n']}")
-    if float(cfg["horizon_days"]) <= 0:
-        raise ConfigError("scenarios.horizon_days", f"must be > 0, got {cfg['horizon_days']}")
+    # Every setting of the group, typed and in range (NaN and infinities fail), before any draw.
+    check_settings({"scenarios": dict(cfg)}, STRESS_RULES)
+    cfg = dict(cfg, n=int(cfg["n"]), seed=int(cfg["seed"]), horizon_days=float(cfg["horizon_days"]))
     return _REGISTRY[name](cfg, tuple(assets), np.asarray(asset_vols, dtype=float), history)

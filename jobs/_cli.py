@@ -1,0 +1,51 @@
+"""What every job shares: one exit-status convention and no tracebacks for user errors.
+
+Exit status of every job:
+
+- 0: done;
+- 2: bad input or config (a file, row and column, or a config key, is named;
+  an unknown or badly typed override, reported by Hydra, counts too);
+- 3: the run's figures failed the final check (a non-finite figure), so
+  nothing was written;
+- 1: a bug: Hydra prints the error (``HYDRA_FULL_ERROR=1`` for the trace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from mcmargin.errors import McMarginError, ResultError
+
+#: Exit status of a user error (bad input, bad config) and of a failed final check.
+EXIT_USER_ERROR, EXIT_RESULT_CHECK = 2, 3
+
+_entered = False
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Inside a job's task function: a :class:`McMarginError` is printed on one line and exits 2 (or 3)."""
+    global _entered
+    _entered = True
+    try:
+        yield
+    except McMarginError as exc:
+        print(f"mcmargin: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_RESULT_CHECK if isinstance(exc, ResultError) else EXIT_USER_ERROR)
+
+
+def launch(main) -> None:
+    """Run a ``hydra.main`` entry point; a config Hydra refuses before the job starts exits 2, not 1.
+
+    Hydra exits 1 both for a config it cannot compose (an unknown key or
+    option, a bad override: user errors) and for an exception in the job
+    (a bug).  The job marks its start (:func:`user_errors`), so a 1 before
+    it can only be the config's.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code == 1 and not _entered:
+            sys.exit(EXIT_USER_ERROR)
+        raise

@@ -1,0 +1,273 @@
+"""Checking config values: every setting's type and range, named by its key.
+
+A margin run that accepts ``horizon_days=nan`` reports zero margin, so
+every numeric setting is checked *finite and in range* (comparisons such
+as ``value <= 0`` let NaN through: the checks here are written so that NaN
+fails them).  Values come from Hydra (where ``abc`` stays a string, ``nan``
+and ``inf`` become floats and ``null`` None) or from plain dicts.
+
+The small parsers (:func:`whole_number`, :func:`real_number`, :func:`flag`,
+:func:`one_of`) are what every module uses to read a setting; the rule
+tables (:data:`STRESS_RULES`, :data:`CALIBRATE_RULES`) list the settings of
+each job, so that :func:`check_settings` rejects a bad value before any work.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable, Mapping
+
+from .errors import ConfigError
+
+__all__ = ["whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES"]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def whole_number(value, key: str, minimum: int | None = None, maximum: int | None = None,
+                 allow_none: bool = False) -> int | None:
+    """``value`` as an int: a whole number (``4`` or ``4.0``; not ``4.5``, NaN, a bool or a string).
+
+    A string, even ``"4"``, is refused: a count that arrives quoted is more
+    likely a slip than a number.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` and the expected range.
+    """
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(key, f"is required: expected a whole number{_range(minimum, maximum)}, got null")
+    if not _is_number(value) or not math.isfinite(value) or value != int(value):
+        raise ConfigError(key, f"expected a whole number{_range(minimum, maximum)}, got {value!r}")
+    n = int(value)
+    if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
+        raise ConfigError(key, f"expected a whole number{_range(minimum, maximum)}, got {n}")
+    return n
+
+
+def real_number(value, key: str, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float | None:
+    """``value`` as a finite float within ``[low, high]`` (open ends where asked).
+
+    A numeric string is read as its number: YAML 1.1 leaves ``1e-3`` a string.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key``, for a non-number, NaN, an infinity or a value out of range.
+    """
+    interval = _interval(low, high, low_open, high_open)
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(key, f"is required: expected a finite number{interval}, got null")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite number{interval}, got {value!r}")
+    x = float(value)
+    below = low is not None and (x <= low if low_open else x < low)
+    above = high is not None and (x >= high if high_open else x > high)
+    if below or above:
+        raise ConfigError(key, f"expected a finite number{interval}, got {value!r}")
+    return x
+
+
+def flag(value, key: str) -> bool:
+    """``value`` as a bool: true/false (not 1, "yes" or null, which are more likely slips)."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def one_of(value, key: str, choices) -> str:
+    """``value`` if it is one of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def _range(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if low is None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+# --------------------------------------------------------------------------- rule tables
+Rule = Callable[[object, str], object]
+
+
+def _whole(minimum=None, maximum=None, allow_none=False) -> Rule:
+    return lambda v, k: whole_number(v, k, minimum, maximum, allow_none)
+
+
+def _real(low=None, high=None, low_open=False, high_open=False, allow_none=False) -> Rule:
+    return lambda v, k: real_number(v, k, low, high, low_open=low_open, high_open=high_open, allow_none=allow_none)
+
+
+def _flag(v, k):
+    return flag(v, k)
+
+
+def _matrix(v, k):
+    """A list of rows of finite numbers (shape and PSD are checked with the factors)."""
+    if v is None:
+        return v
+    if not isinstance(v, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in v):
+        raise ConfigError(k, f"expected a matrix (a list of rows of numbers), got {v!r}")
+    for i, row in enumerate(v):
+        for j, x in enumerate(row):
+            real_number(x, f"{k}[{i}][{j}]", -1.0, 1.0)
+    return v
+
+
+def _text(v, k):
+    if v is not None and not isinstance(v, str):
+        raise ConfigError(k, f"expected a text value, got {v!r}")
+    return v
+
+
+def _path(v, k):
+    if v is None or (isinstance(v, str) and not v.strip()):
+        raise ConfigError(k, "is empty: give a path")
+    if not isinstance(v, str):
+        raise ConfigError(k, f"expected a path, got {v!r}")
+    return v
+
+
+def _number_list(v, k):
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError(k, f"expected a list of numbers, e.g. [0.99, 0.995], got {v!r}")
+    return v
+
+
+def _shrinkage(v, k):
+    if isinstance(v, str) and v.lower().replace("-", "_") in ("ledoit_wolf", "lw", "auto"):
+        return v
+    return real_number(v, k, 0.0, 1.0)
+
+
+def _device_memory(v, k):
+    if isinstance(v, str):
+        return v  # a size such as "24GB", parsed by dask
+    return real_number(v, k, 0.0, 1.0, low_open=True)
+
+
+_FACTOR_RULES = {"vol": _real(0, allow_none=True), "vol_of_vol": _real(0), "spot_vol_corr": _real(-1, 1),
+                 "dof": _real(2, low_open=True, allow_none=True)}
+
+#: Settings shared by the scenario models and the calibration (``scenarios.`` prefix or none).
+_HISTORY_RULES: dict[str, Rule] = {
+    "vol_method": lambda v, k: one_of(v, k, ("ewma", "garch")),
+    "ewma_lambda": _real(0, 1, low_open=True, high_open=True),
+    "lookback": _whole(2, allow_none=True),
+    "shrinkage": _shrinkage,
+    "periods_per_year": _real(0, low_open=True, allow_none=True),
+    "gaps": lambda v, k: one_of(v, k, ("span", "drop")),
+    "min_observations": _whole(1),
+    "vol_floor_lookback": _whole(2, allow_none=True),
+    "stress_weight": _real(0, 1),
+    "fit_dof": _flag,
+}
+
+#: Every setting of ``jobs.stress`` with a type or range; keys may hold ``*`` for one level.
+STRESS_RULES: dict[str, Rule] = {
+    "valuation_date": _text,
+    "history": _text,
+    "pricing.rate": _real(-1, 1),
+    "portfolio.n_accounts": _whole(1),
+    "portfolio.seed": _whole(0),
+    "portfolio.group_share": _real(0, 1),
+    "portfolio.export_format": lambda v, k: one_of(v, k, ("csv", "parquet")),
+    "scenarios.n": _whole(1),
+    "scenarios.seed": _whole(0),
+    "scenarios.horizon_days": _real(0, 3650, low_open=True),
+    "scenarios.days_per_year": _real(0, 366, low_open=True),
+    "scenarios.drift": lambda v, k: one_of(v, k, ("zero", "martingale")),
+    "scenarios.dof": _real(2, low_open=True),
+    "scenarios.copula_dof": _real(0, low_open=True),
+    "scenarios.marginal_dof": _real(2, low_open=True),
+    "scenarios.correlation": _matrix,
+    "scenarios.params": _text,
+    **{f"scenarios.risk_factors.*.{f}": r for f, r in _FACTOR_RULES.items()},
+    **{f"scenarios.default_factor.{f}": r for f, r in _FACTOR_RULES.items()},
+    **{f"scenarios.{k}": r for k, r in _HISTORY_RULES.items()},
+    "margin.confidence": _real(0.5, 1, low_open=True, high_open=True),
+    "margin.buffer": _real(0, 10),
+    "margin.maintenance_ratio": _real(0, 1, low_open=True),
+    "output.path": _path,
+    "output.confidence": _number_list,
+    "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),
+    "output.scenarios": _flag,
+    "output.top": _whole(0),
+    "engine.fast_path": _flag,
+    "engine.scenario_chunk": _whole(0),
+    "engine.row_block": _whole(0),
+    "engine.task_memory_mb": _real(0, low_open=True),
+    "engine.blocks_in_flight": _whole(0),
+    "engine.progress": _flag,
+    "cluster.n_workers": _whole(1, allow_none=True),
+    "cluster.threads_per_worker": _whole(1, allow_none=True),
+    "cluster.jobs": _whole(1),
+    "cluster.cores": _whole(1),
+    "cluster.processes": _whole(1),
+    "cluster.device_memory_limit": _device_memory,
+}
+
+#: Every setting of ``jobs.calibrate`` with a type or range.
+CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
+
+
+def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
+    """Check every value of ``cfg`` that a rule of ``rules`` covers (absent keys are not required).
+
+    Raises
+    ------
+    ConfigError
+        At the first bad value, naming its dotted key (``output.confidence[1]``
+        for list items).
+    """
+    for key, value in _flatten(cfg):
+        for pattern, rule in rules.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                rule(value, _shown(key))
+                break
+
+
+def _flatten(cfg, prefix: str = ""):
+    """(dotted key, value) for every value; list items of number lists are keyed ``key.i``."""
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        yield key, v
+        if isinstance(v, Mapping):
+            yield from _flatten(v, key + ".")
+        elif isinstance(v, (list, tuple)) and not any(isinstance(x, (list, tuple, Mapping)) for x in v):
+            for i, x in enumerate(v):
+                yield f"{key}.{i}", x
+
+
+def _shown(key: str) -> str:
+    """``output.confidence.1`` as ``output.confidence[1]``."""
+    head, _, tail = key.rpartition(".")
+    return f"{head}[{tail}]" if tail.isdigit() and head else key
