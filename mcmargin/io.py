@@ -289,6 +289,11 @@ def _build_book(tables: dict[str, _Table], valuation_date: dt.date, sources: Map
                                     "an instrument of the instruments table", "position")
     collateral = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
                                      "an asset of the market table", "collateral row")
+    if positions.empty and collateral.empty:
+        raise tables["positions"].error(None, None, "no positions and no collateral: the book has no account, "
+                                                    "nothing to margin")
+    _check_notional(tables["positions"], positions, instruments, market)
+    _check_collateral_value(tables["collateral"], collateral, market)
     if "accounts" in tables:
         accounts = _normalise_accounts(tables["accounts"], positions, collateral)
     else:
@@ -535,10 +540,18 @@ def _normalise_market(table: _Table) -> pd.DataFrame:
     vol = _numbers(table, "vol")
     _check(table, vol < 0, "vol", "vol must be >= 0, got {value}")
     # Haircuts are used only by margin models that value collateral with haircuts; a
-    # market table without them means "no haircut".
-    haircut = _numbers(table, "haircut", default=0.0) if table.has("haircut") else np.zeros(len(asset))
+    # market table without the column means "no haircut", but a column with an empty
+    # cell is ambiguous (forgotten, or none?), so each row must say.
+    haircut = _haircuts(table) if table.has("haircut") else np.zeros(len(asset))
     _check(table, (haircut < 0) | (haircut > 1), "haircut", "haircut must be in [0, 1], got {value}")
     return _frame({"asset": asset, "price": price, "vol": vol, "haircut": haircut})
+
+
+def _haircuts(table: _Table) -> np.ndarray:
+    values = _numbers(table, "haircut", default=np.nan)
+    _check(table, np.isnan(values), "haircut", "empty or NaN haircut: give a value in [0, 1] on every row "
+                                               "(0 for none), or leave the haircut column out")
+    return values
 
 
 def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: dt.date) -> pd.DataFrame:
@@ -620,12 +633,50 @@ def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: 
     return _frame({"account": account, item: items, amount: size})
 
 
+#: Largest USD notional one position or collateral row may have.  Far above any real holding, and
+#: far enough below float64's range (1.8e308) that sums and products over a whole book cannot overflow.
+MAX_NOTIONAL_USD = 1e15
+
+
+def _check_notional(table: _Table, positions: pd.DataFrame, instruments: pd.DataFrame, market: pd.DataFrame
+                    ) -> None:
+    """|quantity x contract_size x price| (USD face value for inverse contracts) below MAX_NOTIONAL_USD.
+
+    For an option the larger of the underlying's price and the strike counts,
+    since a deep put is worth up to its strike.
+    """
+    ins = instruments.set_index("instrument")
+    price = market.set_index("asset")["price"]
+    held = ins.reindex(positions["instrument"].to_numpy(dtype=object))
+    unit = np.where(held["inverse"].to_numpy(dtype=bool), 1.0,
+                    np.fmax(price.reindex(held["underlying"].to_numpy(dtype=object)).to_numpy(dtype=float),
+                            held["strike"].to_numpy(dtype=float)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        notional = np.abs(positions["quantity"].to_numpy(dtype=float) * held["contract_size"].to_numpy(dtype=float)
+                          * unit)
+    _check(table, ~(notional < MAX_NOTIONAL_USD), "quantity",
+           lambda i: f"position notional |quantity x contract_size x price| = {notional[i]:.3g} USD is not below "
+                     f"{MAX_NOTIONAL_USD:.0e} USD (quantity {positions['quantity'].iloc[i]!r})")
+
+
+def _check_collateral_value(table: _Table, collateral: pd.DataFrame, market: pd.DataFrame) -> None:
+    """|amount x price| of every collateral row below MAX_NOTIONAL_USD."""
+    price = market.set_index("asset")["price"].reindex(collateral["asset"].to_numpy(dtype=object))
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = np.abs(collateral["amount"].to_numpy(dtype=float) * price.to_numpy(dtype=float))
+    _check(table, ~(value < MAX_NOTIONAL_USD), "amount",
+           lambda i: f"collateral value |amount x price| = {value[i]:.3g} USD is not below {MAX_NOTIONAL_USD:.0e} "
+                     f"USD (amount {collateral['amount'].iloc[i]!r})")
+
+
 def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.DataFrame) -> pd.DataFrame:
     account = _ids(table, "account")
     _check_unique(table, {"account": account}, "account", "account")
     group = _text(table, "group")  # empty: the account is its own group, labelled by its id
     # A group label that is also the id of an account outside that group would name two
-    # different margin pools (the group, and that account's singleton pool).
+    # different margin pools (the group, and that account's singleton pool): refused.  A
+    # group named after one of its own members is accepted (pools are often named after
+    # their lead account): that member has no singleton pool, so the label is unique.
     everyone = pd.Index(pd.unique(np.concatenate([positions["account"].to_numpy(dtype=object),
                                                   collateral["account"].to_numpy(dtype=object), account])))
     own_group = pd.Series(group, index=account).reindex(group).fillna("").to_numpy(dtype=object)

@@ -46,6 +46,21 @@ class MarginParams:
             object.__setattr__(self, name, value)
 
 
+#: Relative size below which a difference of two margins is rounding, reported as exactly 0.
+#: A single-position account's ``im`` (the ES of q x unit losses) and its ``isolated_im``
+#: (|q| x the unit ES) are equal by definition but summed in another order, so they differ by
+#: a few ulps (1e-16 relative); this floor keeps such exact cancellations exact, whatever the
+#: chunking.  Real netting is many orders of magnitude larger.
+ROUNDING_FLOOR = 1e-12
+
+
+def margin_saving(apart, together):
+    """``apart - together``, exactly 0 where the two differ by no more than rounding (ROUNDING_FLOOR)."""
+    diff = apart - together
+    scale = np.maximum(np.abs(apart), np.abs(together))
+    return np.where(np.abs(diff) <= ROUNDING_FLOOR * scale, 0.0, diff)
+
+
 def _da(values, dims, long_name, units="USD", **attrs):
     return (dims, values, {"long_name": long_name, "units": units, **attrs})
 
@@ -87,12 +102,13 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
             "im": _da(im, ("account",), "initial margin requirement"),
             "mm": _da(im * mr, ("account",), "maintenance margin requirement"),
             "isolated_im": _da(isolated, ("account",), "initial margin of each position margined alone, summed"),
-            "netting_benefit": _da(isolated - im, ("account",), "isolated_im minus im"),
+            "netting_benefit": _da(margin_saving(isolated, im), ("account",), "isolated_im minus im"),
             "margin_call": _da(np.maximum(0.0, im - equity), ("account",), "margin call: max(0, im - equity)"),
             "var": _da(var[acc], ("account", "confidence"), "value at risk: m-th largest loss"),
             "es": _da(es[acc], ("account", "confidence"), "expected shortfall: mean of the m largest losses"),
             "account_group": (("account",), book.account_group.astype(str),
-                              {"long_name": "margin group of the account (its own id when it has none)"}),
+                              {"long_name": "margin group of the account (its own id when it has none)",
+                               "units": "1"}),
             "group_equity": _da(group_equity, ("group",), "sum of member equity"),
             "group_im": _da(group_im, ("group",), "initial margin of the pooled group"),
             "group_mm": _da(group_im * mr, ("group",), "maintenance margin of the pooled group"),
@@ -102,7 +118,7 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
             "group_es": _da(es[grp], ("group", "confidence"), "expected shortfall of the pooled group"),
             "group_members": (("group",), members, {"long_name": "number of member accounts", "units": "1"}),
             "group_isolated_im": _da(group_isolated, ("group",), "sum of member isolated_im"),
-            "group_netting_benefit": _da(group_sum_im - group_im, ("group",),
+            "group_netting_benefit": _da(margin_saving(group_sum_im, group_im), ("group",),
                                          "sum of member im (margined apart) minus group_im (pooled)"),
             "unit_es": _da(unit_es, ("instrument", "side"), "standalone ES of one contract at margin.confidence"),
         },

@@ -526,3 +526,53 @@ def test_book_from_frames_requires_tables():
     frames = parquet_frames()
     with pytest.raises(InputError, match="required collateral table"):
         book_from_frames(frames["instruments"], frames["market"], frames["positions"], None, None, VALUATION)
+
+
+# ----------------------------------------------------------------------------- overflow, empty books, haircuts
+@pytest.mark.parametrize("quantity", ["1e308", "-1e308", "2e12"])
+def test_position_notional_beyond_float_safety_is_an_input_error(tmp_path, quantity):
+    # 2e12 BTC-PERP x 0.01 x 90,000 = 1.8e15 USD: finite, but past the stated bound of 1e15 USD.
+    positions = set_cell(BASE["positions"], 2, "quantity", quantity)
+    expect_error(tmp_path, "positions.csv", 2, "quantity", "notional", positions=positions)
+
+
+def test_inverse_notional_counts_usd_face_value(tmp_path):
+    # An inverse perpetual's contract_size is USD face value: 1e13 contracts x 100 USD = 1e15 USD.
+    positions = add_row(BASE["positions"], "003,BTC-INV-PERP,1e13")
+    expect_error(tmp_path, "positions.csv", 5, "quantity", "notional", positions=positions)
+    load(tmp_path, positions=add_row(BASE["positions"], "003,BTC-INV-PERP,9e12"))
+
+
+def test_option_notional_counts_a_strike_above_the_price(tmp_path):
+    # A deep put is worth up to its strike, so the strike bounds the notional too; BTC-C (row 6) is
+    # held -2 on positions row 3: 2 x 1 x 1e15 USD.
+    instruments = set_cell(BASE["instruments"], 6, "strike", "5e14")
+    expect_error(tmp_path, "positions.csv", 3, "quantity", "notional", instruments=instruments)
+
+
+def test_collateral_value_beyond_float_safety_is_an_input_error(tmp_path):
+    collateral = set_cell(BASE["collateral"], 3, "amount", "1e11")   # 1e11 BTC x 90,000 USD
+    expect_error(tmp_path, "collateral.csv", 3, "amount", "collateral value", collateral=collateral)
+
+
+def test_header_only_book_has_nothing_to_margin(tmp_path):
+    with pytest.raises(InputError, match="nothing to margin") as info:
+        load(tmp_path, positions="account,instrument,quantity\n", collateral="account,asset,amount\n",
+             accounts="account,group\n")
+    assert "positions.csv" in str(info.value)
+
+
+def test_collateral_only_book_is_a_book(tmp_path):
+    book = load(tmp_path, positions="account,instrument,quantity\n", accounts=None)
+    assert sorted(book.collateral["account"]) == ["001", "002"]
+
+
+@pytest.mark.parametrize("value", ["", "nan", "NaN"])
+def test_empty_or_nan_haircut_is_an_error(tmp_path, value):
+    market = set_cell(BASE["market"], 3, "haircut", value)
+    expect_error(tmp_path, "market.csv", 3, "haircut", "haircut", market=market)
+
+
+def test_market_without_haircut_column_means_no_haircut(tmp_path):
+    book = load(tmp_path, market=drop_column(BASE["market"], "haircut"))
+    assert (book.market["haircut"] == 0).all()

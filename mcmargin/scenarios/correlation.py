@@ -10,6 +10,7 @@ eigenvalue before and after is logged (docs/methodology.md, section 2.3).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -64,14 +65,21 @@ def nearest_correlation(c: np.ndarray) -> np.ndarray:
     if before >= -PSD_TOL:
         return c
     from statsmodels.stats.correlation_tools import corr_nearest
+    from statsmodels.tools.sm_exceptions import IterationLimitWarning
 
-    fixed = corr_nearest(c, threshold=1e-12, n_fact=1000)
+    with warnings.catch_warnings(record=True) as caught:
+        # statsmodels warns when the projection stops at its iteration limit; the result is
+        # still repaired below and the log line says how well (no bare warning in the log).
+        warnings.simplefilter("always", IterationLimitWarning)
+        fixed = corr_nearest(c, threshold=1e-12, n_fact=1000)
+    stopped = any(issubclass(w.category, IterationLimitWarning) for w in caught)
     fixed = (fixed + fixed.T) / 2
     np.fill_diagonal(fixed, 1.0)
     after = float(np.linalg.eigvalsh(fixed).min())
     log.warning("correlation matrix is not positive semi-definite (smallest eigenvalue %.3g); "
                 "repaired by nearest-correlation projection (smallest eigenvalue now %.3g, "
-                "largest entry change %.3g)", before, after, float(np.abs(fixed - c).max()))
+                "largest entry change %.3g%s)", before, after, float(np.abs(fixed - c).max()),
+                "; the projection stopped at its iteration limit" if stopped else "")
     return fixed
 
 

@@ -1,0 +1,151 @@
+"""The jobs' exit statuses and messages for bad input (jobs._cli), end to end through the processes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import VALUATION, run_job, stress_config
+from jobs._cli import EXIT_RESULT_CHECK, EXIT_USER_ERROR, user_errors
+from mcmargin.errors import InputError, ResultError
+
+TINY = ("portfolio.n_accounts=40", "scenarios.n=400", "backend=numpy", "engine.progress=false")
+
+
+def assert_clean_failure(p, fragment: str, status: int = EXIT_USER_ERROR) -> None:
+    assert p.returncode == status, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+    assert fragment in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("override, key", [
+    ("scenarios.horizon_days=nan", "scenarios.horizon_days"),
+    ("scenarios.n=1.5", "scenarios.n"),
+    ("margin.confidence=null", "margin.confidence"),
+    ("pricing.rate=abc", "pricing.rate"),
+    ("cluster.n_workers=0", "cluster.n_workers"),
+])
+def test_bad_setting_exits_2_naming_the_key_and_writes_nothing(tmp_path, override, key):
+    out = tmp_path / "out.zarr"
+    p = run_job("jobs.stress", *TINY, override, f"output.path={out}", cwd=tmp_path)
+    assert_clean_failure(p, f"config key {key}:")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override", ["no_such_key=1", "scenarios=no_such_model", "margin.no_such_key=2"])
+def test_unknown_key_or_option_exits_2(tmp_path, override):
+    p = run_job("jobs.stress", *TINY, override, f"output.path={tmp_path / 'o.zarr'}", cwd=tmp_path)
+    assert_clean_failure(p, "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_path_on_the_input_directory_deletes_nothing(tmp_path):
+    p = run_job("jobs.stress", *TINY, "portfolio.export=book/", f"output.path={tmp_path / 'first.zarr'}",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    before = {f.name: f.read_bytes() for f in (tmp_path / "book").iterdir()}
+    p = run_job("jobs.stress", "portfolio=files", "portfolio.dir=book/", "output.path=book/", "scenarios.n=400",
+                cwd=tmp_path)
+    assert_clean_failure(p, "not a dataset written by mcmargin")
+    assert {f.name: f.read_bytes() for f in (tmp_path / "book").iterdir()} == before
+
+
+@pytest.mark.parametrize("path, fragment", [("", "is empty"), ("afile/out.zarr", "is a file, not a directory")])
+def test_output_path_problems_exit_2_before_any_work(tmp_path, path, fragment):
+    (tmp_path / "afile").write_text("x")
+    p = run_job("jobs.stress", *TINY, f"output.path={path}", cwd=tmp_path)
+    assert_clean_failure(p, fragment)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["afile"]
+
+
+def test_huge_quantity_exits_2_naming_file_row_and_column(tmp_path):
+    p = run_job("jobs.stress", *TINY, "portfolio.export=book/", f"output.path={tmp_path / 'first.zarr'}",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    positions = pd.read_csv(tmp_path / "book" / "positions.csv", dtype=str)
+    positions.loc[3, "quantity"] = "1e308"
+    positions.to_csv(tmp_path / "book" / "positions.csv", index=False)
+    p = run_job("jobs.stress", "portfolio=files", "portfolio.dir=book/", "scenarios.n=400",
+                f"output.path={tmp_path / 'run.zarr'}", cwd=tmp_path)
+    assert_clean_failure(p, "row 5, column 'quantity'")
+    assert "positions.csv" in p.stderr and not (tmp_path / "run.zarr").exists()
+
+
+def test_header_only_book_exits_2(tmp_path):
+    book = tmp_path / "book"
+    p = run_job("jobs.stress", *TINY, f"portfolio.export={book}", f"output.path={tmp_path / 'first.zarr'}",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for table in ("positions", "collateral", "accounts"):
+        path = book / f"{table}.csv"
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={book}", "scenarios.n=400",
+                f"output.path={tmp_path / 'run.zarr'}", cwd=tmp_path)
+    assert_clean_failure(p, "nothing to margin")
+
+
+def test_non_finite_figure_fails_the_run_before_writing(monkeypatch):
+    import jobs.stress as job
+
+    real = job.run_stress
+
+    def overflowing(*args, **kwargs):
+        ds = real(*args, **kwargs)
+        ds["im"][7] = np.inf
+        return ds
+
+    monkeypatch.setattr(job, "run_stress", overflowing)
+    with pytest.raises(ResultError, match="variable im at account"):
+        job.run(stress_config())
+
+
+@pytest.mark.parametrize("error, status", [(ResultError("im", "account 'a'", "inf"), EXIT_RESULT_CHECK),
+                                           (InputError("f.csv", "bad", 2, "x"), EXIT_USER_ERROR)])
+def test_user_errors_exit_statuses(error, status, capsys):
+    with pytest.raises(SystemExit) as info, user_errors():
+        raise error
+    assert info.value.code == status
+    assert capsys.readouterr().err.startswith("mcmargin: error: ")
+
+
+# ----------------------------------------------------------------------------- no silent non-finite figure
+def _frames(quantity: float, amount: float, price: float, strike_factor: float):
+    ins = pd.DataFrame(dict(instrument=["X-PERP", "X-INV", "X-C", "X-P"], kind=["perpetual", "perpetual", "option",
+                                                                              "option"],
+                            underlying=["X"] * 4, settle=["USD", "X", "USD", "USD"],
+                            inverse=["false", "true", "false", "false"], contract_size=[1.0, 10.0, 1.0, 1.0],
+                            expiry=["", "", "2027-01-29", "2027-01-29"],
+                            strike=[np.nan, np.nan, price * strike_factor, price * strike_factor],
+                            option_type=["", "", "call", "put"]))
+    mkt = pd.DataFrame(dict(asset=["X", "USD"], price=[price, 1.0], vol=[0.8, 0.0]))
+    pos = pd.DataFrame(dict(account=["a", "a", "b", "c"], instrument=["X-PERP", "X-C", "X-INV", "X-P"],
+                            quantity=[quantity, -quantity, quantity, -quantity]))
+    col = pd.DataFrame(dict(account=["a", "b", "c"], asset=["X", "USD", "X"], amount=[amount, amount, -amount]))
+    return ins, mkt, pos, col, None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantity=st.floats(1e-300, 1e300), amount=st.floats(1e-300, 1e300), price=st.floats(1e-200, 1e200),
+       strike_factor=st.floats(0.01, 100))
+def test_inputs_that_pass_validation_give_finite_figures(quantity, amount, price, strike_factor):
+    from mcmargin.io import book_from_frames
+    from mcmargin.output import check_figures
+    from mcmargin.scenarios import build_scenarios
+    from mcmargin.stress import run_stress
+
+    try:
+        book = book_from_frames(*_frames(quantity, amount, price, strike_factor), VALUATION)
+    except InputError:
+        return  # refused with a file, row and column: the clean outcome
+    scen = build_scenarios(dict(model="gaussian", n=500, seed=3, horizon_days=2,
+                                risk_factors={"X": {"vol": 0.8, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}}),
+                           book.assets, book.market["vol"].to_numpy())
+    with np.errstate(over="raise", invalid="raise"):  # underflow to 0 is harmless
+        ds = run_stress(book, scen)
+    check_figures(ds)
+    assert all(np.isfinite(ds[v].values).all() for v in ds.data_vars if ds[v].dtype.kind == "f")
