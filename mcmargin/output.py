@@ -222,8 +222,7 @@ def write_dataset(ds: xr.Dataset, path, *, netcdf: bool | None = None, key: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs[CREATED_BY] = f"mcmargin {_version()}"
-    with _temporary_store(path, netcdf) as tmp:
-        _remove_dead_temporaries(path, own=tmp.parent)
+    with _temporary_store(path) as tmp:
         if netcdf:
             ds.to_netcdf(tmp)
         else:
@@ -258,7 +257,7 @@ def _variable_length_strings(ds: xr.Dataset) -> xr.Dataset:
 
 
 @contextlib.contextmanager
-def _temporary_store(path: Path, netcdf: bool):
+def _temporary_store(path: Path):
     """A fresh temporary store for ``path``, locked by this process while it lives, removed after.
 
     The store is ``.NAME.tmp-PID-RANDOM/NAME``: the lock is held on the
@@ -266,10 +265,14 @@ def _temporary_store(path: Path, netcdf: bool):
     replaces, whatever it does to the store itself.
     """
     box = path.with_name(f".{path.name}{_TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    box.mkdir(mode=0o777)
-    fd = os.open(box, os.O_RDONLY)
-    try:
+    # Made and locked under the directory lock, which cleaners hold too: none of them can
+    # see this box before its lock is taken and remove it as a dead run's.
+    with _locked(path.parent):
+        box.mkdir(mode=0o777)
+        fd = os.open(box, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _remove_dead_temporaries(path, own=box)
+    try:
         yield box / path.name
     finally:
         # After a swap the box holds the previous dataset (or nothing): remove it either way.
@@ -278,7 +281,10 @@ def _temporary_store(path: Path, netcdf: bool):
 
 
 def _remove_dead_temporaries(path: Path, own: Path) -> None:
-    """Remove temporary stores of ``path`` left by writers that died (their lock is free)."""
+    """Remove temporary stores of ``path`` left by writers that died (their lock is free).
+
+    Called under the directory lock (:func:`_temporary_store`).
+    """
     for stale in path.parent.glob(f".{_glob_escape(path.name)}{_TMP_TAG}*"):
         if stale == own:
             continue
