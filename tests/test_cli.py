@@ -149,3 +149,26 @@ def test_inputs_that_pass_validation_give_finite_figures(quantity, amount, price
         ds = run_stress(book, scen)
     check_figures(ds)
     assert all(np.isfinite(ds[v].values).all() for v in ds.data_vars if ds[v].dtype.kind == "f")
+
+
+# ----------------------------------------------------------------------------- the calibration job
+@pytest.mark.parametrize("override, fragment", [("ewma_lambda=nan", "config key ewma_lambda:"),
+                                                ("lookback=1.5", "config key lookback:"),
+                                                ("output.plots=maybe", "config key output.plots:"),
+                                                ("no_such_key=1", "")])
+def test_calibrate_bad_setting_exits_2(tmp_path, override, fragment):
+    (tmp_path / "h.csv").write_text("date,A\n2024-01-01,1\n2024-01-02,1.1\n")
+    p = run_job("jobs.calibrate", f"history={tmp_path / 'h.csv'}", f"output.path={tmp_path / 'p.nc'}", override,
+                cwd=tmp_path)
+    assert_clean_failure(p, fragment)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["h.csv"]
+
+
+def test_calibrate_refuses_to_replace_a_foreign_directory(tmp_path):
+    (tmp_path / "h.csv").write_text("date,A\n2024-01-01,1\n2024-01-02,1.1\n")
+    (tmp_path / "params.zarr").mkdir()
+    (tmp_path / "params.zarr" / "mine.txt").write_text("keep")
+    p = run_job("jobs.calibrate", f"history={tmp_path / 'h.csv'}", f"output.path={tmp_path / 'params.zarr'}",
+                cwd=tmp_path)
+    assert_clean_failure(p, "not a dataset written by mcmargin")
+    assert (tmp_path / "params.zarr" / "mine.txt").read_text() == "keep"
