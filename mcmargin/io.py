@@ -49,6 +49,9 @@ REQUIRED_COLUMNS = {
 }
 """Columns every file of a table must have; others are optional or needed only by some rows."""
 
+#: File that marks a directory as written by :func:`write_book` (so a later export may replace it).
+EXPORT_MARKER = ".mcmargin-export"
+
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -706,11 +709,29 @@ def write_book(book: Book, directory: str | os.PathLike, fmt: str = "csv") -> di
     -------
     dict
         Table -> path written.
+
+    Raises
+    ------
+    InputError
+        ``directory`` is a file, or holds a table file that no earlier
+        export wrote (a book of the user's own is never overwritten or
+        removed: exports mark their directory with ``.mcmargin-export``).
     """
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(str(directory), "cannot export the book here: it is a file, not a directory")
+    marker = directory / EXPORT_MARKER
+    if not marker.is_file():
+        for name in TABLES:
+            for suffix in CSV_SUFFIXES + PARQUET_SUFFIXES:
+                if (directory / f"{name}{suffix}").exists():
+                    raise InputError(str(directory / f"{name}{suffix}"),
+                                     "exists and was not written by an mcmargin export; refusing to overwrite it "
+                                     "(export into an empty or new directory)")
     directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text("Input tables written by mcmargin's book export; a later export may replace them.\n")
     written = {}
     for name in TABLES:
         frame = getattr(book, name).loc[:, list(_NORMALISED_COLUMNS[name])]

@@ -576,3 +576,21 @@ def test_empty_or_nan_haircut_is_an_error(tmp_path, value):
 def test_market_without_haircut_column_means_no_haircut(tmp_path):
     book = load(tmp_path, market=drop_column(BASE["market"], "haircut"))
     assert (book.market["haircut"] == 0).all()
+
+
+def test_export_never_overwrites_a_book_it_did_not_write(tmp_path, small_book):
+    (tmp_path / "mine").mkdir()
+    mine = write_dir(tmp_path / "mine")
+    before = {f.name: f.read_bytes() for f in mine.iterdir()}
+    with pytest.raises(InputError, match="not written by an mcmargin export"):
+        write_book(small_book, mine, "parquet")
+    assert {f.name: f.read_bytes() for f in mine.iterdir()} == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        write_book(small_book, tmp_path / "afile")
+
+
+def test_export_replaces_its_own_export(tmp_path, small_book):
+    write_book(small_book, tmp_path / "out", "csv")
+    write_book(small_book, tmp_path / "out", "csv")
+    assert (tmp_path / "out" / ".mcmargin-export").is_file()
