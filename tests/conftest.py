@@ -17,8 +17,10 @@ VALUATION = dt.date(2026, 11, 25)
 
 
 def stress_config(*overrides):
-    """The stress job's config with tiny sizes forced, plus ``overrides``."""
-    tiny = ["portfolio.n_accounts=60", "scenarios.n=1000", "backend=numpy"]
+    """The stress job's config with tiny sizes forced, plus ``overrides`` (a book from files has no size)."""
+    tiny = ["scenarios.n=1000", "backend=numpy"]
+    if "portfolio=files" not in overrides:
+        tiny.insert(0, "portfolio.n_accounts=60")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="stress", overrides=tiny + list(overrides))
 
@@ -28,6 +30,18 @@ def run_job(module, *overrides, cwd=ROOT):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def exported_book(tmp_path_factory):
+    """The synthetic book (40 accounts) exported once per test session as the five CSV input files."""
+    from jobs.stress import run
+
+    book = tmp_path_factory.mktemp("exported_book")
+    run(stress_config("portfolio.n_accounts=40", "scenarios.n=100", f"portfolio.export={book}"))
+    assert {f.name for f in book.iterdir()} >= {"instruments.csv", "market.csv", "positions.csv",
+                                                "collateral.csv", "accounts.csv"}
+    return book
 
 
 @pytest.fixture

@@ -96,21 +96,25 @@ def var_es_se(losses, q, pdf_at_var):
 
 # ------------------------------------------------------------------ closed forms
 def lognormal_long(s0, s, q, mu=0.0):
-    """Long one unit, log-return X ~ N(mu, s^2): loss L = s0 (1 - e^X). Returns VaR, ES, pdf of L at VaR."""
+    """Long one unit, log-return X ~ N(mu, s^2): loss L = s0 (1 - e^X). Returns VaR, ES, pdf of L at VaR, Var(L | L >= VaR)."""
     z = stats.norm.ppf(1 - q)
     var = s0 * (1 - math.exp(mu + s * z))
     es = s0 * (1 - math.exp(mu + s * s / 2) * stats.norm.cdf(z - s) / (1 - q))
     x = mu + s * z                              # L = g(X), |dL/dX| = s0 e^X
-    return var, es, stats.norm.pdf(z) / s / (s0 * math.exp(x))
+    e1 = math.exp(mu + s * s / 2) * stats.norm.cdf(z - s) / (1 - q)          # E[e^X | tail]
+    e2 = math.exp(2 * mu + 2 * s * s) * stats.norm.cdf(z - 2 * s) / (1 - q)  # E[e^2X | tail]
+    return var, es, stats.norm.pdf(z) / s / (s0 * math.exp(x)), s0 * s0 * (e2 - e1 * e1)
 
 
 def lognormal_short(s0, s, q, mu=0.0):
-    """Short one unit: loss L = s0 (e^X - 1). Returns VaR, ES, pdf of L at VaR."""
+    """Short one unit: loss L = s0 (e^X - 1). Returns VaR, ES, pdf of L at VaR, Var(L | L >= VaR)."""
     z = stats.norm.ppf(q)
     var = s0 * (math.exp(mu + s * z) - 1)
     es = s0 * (math.exp(mu + s * s / 2) * stats.norm.cdf(s - z) / (1 - q) - 1)
     x = mu + s * z
-    return var, es, stats.norm.pdf(z) / s / (s0 * math.exp(x))
+    e1 = math.exp(mu + s * s / 2) * stats.norm.cdf(s - z) / (1 - q)
+    e2 = math.exp(2 * mu + 2 * s * s) * stats.norm.cdf(2 * s - z) / (1 - q)
+    return var, es, stats.norm.pdf(z) / s / (s0 * math.exp(x)), s0 * s0 * (e2 - e1 * e1)
 
 
 def student_t_es(q, dof):
@@ -125,7 +129,7 @@ def student_t_long(s0, s, q, dof, mu=0.0):
 
     VaR in closed form; ES = s0 (1 - E[e^X | X <= x_(1-q)]) by quadrature of
     the t density (the lower tail of e^X is bounded, so the integral is finite).
-    Returns VaR, ES, pdf of L at VaR.
+    Returns VaR, ES, pdf of L at VaR, Var(L | L >= VaR).
     """
     c = s * math.sqrt((dof - 2) / dof)
     tq = stats.t.ppf(1 - q, dof)
@@ -133,5 +137,23 @@ def student_t_long(s0, s, q, dof, mu=0.0):
     var = s0 * (1 - math.exp(x))
     part, _ = integrate.quad(lambda t: math.exp(mu + c * t) * stats.t.pdf(t, dof), -np.inf, tq,
                              epsabs=0, epsrel=1e-12, limit=200)
+    part2, _ = integrate.quad(lambda t: math.exp(2 * (mu + c * t)) * stats.t.pdf(t, dof), -np.inf, tq,
+                              epsabs=0, epsrel=1e-12, limit=200)
     es = s0 * (1 - part / (1 - q))
-    return var, es, stats.t.pdf(tq, dof) / c / (s0 * math.exp(x))
+    e1, e2 = part / (1 - q), part2 / (1 - q)
+    return var, es, stats.t.pdf(tq, dof) / c / (s0 * math.exp(x)), s0 * s0 * (e2 - e1 * e1)
+
+
+def var_es_se_law(n, q, var, es, pdf_at_var, tail_var):
+    """The standard errors of :func:`var_es_se` with the law's own tail variance, density and ES - VaR."""
+    return (math.sqrt(q * (1 - q) / n) / pdf_at_var,
+            math.sqrt((tail_var + q * (es - var) ** 2) / (n * (1 - q))))
+
+
+def student_t_short_var(s0, s, q, dof, mu=0.0):
+    """Short one unit under Student-t log-returns: VaR = s0 (e^(mu + c t_q) - 1) and the pdf of L there
+    (its ES is infinite: E[e^X] diverges for a t law)."""
+    c = s * math.sqrt((dof - 2) / dof)
+    tq = stats.t.ppf(q, dof)
+    x = mu + c * tq
+    return s0 * (math.exp(x) - 1), stats.t.pdf(tq, dof) / c / (s0 * math.exp(x))

@@ -29,27 +29,103 @@ FIGURES = ("equity", "im", "mm", "isolated_im", "margin_call", "var", "es", "gro
 
 
 # ----------------------------------------------------------------- closed form
-def test_gaussian_single_future_matches_closed_form():
-    """Long 1 BTC linear perpetual, Gaussian log-returns: lognormal VaR and ES."""
-    ins = pd.DataFrame(dict(instrument=["P"], kind=["perpetual"], underlying=["BTC"], settle=["USD"],
-                            inverse=[False], contract_size=[1.0]))
-    mkt = pd.DataFrame(dict(asset=["BTC", "USD"], price=[50_000.0, 1.0], vol=[0.6, 0.0]))
-    pos = pd.DataFrame(dict(account=["x"], instrument=["P"], quantity=[1.0]))
-    col = pd.DataFrame(dict(account=["x"], asset=["USD"], amount=[1e6]))
-    book = book_from_frames(ins, mkt, pos, col, None, VALUATION)
-    sigma, h, n = 0.8, 2, 400_000
-    scen = build_scenarios(dict(model="gaussian", n=n, seed=5, horizon_days=h, risk_factors={"BTC": {"vol": sigma}}),
-                           book.assets, book.market["vol"].to_numpy())
-    ds = run_stress(book, scen, confidences=[0.99, 0.975], margin=MarginParams(0.99, 0.0, 0.5))
-    s = sigma * np.sqrt(h / 365)
-    for q in (0.99, 0.975):
-        z = norm.ppf(1 - q)
-        var = 50_000 * (1 - np.exp(s * z))                               # loss at the q-quantile
-        es = 50_000 * (1 - norm.cdf(z - s) / (1 - q) * np.exp(s * s / 2))  # E[S - S'| tail]
-        got = ds.sel(account="x", confidence=q)
-        assert float(got["var"]) == pytest.approx(var, rel=0.02)
-        assert float(got["es"]) == pytest.approx(es, rel=0.015)
-    assert float(ds["im"].sel(account="x")) == pytest.approx(float(ds["es"].sel(account="x", confidence=0.99)))
+from omegaconf import OmegaConf  # noqa: E402
+
+from conftest import CONF  # noqa: E402
+import oracles  # noqa: E402
+
+
+def output_confidences():
+    """Every confidence the job reports by default: output.confidence plus margin.confidence."""
+    out = OmegaConf.load(CONF / "output" / "stress.yaml")
+    margin = OmegaConf.load(CONF / "margin" / "mc_es.yaml")
+    return sorted(set(float(q) for q in out["confidence"]) | {float(margin["confidence"])})
+
+
+S0, SIGMA = 50_000.0, 0.8
+#: One account per position: long linear perpetual, long spot, long inverse perpetual (face S0: the same USD
+#: loss s0 expm1(-r)), short linear perpetual.  Each loses a monotone function of the BTC log-return.
+SINGLE_ASSET_BOOK = dict(
+    instruments=pd.DataFrame(dict(instrument=["P", "S", "INV"], kind=["perpetual", "spot", "perpetual"],
+                                  underlying=["BTC"] * 3, settle=["USD", "USD", "BTC"], inverse=[False, False, True],
+                                  contract_size=[1.0, 1.0, S0])),
+    market=pd.DataFrame(dict(asset=["BTC", "USD"], price=[S0, 1.0], vol=[0.6, 0.0])),
+    positions=pd.DataFrame(dict(account=["lin", "spot", "inv", "short"], instrument=["P", "S", "INV", "P"],
+                                quantity=[1.0, 1.0, 1.0, -1.0])),
+    collateral=pd.DataFrame(dict(account=["lin"], asset=["USD"], amount=[1e6])))
+
+
+@pytest.fixture(scope="module")
+def single_asset_book():
+    t = SINGLE_ASSET_BOOK
+    return book_from_frames(t["instruments"], t["market"], t["positions"], t["collateral"], None, VALUATION)
+
+
+def closed_form(model, side, q, s, mu, dof):
+    if model == "gaussian":
+        f = oracles.lognormal_long if side == "long" else oracles.lognormal_short
+        return f(S0, s, q, mu)
+    if side == "short":
+        var, pdf = oracles.student_t_short_var(S0, s, q, dof, mu)
+        return var, np.nan, pdf, np.nan
+    return oracles.student_t_long(S0, s, q, dof, mu)
+
+
+CLOSED_FORM_RUNS = {  # model -> (scenario config, accounts checked for ES and VaR, accounts checked for VaR only)
+    "gaussian": (dict(model="gaussian", n=4_000_000, seed=5, horizon_days=30), ("lin", "spot", "inv", "short"), ()),
+    # a short position under Student-t log-returns has an infinite ES (E[e^X] diverges): VaR only
+    "student_t": (dict(model="student_t", dof=5.0, n=4_000_000, seed=6, horizon_days=30),
+                  ("lin", "spot", "inv"), ("short",)),
+}
+
+
+@pytest.fixture(scope="module", params=list(CLOSED_FORM_RUNS))
+def closed_form_run(request, single_asset_book):
+    cfg, full, var_only = CLOSED_FORM_RUNS[request.param]
+    cfg = dict(cfg, risk_factors={"BTC": {"vol": SIGMA}})
+    scen = build_scenarios(cfg, single_asset_book.assets, single_asset_book.market["vol"].to_numpy())
+    ds = run_stress(single_asset_book, scen, confidences=output_confidences(), margin=MarginParams(0.99, 0.0, 0.5))
+    return request.param, cfg, full, var_only, ds
+
+
+def zscores(model, cfg, ds, account, q, days_per_year=365.0, mu=None):
+    n, h = cfg["n"], cfg["horizon_days"]
+    s = SIGMA * np.sqrt(h / days_per_year)
+    side = "short" if account == "short" else "long"
+    var, es, pdf, tail_var = closed_form(model, side, q, s, 0.0 if mu is None else mu(s), cfg.get("dof"))
+    se_var, se_es = oracles.var_es_se_law(n, q, var, es, pdf, tail_var)
+    got = ds.sel(account=account, confidence=q)
+    return (float(got["var"]) - var) / se_var, (float(got["es"]) - es) / se_es
+
+
+def test_single_asset_var_es_match_closed_forms(closed_form_run):
+    """Gaussian (lognormal) and Student-t VaR and ES of one-asset positions at every output confidence,
+    to 3 Monte Carlo standard errors (VaR: sqrt(q(1-q)/n)/f; ES: Chen 2008), on 4 million scenarios."""
+    model, cfg, full, var_only, ds = closed_form_run
+    assert list(ds["confidence"].values) == output_confidences()
+    for q in output_confidences():
+        for account in full + var_only:
+            zv, ze = zscores(model, cfg, ds, account, q)
+            assert abs(zv) <= oracles.K_SE, (model, account, q, "VaR", zv)
+            if account in full:
+                assert abs(ze) <= oracles.K_SE, (model, account, q, "ES", ze)
+    assert float(ds["im"].sel(account="lin")) == pytest.approx(float(ds["es"].sel(account="lin", confidence=0.99)))
+
+
+WRONG_CONVENTIONS = {
+    "martingale drift": dict(mu=lambda s: -0.5 * s * s),
+    "360-day year": dict(days_per_year=360.0),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_CONVENTIONS))
+def test_closed_form_tolerance_rejects_a_convention_error(closed_form_run, wrong):
+    """Negative control: the closed form under a wrong convention (martingale drift instead of zero, a
+    360-day year instead of 365) lies outside the 3-SE band, so the test above would catch that error."""
+    model, cfg, full, var_only, ds = closed_form_run
+    for q in output_confidences():
+        zv, ze = zscores(model, cfg, ds, "lin", q, **WRONG_CONVENTIONS[wrong])
+        assert max(abs(zv), abs(ze)) > oracles.K_SE, (model, wrong, q, zv, ze)     # VaR or ES check fails
 
 
 # -------------------------------------------------------------- identities
