@@ -47,6 +47,11 @@ def exported_book(tmp_path_factory):
 @pytest.fixture
 def small_frames():
     """Instruments, market, positions, collateral and accounts of a small book."""
+    return small_frames_data()
+
+
+def small_frames_data():
+    """The tables of :func:`small_frames`, fresh on every call."""
     ins = pd.DataFrame(dict(
         instrument=["BTC-PERP", "BTC-INV-PERP", "BTC-C", "BTC-P-INV", "ETH-SPOT", "ETH-FUT", "ETH-C-EXP"],
         kind=["perpetual", "perpetual", "option", "option", "spot", "future", "option"],
