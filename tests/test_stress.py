@@ -143,9 +143,13 @@ def test_margin_identities(small_book):
     # singleton groups are their member, bit for bit
     for g in ("c", "d", "e"):
         assert float(ds["group_im"].sel(group=g)) == float(ds["im"].sel(account=g))
-    # equity: b holds 1 BTC, short inverse perp (value 0) and 3.5 inverse puts at their premium
-    eq_b = float(ds["equity"].sel(account="b"))
-    assert eq_b > 90_000 and eq_b < 90_000 + 3.5 * 90_000 * 0.2
+    # equity: b holds 1 BTC, short inverse perp (value 0) and 3.5 inverse puts at their premium, priced here
+    # in coin by a change of numeraire (tests/recompute.py, checked against QuantLib) and converted at spot
+    from recompute import inverse_option_coin
+    t = (dt.date(2027, 3, 26) - VALUATION).days / 365
+    put_usd = 90_000.0 * float(inverse_option_coin(np.array(90_000.0), 85_000.0, t, 0.5, False))
+    assert put_usd > 1_000                                             # a real premium, not a zero
+    assert float(ds["equity"].sel(account="b")) == pytest.approx(90_000.0 + 3.5 * put_usd, rel=1e-12)
     np.testing.assert_allclose(float(ds["equity"].sel(account="d")), 6_000.0)
     assert ds["unit_es"].dims == ("instrument", "side")
 
@@ -165,7 +169,7 @@ def test_options_expiring_inside_horizon_pay_intrinsic(small_book):
 
 
 # ------------------------------------------------------ properties (hypothesis)
-def random_book(seed, n_accounts, cash_only):
+def random_frames(seed, n_accounts, cash_only):
     rng = np.random.default_rng(seed)
     exp = (VALUATION + dt.timedelta(days=30)).isoformat()
     ins = pd.DataFrame(dict(
@@ -189,7 +193,11 @@ def random_book(seed, n_accounts, cash_only):
     col = pd.DataFrame(crow, columns=["account", "asset", "amount"])
     groups = [f"G{rng.integers(0, max(1, n_accounts // 3))}" if rng.random() < 0.6 else "" for _ in accounts]
     acc = pd.DataFrame(dict(account=accounts, group=groups))
-    return book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+    return ins, mkt, pos, col, acc
+
+
+def random_book(seed, n_accounts, cash_only):
+    return book_from_frames(*random_frames(seed, n_accounts, cash_only), VALUATION)
 
 
 PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -198,12 +206,28 @@ PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCh
 @PROPS
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 25), buffer=st.floats(0, 0.5))
 def test_cross_margin_never_exceeds_isolated_or_members(seed, n, buffer):
-    book = random_book(seed, n, cash_only=True)
-    ds = run_stress(book, scenarios_for(book, n=800, seed=seed), margin=MarginParams(0.99, buffer, 0.75))
+    import tempfile
+    from pathlib import Path
+    import recompute
+    frames = random_frames(seed, n, cash_only=True)
+    book = book_from_frames(*frames, VALUATION)
+    ds = run_stress(book, scenarios_for(book, n=800, seed=seed), margin=MarginParams(0.99, buffer, 0.75),
+                    include_scenarios=True)
     # ES is subadditive on a common scenario set: one pool <= parts margined alone
     assert (ds["im"] <= ds["isolated_im"] * (1 + 1e-12) + 1e-9).all()
     member_im = ds["im"].groupby(ds["account_group"].rename("group")).sum().sel(group=ds["group"])
     assert (ds["group_im"] <= member_im * (1 + 1e-12) + 1e-9).all()
+    # ... and from below: the requirements are the recomputed ones (a zero or shrunken margin fails)
+    with tempfile.TemporaryDirectory() as d:
+        for name, t in zip(("instruments", "market", "positions", "collateral", "accounts"), frames):
+            t.to_csv(Path(d) / f"{name}.csv", index=False)
+        ref = recompute.recompute(d, ds["shock"].to_pandas(), ds["vol_shock"].to_pandas(),
+                                  accounts=ds["account"].values, confidences=ds["confidence"].values,
+                                  buffer=buffer, maintenance_ratio=0.75)
+    for v in ("im", "isolated_im", "group_im", "netting_benefit", "group_netting_benefit"):
+        np.testing.assert_allclose(ds[v].values, ref[v], rtol=1e-9, atol=1e-6, err_msg=v)
+    assert (ds["im"].values >= ref["im"] * (1 - 1e-9) - 1e-6).all()
+    assert (ref["im"] > 0).any()
 
 
 @PROPS
