@@ -102,3 +102,13 @@ def test_var_es_is_the_mth_largest_and_the_mean_of_the_m_largest(rows, n, q, see
     for r in range(rows):
         v, e = tails.var_es_reference(x[r], q)
         assert v == desc[r, m - 1] and e == pytest.approx(desc[r, :m].mean(), rel=1e-14)
+
+
+def test_tails_are_float64_whatever_comes_in():
+    """Money in float64 at the edges (design.md): a float32 or integer tail is widened before sorting and summing."""
+    x32 = np.array([[3.0, 1.0, 2.0]], dtype=np.float32) + np.float32(1e-4)
+    out = tails.sorted_tail(x32)
+    assert out.dtype == np.float64 and np.array_equal(out, -np.sort(-x32.astype(np.float64), axis=1))
+    losses = np.full(10, 0.1, dtype=np.float32)
+    var, es = tails.var_es_reference(losses, 0.5)
+    assert isinstance(var, np.float64) and es == np.sum(np.full(5, np.float32(0.1), dtype=np.float64)) / 5
