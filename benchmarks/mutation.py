@@ -23,7 +23,18 @@ ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 
 #: Surviving mutants that change no figure, with the reason (mutant name -> why it is equivalent).
-EQUIVALENT: dict[str, str] = {}
+_DEAD = "the placeholder only keeps lanes finite that the final where() replaces (expired: intrinsic; zero sd: flat)"
+EQUIVALENT: dict[str, str] = {
+    "mcmargin.tails.x_sorted_tail__mutmut_5": "np.sort's default axis is the last, which is axis 1 of a 2-D tail",
+    "mcmargin.exposure.xǁCompiledBookǁrows__mutmut_4": "slice(None, na) is slice(0, na)",
+    "mcmargin.pricing.x_black_scholes__mutmut_3":
+        "expiry exactly 0 (>= instead of >): the alive lane has sd 0, so the flat branch returns the intrinsic value "
+        "(discount exp(0) = 1), the same as the expired branch",
+    "mcmargin.pricing.x_black_scholes__mutmut_12": _DEAD,
+    "mcmargin.pricing.x_black_scholes__mutmut_23":
+        "sd >= 0 keeps a zero sd, making d1 nan where vol sqrt(t) = 0; those lanes are replaced by the flat value",
+    "mcmargin.pricing.x_black_scholes__mutmut_25": _DEAD,
+}
 
 
 def mutmut(*args: str) -> str:

@@ -112,3 +112,9 @@ def test_tails_are_float64_whatever_comes_in():
     losses = np.full(10, 0.1, dtype=np.float32)
     var, es = tails.var_es_reference(losses, 0.5)
     assert isinstance(var, np.float64) and es == np.sum(np.full(5, np.float32(0.1), dtype=np.float64)) / 5
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, 1.5, -0.1])
+def test_tail_size_rejects_confidence_outside_the_open_unit_interval(q):
+    with pytest.raises(ValueError, match="confidence"):
+        tails.tail_size(1000, q)
