@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test bench mutate install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
 
+# Mutation testing (not in CI): mutmut over the figure-computing modules ([tool.mutmut] in
+# pyproject.toml), then the score and the survivors appended to benchmarks/RESULTS.md.
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench,mutate]"
+	$(PY) -m mutmut run --max-children $(or $(JOBS),2) || true
+	$(PY) -m benchmarks.mutation
+
 clean:
-	rm -rf $(VENV) outputs out *.egg-info
+	rm -rf $(VENV) outputs out *.egg-info mutants

@@ -17,10 +17,31 @@ VALUATION = dt.date(2026, 11, 25)
 
 
 def stress_config(*overrides):
-    """The stress job's config with tiny sizes forced, plus ``overrides``."""
-    tiny = ["portfolio.n_accounts=60", "scenarios.n=1000", "backend=numpy"]
+    """The stress job's config with tiny sizes forced, plus ``overrides`` (a book from files has no size)."""
+    tiny = ["scenarios.n=1000", "backend=numpy"]
+    if "portfolio=files" not in overrides:
+        tiny.insert(0, "portfolio.n_accounts=60")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="stress", overrides=tiny + list(overrides))
+
+
+def cuda_device_present() -> bool:
+    """Whether this machine has a CUDA device, asked of the driver, never of CuPy or JAX.
+
+    ``nvidia-smi -L`` lists the GPUs the driver sees; without it, the device
+    nodes /dev/nvidia0.. tell.  A GPU test skips only when this is False;
+    where a device exists, a CuPy or JAX install that fails must fail the test.
+    """
+    import shutil
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+            if out.returncode == 0 and "GPU" in out.stdout:
+                return True
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def run_job(module, *overrides, cwd=ROOT):
@@ -30,9 +51,26 @@ def run_job(module, *overrides, cwd=ROOT):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(scope="session")
+def exported_book(tmp_path_factory):
+    """The synthetic book (40 accounts) exported once per test session as the five CSV input files."""
+    from jobs.stress import run
+
+    book = tmp_path_factory.mktemp("exported_book")
+    run(stress_config("portfolio.n_accounts=40", "scenarios.n=100", f"portfolio.export={book}"))
+    assert {f.name for f in book.iterdir()} >= {"instruments.csv", "market.csv", "positions.csv",
+                                                "collateral.csv", "accounts.csv"}
+    return book
+
+
 @pytest.fixture
 def small_frames():
     """Instruments, market, positions, collateral and accounts of a small book."""
+    return small_frames_data()
+
+
+def small_frames_data():
+    """The tables of :func:`small_frames`, fresh on every call."""
     ins = pd.DataFrame(dict(
         instrument=["BTC-PERP", "BTC-INV-PERP", "BTC-C", "BTC-P-INV", "ETH-SPOT", "ETH-FUT", "ETH-C-EXP"],
         kind=["perpetual", "perpetual", "option", "option", "spot", "future", "option"],

@@ -49,8 +49,19 @@ def test_local_cluster_matches_threads_bit_for_bit(book, scen):
 
 
 def test_chunk_sizes_follow_problem_size_and_budget_only():
-    a = Chunking().resolve(20_000, 5_300, 140, 200)
-    assert a == Chunking().resolve(20_000, 5_300, 140, 200)
+    import dask
+    from mcmargin.engine import TASK_BUDGET
+    with dask.config.set(num_workers=1):
+        a = Chunking().resolve(20_000, 5_300, 140, 200)
+    with dask.config.set(num_workers=7):
+        assert Chunking().resolve(20_000, 5_300, 140, 200) == a          # workers change nothing
+    # within the task budget: a revaluation task's [chunk x columns] arrays, a fold task's [rows x (2m + chunk)]
+    assert 8 * 8 * 140 * a.scenarios <= TASK_BUDGET and 8 * a.rows * (2 * 200 + a.scenarios) <= TASK_BUDGET
+    # ... and not far inside it (each size within a factor 2 of its budget, or at its bound)
+    assert 8 * 8 * 140 * (2 * a.scenarios) > TASK_BUDGET or a.scenarios == 16384
+    assert 8 * (2 * a.rows) * (2 * 200 + a.scenarios) > TASK_BUDGET or a.rows == 4096
+    assert 1024 <= a.scenarios <= 16384 and 256 <= a.rows <= 4096
+    assert Chunking().resolve(20_000, 5_300, 140, 200, budget=2 * TASK_BUDGET).scenarios > a.scenarios
     small_budget = Chunking().resolve(20_000, 5_300, 140, 200, budget=8 * 2**20)
     assert small_budget.rows <= a.rows and small_budget.scenarios <= a.scenarios
     assert Chunking(512, 100).resolve(20_000, 5_300, 140, 200) == Chunking(512, 100)
@@ -89,10 +100,20 @@ def test_kernels_under_array_api_strict(book, scen):
                                tails.sorted_tail(tails.fold_chunk(nb, None, cb.exposures[:30], ref, 4)), rtol=1e-12, atol=1e-9)
 
 
-def test_auto_backend_is_deterministic_on_this_machine():
+def test_auto_backend_follows_the_devices_present():
+    """``auto`` is numpy exactly when no CUDA device exists (detected here without CuPy or JAX)."""
+    from conftest import cuda_device_present
     from mcmargin.backend import resolve
-    assert resolve("auto") == resolve("auto")
-    assert resolve("numpy") == "numpy"
+    from mcmargin.errors import ConfigError
+    got = resolve("auto")
+    if cuda_device_present():
+        assert got in ("cupy", "jax")
+    else:
+        assert got == "numpy"
+    for name in ("numpy", "jax", "cupy", "array_api_strict"):
+        assert resolve(name) == name
+    with pytest.raises(ConfigError, match="backend"):
+        resolve("torch")
 
 
 def test_pilot_threshold_is_exact_and_rows_below_it_are_recomputed(book, scen, monkeypatch):

@@ -60,3 +60,24 @@ def test_factors_are_assets_then_options(small_book):
     # no exposure to cash: it never moves
     usdt = list(cb.assets).index("USDT")
     assert cb.exposures[:, usdt].nnz == 0
+
+
+def test_rows_partition_accounts_groups_and_units(small_book):
+    """Rows are accounts, then multi-member groups (sum of their members' holdings), then +1 and -1 unit of
+    every instrument; the four ranges tile the holdings exactly."""
+    cb = compile_book(small_book, 2)
+    na, ni = cb.accounts.size, cb.n_instruments
+    r = {k: cb.rows(k) for k in ("accounts", "groups", "long", "short")}
+    bounds = [(s.start, s.stop) for s in r.values()]
+    assert bounds[0][0] == 0 and bounds[-1][1] == cb.holdings.shape[0]
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert r["accounts"].stop - r["accounts"].start == na and r["long"].stop - r["long"].start == ni
+    h = cb.holdings.toarray()
+    for j, g in enumerate(cb.multi_groups):
+        members = cb.account_group == g
+        np.testing.assert_array_equal(h[r["groups"]][j], h[:na][members].sum(axis=0))
+    units = np.hstack([np.eye(ni), np.zeros((ni, cb.assets.size))])
+    np.testing.assert_array_equal(h[r["long"]], units)
+    np.testing.assert_array_equal(h[r["short"]], -units)
+    with pytest.raises(KeyError):
+        cb.rows("nope")

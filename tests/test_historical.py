@@ -258,3 +258,131 @@ def test_config_files_hold_every_key(name, hist):
     c.update(n=100, lookback=300)
     m = build(c, hist)                                      # the defaults build a model
     assert np.isfinite(m.draw_numpy()[0]).all()
+
+
+# ----------------------------------------------------------------------------- against their definitions
+# Each model's draws against what its definition implies, to 3 standard errors (tests/oracles.py), on
+# 200,000 draws (or windows), with the inputs of the definition recomputed here from the prices.
+from scipy import stats  # noqa: E402
+
+from oracles import assert_within, corr_se, quantile_se, std_se  # noqa: E402
+
+N_DEF = 200_000
+N_HIST = 100_000           # daily rows of a simulated history (pandas dates end in 2262)
+
+
+def gaussian_history(n, vols, corr, seed, freq="D"):
+    """Log-normal prices with known daily vols vol / sqrt(365) and correlation, ending 2026-11-25."""
+    g = np.random.default_rng(seed)
+    r = g.standard_normal((n, len(vols))) @ np.linalg.cholesky(np.asarray(corr)).T * np.asarray(vols) / math.sqrt(365)
+    p = np.exp(np.vstack([np.zeros(len(vols)), np.cumsum(r, axis=0)])) * 100.0
+    idx = pd.date_range(end="2026-11-25", periods=n + 1, freq=freq, name="date")
+    return validate_history(pd.DataFrame(p, index=idx, columns=["BTC", "ETH"]), file="known.csv"), r
+
+
+def test_historical_windows_have_the_simulated_vol_and_correlation():
+    """Historical simulation over 100,000 daily rows of known vol and correlation: every window once, so
+    the std of the h-row returns is vol sqrt(h / 365) and their correlation the simulated one (SE from
+    the non-overlapping windows); parametric vol shocks: std nu sqrt(h / ppy), spot-vol correlation rho."""
+    vols, corr, h = (0.6, 0.9), [[1.0, 0.7], [0.7, 1.0]], 3
+    hist_, _ = gaussian_history(N_HIST, vols, corr, seed=41)
+    c = cfg("historical", horizon_days=h, lookback=None, default_factor={"vol_of_vol": 1.2, "spot_vol_corr": -0.4})
+    m = build(c, hist_, assets=("BTC", "ETH"), vols=(0.5, 0.5))
+    assert m.n == N_HIST - h + 1
+    shock, vol = m.draw_numpy()
+    logp = np.log(hist_[["BTC", "ETH"]].to_numpy())
+    np.testing.assert_allclose(shock, logp[h:] - logp[:-h], rtol=0, atol=1e-12)     # the definition, exactly
+    iid = shock[::h]                                                                 # non-overlapping windows
+    sd, se = std_se(iid, kurtosis=3.0)
+    assert_within(sd, np.asarray(vols) * math.sqrt(h / 365), se, "std of the history's h-row returns")
+    r, se = corr_se(iid[:, 0], iid[:, 1])
+    assert_within(r, 0.7, se, "correlation of the history's windows")
+    ppy = m.describe()["periods_per_year"]
+    assert ppy == 365
+    for j in range(2):
+        vsd, vse = std_se(vol[:, j], kurtosis=3.0)
+        assert_within(vsd, 1.2 * math.sqrt(h / ppy), vse, "parametric vol-shock std")
+        r, se = corr_se(vol[:, j], shock[:, j])
+        assert_within(r, -0.4, se, "spot-vol correlation of the historical model")
+
+
+def ewma_forecast(r, lam):
+    """EWMA variance written out: sigma2[t+1] = lam sigma2[t] + (1 - lam) r[t]^2, ex ante; started on the
+    first 30 returns' mean square (the start is forgotten after a few hundred rows: lam^400 ~ 1e-11)."""
+    s2 = np.empty_like(r)
+    cur = np.mean(r[:30] ** 2, axis=0)
+    for t in range(r.shape[0]):
+        s2[t] = cur
+        cur = lam * cur + (1 - lam) * r[t] ** 2
+    return s2, cur
+
+
+@pytest.mark.parametrize("horizon", [1, 2])
+def test_fhs_matches_its_definition(horizon):
+    """FHS (EWMA 0.94, 400-row look-back) on a simulated history: residuals z_t = r_t / sigma_t and today's
+    forecast recomputed here; one row: E[shock shock'] = sigma sigma' mean(z z'); two rows: E[shock^2] =
+    sigma^2 m2 + 2 sigma m1 E[z_a sigma_2] + m2 E[sigma_2^2] with sigma_2^2 = (1 - lam) sigma^2 z_a^2 + lam sigma^2
+    (the EWMA recursion, omega = 0), expectations over the finite residual set."""
+    lam = 0.94
+    hist_, _ = gaussian_history(1000, (0.6, 0.9), [[1.0, 0.6], [0.6, 1.0]], seed=42)
+    m = build(cfg("fhs", n=N_DEF, seed=8, horizon_days=horizon, ewma_lambda=lam, lookback=400), hist_,
+              assets=("BTC", "ETH"), vols=(0.5, 0.5))
+    shock, _ = m.draw_numpy()
+    r = np.diff(np.log(hist_[["BTC", "ETH"]].to_numpy()), axis=0)
+    s2, forecast = ewma_forecast(r, lam)
+    z = (r / np.sqrt(s2))[-400:]
+    np.testing.assert_allclose(m.sigma2, forecast, rtol=1e-8)
+    np.testing.assert_allclose(np.sort(m.residuals, axis=0), np.sort(z, axis=0), rtol=1e-8, atol=1e-12)
+    m2 = (z ** 2).mean(axis=0)
+    sq = shock ** 2
+    if horizon == 1:
+        want = forecast * m2
+    else:
+        # exact expectations over the finite residual set: z_a, z_b independent uniform rows
+        sig1 = np.sqrt(forecast)
+        var2 = (1 - lam) * (sig1 * z) ** 2 + lam * forecast          # sigma_2^2 given the first row z_a
+        m1 = z.mean(axis=0)
+        want = forecast * m2 + 2 * sig1 * m1 * (z * np.sqrt(var2)).mean(axis=0) + m2 * var2.mean(axis=0)
+    got, se = sq.mean(axis=0), sq.std(axis=0) / math.sqrt(N_DEF)
+    assert_within(got, want, se, f"E[shock^2] of FHS over {horizon} row(s)")
+    if horizon == 1:
+        cross = shock[:, 0] * shock[:, 1]
+        want = math.sqrt(forecast[0] * forecast[1]) * (z[:, 0] * z[:, 1]).mean()
+        assert_within(cross.mean(), want, cross.std() / math.sqrt(N_DEF), "E[shock_1 shock_2] of FHS")
+
+
+def test_t_copula_matches_its_definition():
+    """t copula (copula dof 8, marginal dof 5 and 12) on 200,000 draws: marginal quantiles of the unit-variance
+    t laws scaled by vol sqrt(h / D); mapped back through the copula's t, the correlation is C and the
+    Mahalanobis statistic follows F(k, copula dof); vol shocks: std nu sqrt(h / D), spot-vol correlation rho."""
+    corr = np.array([[1.0, 0.6], [0.6, 1.0]])
+    c = dict(model="t_copula", n=N_DEF, seed=4, horizon_days=10, copula_dof=8.0, marginal_dof=5.0,
+             risk_factors={"BTC": {"vol": 0.5, "vol_of_vol": 1.1, "spot_vol_corr": -0.35},
+                           "ETH": {"vol": 0.8, "dof": 12.0, "vol_of_vol": 1.3, "spot_vol_corr": -0.2}},
+             correlation=corr.tolist())
+    m = build_scenarios(c, ("BTC", "ETH", "USDT"), (0.5, 0.8, 0.0))
+    shock, vol = m.draw_numpy()
+    s = np.array([0.5, 0.8]) * math.sqrt(10 / 365)
+    nus, nu_c = np.array([5.0, 12.0]), 8.0
+    unit = np.sqrt((nus - 2) / nus)
+    t_back = np.empty((N_DEF, 2))
+    for j in range(2):
+        law = stats.t(nus[j], scale=unit[j] * s[j])
+        for p in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999):
+            got, se = quantile_se(shock[:, j], p, law.pdf(law.ppf(p)))
+            assert_within(got, law.ppf(p), se, f"t_copula marginal {j} {p}-quantile")
+        u = stats.t.cdf(shock[:, j] / (unit[j] * s[j]), nus[j])
+        t_back[:, j] = stats.t.ppf(u, nu_c)
+        vsd, vse = std_se(vol[:, j])
+        assert_within(vsd, [1.1, 1.3][j] * math.sqrt(10 / 365), vse, "t_copula vol-shock std")
+        r, se = corr_se(vol[:, j], shock[:, j] / s[j])
+        # eta = rho X + sqrt(1 - rho^2) Z with X the unit-variance marginal: corr(eta, X) = rho
+        assert_within(r, [-0.35, -0.2][j], se, "t_copula spot-vol correlation")
+    assert np.all(shock[:, 2] == 0) and np.all(vol[:, 2] == 0)
+    r, se = corr_se(t_back[:, 0], t_back[:, 1])
+    assert_within(r, 0.6, se, "correlation of the copula's t")
+    f = np.einsum("ni,ij,nj->n", t_back, np.linalg.inv(corr), t_back) / 2
+    law = stats.f(2, nu_c)
+    for p in (0.01, 0.5, 0.9, 0.99, 0.999):
+        got, se = quantile_se(f, p, law.pdf(law.ppf(p)))
+        assert_within(got, law.ppf(p), se, f"{p}-quantile of the copula's Mahalanobis F statistic")

@@ -29,27 +29,103 @@ FIGURES = ("equity", "im", "mm", "isolated_im", "margin_call", "var", "es", "gro
 
 
 # ----------------------------------------------------------------- closed form
-def test_gaussian_single_future_matches_closed_form():
-    """Long 1 BTC linear perpetual, Gaussian log-returns: lognormal VaR and ES."""
-    ins = pd.DataFrame(dict(instrument=["P"], kind=["perpetual"], underlying=["BTC"], settle=["USD"],
-                            inverse=[False], contract_size=[1.0]))
-    mkt = pd.DataFrame(dict(asset=["BTC", "USD"], price=[50_000.0, 1.0], vol=[0.6, 0.0]))
-    pos = pd.DataFrame(dict(account=["x"], instrument=["P"], quantity=[1.0]))
-    col = pd.DataFrame(dict(account=["x"], asset=["USD"], amount=[1e6]))
-    book = book_from_frames(ins, mkt, pos, col, None, VALUATION)
-    sigma, h, n = 0.8, 2, 400_000
-    scen = build_scenarios(dict(model="gaussian", n=n, seed=5, horizon_days=h, risk_factors={"BTC": {"vol": sigma}}),
-                           book.assets, book.market["vol"].to_numpy())
-    ds = run_stress(book, scen, confidences=[0.99, 0.975], margin=MarginParams(0.99, 0.0, 0.5))
-    s = sigma * np.sqrt(h / 365)
-    for q in (0.99, 0.975):
-        z = norm.ppf(1 - q)
-        var = 50_000 * (1 - np.exp(s * z))                               # loss at the q-quantile
-        es = 50_000 * (1 - norm.cdf(z - s) / (1 - q) * np.exp(s * s / 2))  # E[S - S'| tail]
-        got = ds.sel(account="x", confidence=q)
-        assert float(got["var"]) == pytest.approx(var, rel=0.02)
-        assert float(got["es"]) == pytest.approx(es, rel=0.015)
-    assert float(ds["im"].sel(account="x")) == pytest.approx(float(ds["es"].sel(account="x", confidence=0.99)))
+from omegaconf import OmegaConf  # noqa: E402
+
+from conftest import CONF  # noqa: E402
+import oracles  # noqa: E402
+
+
+def output_confidences():
+    """Every confidence the job reports by default: output.confidence plus margin.confidence."""
+    out = OmegaConf.load(CONF / "output" / "stress.yaml")
+    margin = OmegaConf.load(CONF / "margin" / "mc_es.yaml")
+    return sorted(set(float(q) for q in out["confidence"]) | {float(margin["confidence"])})
+
+
+S0, SIGMA = 50_000.0, 0.8
+#: One account per position: long linear perpetual, long spot, long inverse perpetual (face S0: the same USD
+#: loss s0 expm1(-r)), short linear perpetual.  Each loses a monotone function of the BTC log-return.
+SINGLE_ASSET_BOOK = dict(
+    instruments=pd.DataFrame(dict(instrument=["P", "S", "INV"], kind=["perpetual", "spot", "perpetual"],
+                                  underlying=["BTC"] * 3, settle=["USD", "USD", "BTC"], inverse=[False, False, True],
+                                  contract_size=[1.0, 1.0, S0])),
+    market=pd.DataFrame(dict(asset=["BTC", "USD"], price=[S0, 1.0], vol=[0.6, 0.0])),
+    positions=pd.DataFrame(dict(account=["lin", "spot", "inv", "short"], instrument=["P", "S", "INV", "P"],
+                                quantity=[1.0, 1.0, 1.0, -1.0])),
+    collateral=pd.DataFrame(dict(account=["lin"], asset=["USD"], amount=[1e6])))
+
+
+@pytest.fixture(scope="module")
+def single_asset_book():
+    t = SINGLE_ASSET_BOOK
+    return book_from_frames(t["instruments"], t["market"], t["positions"], t["collateral"], None, VALUATION)
+
+
+def closed_form(model, side, q, s, mu, dof):
+    if model == "gaussian":
+        f = oracles.lognormal_long if side == "long" else oracles.lognormal_short
+        return f(S0, s, q, mu)
+    if side == "short":
+        var, pdf = oracles.student_t_short_var(S0, s, q, dof, mu)
+        return var, np.nan, pdf, np.nan
+    return oracles.student_t_long(S0, s, q, dof, mu)
+
+
+CLOSED_FORM_RUNS = {  # model -> (scenario config, accounts checked for ES and VaR, accounts checked for VaR only)
+    "gaussian": (dict(model="gaussian", n=4_000_000, seed=5, horizon_days=30), ("lin", "spot", "inv", "short"), ()),
+    # a short position under Student-t log-returns has an infinite ES (E[e^X] diverges): VaR only
+    "student_t": (dict(model="student_t", dof=5.0, n=4_000_000, seed=6, horizon_days=30),
+                  ("lin", "spot", "inv"), ("short",)),
+}
+
+
+@pytest.fixture(scope="module", params=list(CLOSED_FORM_RUNS))
+def closed_form_run(request, single_asset_book):
+    cfg, full, var_only = CLOSED_FORM_RUNS[request.param]
+    cfg = dict(cfg, risk_factors={"BTC": {"vol": SIGMA}})
+    scen = build_scenarios(cfg, single_asset_book.assets, single_asset_book.market["vol"].to_numpy())
+    ds = run_stress(single_asset_book, scen, confidences=output_confidences(), margin=MarginParams(0.99, 0.0, 0.5))
+    return request.param, cfg, full, var_only, ds
+
+
+def zscores(model, cfg, ds, account, q, days_per_year=365.0, mu=None):
+    n, h = cfg["n"], cfg["horizon_days"]
+    s = SIGMA * np.sqrt(h / days_per_year)
+    side = "short" if account == "short" else "long"
+    var, es, pdf, tail_var = closed_form(model, side, q, s, 0.0 if mu is None else mu(s), cfg.get("dof"))
+    se_var, se_es = oracles.var_es_se_law(n, q, var, es, pdf, tail_var)
+    got = ds.sel(account=account, confidence=q)
+    return (float(got["var"]) - var) / se_var, (float(got["es"]) - es) / se_es
+
+
+def test_single_asset_var_es_match_closed_forms(closed_form_run):
+    """Gaussian (lognormal) and Student-t VaR and ES of one-asset positions at every output confidence,
+    to 3 Monte Carlo standard errors (VaR: sqrt(q(1-q)/n)/f; ES: Chen 2008), on 4 million scenarios."""
+    model, cfg, full, var_only, ds = closed_form_run
+    assert list(ds["confidence"].values) == output_confidences()
+    for q in output_confidences():
+        for account in full + var_only:
+            zv, ze = zscores(model, cfg, ds, account, q)
+            assert abs(zv) <= oracles.K_SE, (model, account, q, "VaR", zv)
+            if account in full:
+                assert abs(ze) <= oracles.K_SE, (model, account, q, "ES", ze)
+    assert float(ds["im"].sel(account="lin")) == pytest.approx(float(ds["es"].sel(account="lin", confidence=0.99)))
+
+
+WRONG_CONVENTIONS = {
+    "martingale drift": dict(mu=lambda s: -0.5 * s * s),
+    "360-day year": dict(days_per_year=360.0),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_CONVENTIONS))
+def test_closed_form_tolerance_rejects_a_convention_error(closed_form_run, wrong):
+    """Negative control: the closed form under a wrong convention (martingale drift instead of zero, a
+    360-day year instead of 365) lies outside the 3-SE band, so the test above would catch that error."""
+    model, cfg, full, var_only, ds = closed_form_run
+    for q in output_confidences():
+        zv, ze = zscores(model, cfg, ds, "lin", q, **WRONG_CONVENTIONS[wrong])
+        assert max(abs(zv), abs(ze)) > oracles.K_SE, (model, wrong, q, zv, ze)     # VaR or ES check fails
 
 
 # -------------------------------------------------------------- identities
@@ -67,9 +143,13 @@ def test_margin_identities(small_book):
     # singleton groups are their member, bit for bit
     for g in ("c", "d", "e"):
         assert float(ds["group_im"].sel(group=g)) == float(ds["im"].sel(account=g))
-    # equity: b holds 1 BTC, short inverse perp (value 0) and 3.5 inverse puts at their premium
-    eq_b = float(ds["equity"].sel(account="b"))
-    assert eq_b > 90_000 and eq_b < 90_000 + 3.5 * 90_000 * 0.2
+    # equity: b holds 1 BTC, short inverse perp (value 0) and 3.5 inverse puts at their premium, priced here
+    # in coin by a change of numeraire (tests/recompute.py, checked against QuantLib) and converted at spot
+    from recompute import inverse_option_coin
+    t = (dt.date(2027, 3, 26) - VALUATION).days / 365
+    put_usd = 90_000.0 * float(inverse_option_coin(np.array(90_000.0), 85_000.0, t, 0.5, False))
+    assert put_usd > 1_000                                             # a real premium, not a zero
+    assert float(ds["equity"].sel(account="b")) == pytest.approx(90_000.0 + 3.5 * put_usd, rel=1e-12)
     np.testing.assert_allclose(float(ds["equity"].sel(account="d")), 6_000.0)
     assert ds["unit_es"].dims == ("instrument", "side")
 
@@ -89,7 +169,7 @@ def test_options_expiring_inside_horizon_pay_intrinsic(small_book):
 
 
 # ------------------------------------------------------ properties (hypothesis)
-def random_book(seed, n_accounts, cash_only):
+def random_frames(seed, n_accounts, cash_only):
     rng = np.random.default_rng(seed)
     exp = (VALUATION + dt.timedelta(days=30)).isoformat()
     ins = pd.DataFrame(dict(
@@ -113,7 +193,11 @@ def random_book(seed, n_accounts, cash_only):
     col = pd.DataFrame(crow, columns=["account", "asset", "amount"])
     groups = [f"G{rng.integers(0, max(1, n_accounts // 3))}" if rng.random() < 0.6 else "" for _ in accounts]
     acc = pd.DataFrame(dict(account=accounts, group=groups))
-    return book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+    return ins, mkt, pos, col, acc
+
+
+def random_book(seed, n_accounts, cash_only):
+    return book_from_frames(*random_frames(seed, n_accounts, cash_only), VALUATION)
 
 
 PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,12 +206,28 @@ PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCh
 @PROPS
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 25), buffer=st.floats(0, 0.5))
 def test_cross_margin_never_exceeds_isolated_or_members(seed, n, buffer):
-    book = random_book(seed, n, cash_only=True)
-    ds = run_stress(book, scenarios_for(book, n=800, seed=seed), margin=MarginParams(0.99, buffer, 0.75))
+    import tempfile
+    from pathlib import Path
+    import recompute
+    frames = random_frames(seed, n, cash_only=True)
+    book = book_from_frames(*frames, VALUATION)
+    ds = run_stress(book, scenarios_for(book, n=800, seed=seed), margin=MarginParams(0.99, buffer, 0.75),
+                    include_scenarios=True)
     # ES is subadditive on a common scenario set: one pool <= parts margined alone
     assert (ds["im"] <= ds["isolated_im"] * (1 + 1e-12) + 1e-9).all()
     member_im = ds["im"].groupby(ds["account_group"].rename("group")).sum().sel(group=ds["group"])
     assert (ds["group_im"] <= member_im * (1 + 1e-12) + 1e-9).all()
+    # ... and from below: the requirements are the recomputed ones (a zero or shrunken margin fails)
+    with tempfile.TemporaryDirectory() as d:
+        for name, t in zip(("instruments", "market", "positions", "collateral", "accounts"), frames):
+            t.to_csv(Path(d) / f"{name}.csv", index=False)
+        ref = recompute.recompute(d, ds["shock"].to_pandas(), ds["vol_shock"].to_pandas(),
+                                  accounts=ds["account"].values, confidences=ds["confidence"].values,
+                                  buffer=buffer, maintenance_ratio=0.75)
+    for v in ("im", "isolated_im", "group_im", "netting_benefit", "group_netting_benefit"):
+        np.testing.assert_allclose(ds[v].values, ref[v], rtol=1e-9, atol=1e-6, err_msg=v)
+    assert (ds["im"].values >= ref["im"] * (1 - 1e-9) - 1e-6).all()
+    assert (ref["im"] > 0).any()
 
 
 @PROPS

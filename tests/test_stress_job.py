@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from scipy.stats import norm
 
+import recompute
 from conftest import ROOT, run_job, stress_config
 from mcmargin.errors import ConfigError
 from mcmargin.output import open_dataset
@@ -21,7 +21,8 @@ def test_compose_and_run_default_synthetic():
     from jobs.stress import run
 
     ds = run(stress_config())
-    assert ds.sizes["account"] == 60 and ds.sizes["scenario"] if "scenario" in ds.dims else True
+    assert ds.sizes["account"] == 60
+    assert "scenario" not in ds.dims and "shock" not in ds      # output.scenarios is false by default
     assert list(ds["confidence"].values) == [0.99, 0.995]
     assert {"BTC", "ETH", "SOL", "BNB", "USDT"} <= set(ds["asset"].values)
     for key in ("config", "seed", "backend", "device", "versions", "timings", "chunk_scenarios", "created"):
@@ -74,10 +75,11 @@ def test_bad_config_value_exits_cleanly(tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_bad_input_file_exits_cleanly_and_writes_nothing(tmp_path):
+def test_bad_input_file_exits_cleanly_and_writes_nothing(exported_book, tmp_path):
+    """Through the process boundary: exit status 2, no traceback, the message on stderr, nothing written."""
+    import shutil
     book = tmp_path / "book"
-    assert run_job("jobs.stress", "portfolio.n_accounts=20", "scenarios.n=100", f"portfolio.export={book}",
-                   f"output.path={tmp_path / 'first.zarr'}").returncode == 0
+    shutil.copytree(exported_book, book)
     market = pd.read_csv(book / "market.csv")
     market.loc[1, "price"] = -5
     market.to_csv(book / "market.csv", index=False)
@@ -89,107 +91,65 @@ def test_bad_input_file_exits_cleanly_and_writes_nothing(tmp_path):
 
 
 # --------------------------------------------------------------- end to end
-def bs(spot, strike, t, vol, is_call):
-    """Black-Scholes with rate 0, written out independently of mcmargin."""
-    if t <= 0:
-        return max(spot - strike, 0.0) if is_call else max(strike - spot, 0.0)
-    sd = vol * math.sqrt(t)
-    d1 = (math.log(spot / strike) + 0.5 * sd * sd) / sd
-    d2 = d1 - sd
-    if is_call:
-        return spot * norm.cdf(d1) - strike * norm.cdf(d2)
-    return strike * norm.cdf(-d2) - spot * norm.cdf(-d1)
+def ql_value(spot, strike, days, vol, is_call):
+    """QuantLib's analytic Black-Scholes value in USD (rate 0): the oracle of the inverse-option derivation."""
+    import QuantLib as ql
+    today = ql.Date(25, 11, 2026)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    flat = ql.YieldTermStructureHandle(ql.FlatForward(today, 0.0, dc))
+    process = ql.BlackScholesMertonProcess(ql.QuoteHandle(ql.SimpleQuote(spot)), flat, flat,
+                                           ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(),
+                                                                                               vol, dc)))
+    option = ql.EuropeanOption(ql.PlainVanillaPayoff(ql.Option.Call if is_call else ql.Option.Put, strike),
+                               ql.EuropeanExercise(today + days))
+    option.setPricingEngine(ql.AnalyticEuropeanEngine(process))
+    return option.NPV()
 
 
-def brute_force(book_dir: Path, ds: xr.Dataset, valuation="2026-11-25", horizon=2, buffer=0.1, q=0.99):
-    """Every account's and group's figures by plain loops over the exported shocks."""
-    ins = pd.read_csv(book_dir / "instruments.csv", dtype={"instrument": str}).set_index("instrument")
-    mkt = pd.read_csv(book_dir / "market.csv").set_index("asset")
-    pos = pd.read_csv(book_dir / "positions.csv", dtype={"account": str})
-    col = pd.read_csv(book_dir / "collateral.csv", dtype={"account": str})
-    accs = pd.read_csv(book_dir / "accounts.csv", dtype={"account": str, "group": str}).fillna("")
-    shock = ds["shock"].to_pandas()
-    vshock = ds["vol_shock"].to_pandas()
-    n = shock.shape[0]
-    m = math.ceil(n * (1 - q) - 1e-9)
-    today = pd.Timestamp(valuation)
+@pytest.mark.parametrize("is_call", [True, False])
+@pytest.mark.parametrize("strike", [60_000.0, 90_000.0, 130_000.0])
+@pytest.mark.parametrize("days", [1, 30, 365])
+def test_inverse_option_coin_derivation_matches_quantlib(is_call, strike, days):
+    """The recompute's coin price of an inverse option (a change of numeraire: K options of the other kind on
+    1/S struck at 1/K) is QuantLib's USD price divided by spot: a coin payoff (S-K)+/S is worth (S-K)+ USD."""
+    for spot in (70_000.0, 90_000.0, 120_000.0):
+        coin = float(recompute.inverse_option_coin(np.array(spot), strike, days / 365, 0.6, is_call))
+        assert coin * spot == pytest.approx(ql_value(spot, strike, days, 0.6, is_call), rel=1e-9, abs=1e-9 * spot)
 
-    def unit(instr):
-        """(value today, P&L per scenario) of one contract."""
-        r = ins.loc[instr]
-        s0 = mkt.loc[r.underlying, "price"]
-        s1 = s0 * np.exp(shock[r.underlying].to_numpy())
-        inverse = str(r.inverse).lower() in ("true", "1", "yes")
-        if r.kind == "option":
-            t = (pd.Timestamp(r.expiry) - today).days / 365
-            vol = r.vol if "vol" in r and not pd.isna(r.vol) else mkt.loc[r.underlying, "vol"]
-            v0 = bs(s0, r.strike, t, vol, r.option_type == "call")
-            v1 = np.array([bs(s, r.strike, t - horizon / 365, vol * math.exp(dv), r.option_type == "call")
-                           for s, dv in zip(s1, vshock[r.underlying].to_numpy())])
-            return r.contract_size * v0, r.contract_size * (v1 - v0)
-        if inverse:
-            return 0.0, r.contract_size * (1 / s0 - 1 / s1) * s1
-        value = r.contract_size * s0 if r.kind == "spot" else 0.0
-        return value, r.contract_size * (s1 - s0)
 
-    units = {i: unit(i) for i in pos["instrument"].unique()}
+def check_recompute(ds, book_dir, **kw):
+    """Every figure of ``ds`` against the independent recompute of tests/recompute.py; returns the recompute."""
+    shock, vol_shock = ds["shock"].to_pandas(), ds["vol_shock"].to_pandas()
+    ref = recompute.recompute(book_dir, shock, vol_shock, accounts=ds["account"].values,
+                              confidences=ds["confidence"].values, **kw)
+    recompute.assert_matches(ds, ref)
+    return ref
 
-    def es(losses):
-        return np.sort(losses)[::-1][:m].mean()
 
-    loss, equity, isolated = {}, {}, {}
-    for a in ds["account"].values:
-        total, eq, iso = np.zeros(n), 0.0, 0.0
-        for _, p in pos[pos["account"] == a].iterrows():
-            v0, pnl = units[p.instrument]
-            total -= p.quantity * pnl
-            eq += p.quantity * v0
-            iso += max(0.0, es(-p.quantity * pnl))
-        for _, c in col[col["account"] == a].iterrows():
-            price = mkt.loc[c.asset, "price"]
-            total -= c.amount * price * np.expm1(shock[c.asset].to_numpy())
-            eq += c.amount * price
-        loss[a], equity[a], isolated[a] = total, eq, iso * (1 + buffer)
-    group_of = {a: a for a in ds["account"].values}
-    group_of.update({a: g for a, g in zip(accs["account"], accs["group"]) if g})
-    return loss, equity, isolated, group_of, es
+def test_every_figure_recomputed_from_the_files_in_process(exported_book):
+    """var and es at every confidence, netting, groups, unit_es...: the recompute and the job agree."""
+    from jobs.stress import run
+    ds = run(stress_config("portfolio=files", f"portfolio.dir={exported_book}", "scenarios.n=1500",
+                           "output.scenarios=true", "output.confidence=[0.95,0.99,0.995]"))
+    assert list(ds["confidence"].values) == [0.95, 0.99, 0.995]
+    check_recompute(ds, exported_book)
+    assert (ds["group_members"] > 1).any() and (ds["netting_benefit"] > 0).any()
+    assert (ds["margin_call"] > 0).any() and (ds["margin_call"] == 0).any()
 
 
 @pytest.mark.slow
-def test_export_run_files_and_recompute_every_figure(tmp_path):
-    book_dir, out = tmp_path / "book", tmp_path / "run.zarr"
-    p = run_job("jobs.stress", "portfolio.n_accounts=40", "scenarios.n=1500", f"portfolio.export={book_dir}",
-                f"output.path={tmp_path / 'synthetic.zarr'}")
-    assert p.returncode == 0, p.stderr
-    assert {f.name for f in book_dir.iterdir()} >= {"instruments.csv", "market.csv", "positions.csv",
-                                                    "collateral.csv", "accounts.csv"}
-    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={book_dir}", "scenarios.n=1500",
+def test_export_run_files_and_recompute_every_figure(exported_book, tmp_path):
+    """The CLI end to end (the process boundary: Hydra, the written dataset, the printed summary)."""
+    out = tmp_path / "run.zarr"
+    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={exported_book}", "scenarios.n=1500",
                 "output.scenarios=true", f"output.path={out}")
     assert p.returncode == 0, p.stderr
     assert "dataset written to" in p.stdout and "netting benefit" in p.stdout
     ds = open_dataset(out).load()
     assert ds["shock"].dims == ("scenario", "asset") and ds["vol_shock"].dims == ("scenario", "asset")
     assert (ds["shock"].sel(asset="USDT") == 0).all()
-
-    loss, equity, isolated, group_of, es = brute_force(book_dir, ds)
-    for a in ds["account"].values:
-        e = es(loss[a])
-        assert float(ds["es"].sel(account=a, confidence=0.99)) == pytest.approx(e, rel=1e-9, abs=1e-6)
-        assert float(ds["im"].sel(account=a)) == pytest.approx(max(0.0, e) * 1.1, rel=1e-9, abs=1e-6)
-        assert float(ds["equity"].sel(account=a)) == pytest.approx(equity[a], rel=1e-9, abs=1e-6)
-        assert float(ds["isolated_im"].sel(account=a)) == pytest.approx(isolated[a], rel=1e-9, abs=1e-6)
-        assert str(ds["account_group"].sel(account=a).item()) == group_of[a]
-    for g in ds["group"].values:
-        members = [a for a in ds["account"].values if group_of[a] == g]
-        assert members
-        e = es(sum(loss[a] for a in members))
-        eq = sum(equity[a] for a in members)
-        assert float(ds["group_es"].sel(group=g, confidence=0.99)) == pytest.approx(e, rel=1e-9, abs=1e-6)
-        assert float(ds["group_im"].sel(group=g)) == pytest.approx(max(0.0, e) * 1.1, rel=1e-9, abs=1e-6)
-        assert float(ds["group_equity"].sel(group=g)) == pytest.approx(eq, rel=1e-9, abs=1e-6)
-        assert float(ds["group_margin_call"].sel(group=g)) == pytest.approx(
-            max(0.0, max(0.0, e) * 1.1 - eq), rel=1e-9, abs=1e-6)
-    assert (ds["group_members"] > 1).any()
+    check_recompute(ds, exported_book)
 
 
 @pytest.mark.slow
@@ -205,15 +165,6 @@ def test_netcdf_output_meets_the_contract(tmp_path):
         assert c.returncode == 0, c.stdout + c.stderr
     ds = open_dataset(out)
     assert ds["im"].attrs["units"] == "USD" and ds["im"].attrs["long_name"]
-
-
-@pytest.fixture(scope="module")
-def exported_book(tmp_path_factory):
-    book = tmp_path_factory.mktemp("book")
-    p = run_job("jobs.stress", "portfolio.n_accounts=20", "scenarios.n=100", f"portfolio.export={book}",
-                f"output.path={book / 'ignored.zarr'}")
-    assert p.returncode == 0, p.stderr
-    return book
 
 
 def _break_positions_instrument(d):
@@ -245,16 +196,18 @@ def _bad_inverse_flag(d):
     return _set_first_instrument_cell(d, "perpetual", "inverse", "maybe")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_break_positions_instrument, _expire_an_option, _duplicate_collateral_row,
                                     _bad_inverse_flag])
 def test_each_bad_file_fails_the_job_cleanly(exported_book, tmp_path, damage):
+    """In process: the error names file, row and column (the exit status and the writing are checked once,
+    through the process boundary, in test_bad_input_file_exits_cleanly_and_writes_nothing)."""
     import shutil
+    from jobs.stress import run
+    from mcmargin.errors import InputError
     book = tmp_path / "book"
     shutil.copytree(exported_book, book, ignore=shutil.ignore_patterns("*.zarr"))
     file, row, column = damage(book)
-    out = tmp_path / "out.zarr"
-    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={book}", f"output.path={out}")
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert file in p.stderr and row in p.stderr and column in p.stderr, p.stderr
-    assert not out.exists() and not list(tmp_path.glob(".out.zarr*"))
+    with pytest.raises(InputError) as info:
+        run(stress_config("portfolio=files", f"portfolio.dir={book}"))
+    msg = str(info.value)
+    assert file in msg and row in msg and column in msg, msg

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import numpy as np
 import pandas as pd
@@ -164,10 +163,8 @@ def test_export_round_trip(tmp_path, fmt):
         pd.testing.assert_frame_equal(getattr(book, table), getattr(again, table), check_exact=True)
 
 
-def test_speed_and_scale():
-    start = time.perf_counter()
-    synthetic_book(5000, valuation_date=DATE)
-    assert time.perf_counter() - start < 3.0          # ~0.2 s here; catches a per-row loop sneaking in
+def test_scale():
+    """100,000 accounts generate (their timing is a benchmark: python -m benchmarks.synthetic)."""
     big = synthetic_book(100_000, valuation_date=DATE)
     assert big.accounts["account"].iloc[-1] == "A100000"
     assert big.positions["account"].nunique() == 100_000

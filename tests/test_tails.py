@@ -85,3 +85,36 @@ def test_top_of_a_row_short_of_m_is_padded_with_minus_infinity():
     state.count[:] = [5, 2]
     top = np.sort(state.top(), axis=1)
     np.testing.assert_array_equal(top, [[3.0, 4.0, 5.0], [-np.inf, 6.0, 7.0]])
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 5), n=st.integers(1, 200), q=st.floats(0.5, 0.999), seed=st.integers(0, 2**31))
+def test_var_es_is_the_mth_largest_and_the_mean_of_the_m_largest(rows, n, q, seed):
+    """tails.var_es and var_es_reference against a full descending sort, m = ceil(N(1 - q) - 1e-9)."""
+    from oracles import tail_size
+    x = np.random.default_rng(seed).standard_t(3, size=(rows, n))
+    m = tail_size(n, q)
+    desc = -np.sort(-x, axis=1)
+    var, es = tails.var_es(np.sort(x, axis=1), m)
+    np.testing.assert_array_equal(var, desc[:, m - 1])
+    np.testing.assert_allclose(es, desc[:, :m].sum(axis=1) / m, rtol=1e-14)
+    assert tails.tail_size(n, q) == m
+    for r in range(rows):
+        v, e = tails.var_es_reference(x[r], q)
+        assert v == desc[r, m - 1] and e == pytest.approx(desc[r, :m].mean(), rel=1e-14)
+
+
+def test_tails_are_float64_whatever_comes_in():
+    """Money in float64 at the edges (design.md): a float32 or integer tail is widened before sorting and summing."""
+    x32 = np.array([[3.0, 1.0, 2.0]], dtype=np.float32) + np.float32(1e-4)
+    out = tails.sorted_tail(x32)
+    assert out.dtype == np.float64 and np.array_equal(out, -np.sort(-x32.astype(np.float64), axis=1))
+    losses = np.full(10, 0.1, dtype=np.float32)
+    var, es = tails.var_es_reference(losses, 0.5)
+    assert isinstance(var, np.float64) and es == np.sum(np.full(5, np.float32(0.1), dtype=np.float64)) / 5
+
+
+@pytest.mark.parametrize("q", [0.0, 1.0, 1.5, -0.1])
+def test_tail_size_rejects_confidence_outside_the_open_unit_interval(q):
+    with pytest.raises(ValueError, match="confidence"):
+        tails.tail_size(1000, q)

@@ -1,0 +1,219 @@
+"""The parametric generators (gaussian, student_t) against their own definition (docs/methodology.md, section 2).
+
+Shocks are drawn straight from the model (``draw_numpy``), never read back
+from a run's output, and every estimate is held to ``K_SE`` = 3 standard
+errors of itself on 200,000 draws (tests/oracles.py).  Each test is written
+for one kind of error: horizon scaling and day count, drift convention, the
+correlation factor (a transposed Cholesky factor breaks it), the vol-shock
+spread, the sign of the spot-vol correlation, and the Student-t mixing scale
+(sqrt((dof - 2) / W), so that each factor's marginal std is its vol).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats
+
+from conftest import CONF
+from mcmargin.scenarios import build_scenarios
+from oracles import assert_within, corr_se, mean_se, quantile_se, std_se, within
+
+N = 200_000
+
+
+def config_factors():
+    """The default scenario config (conf/scenarios/gaussian.yaml): four correlated factors."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "scenarios" / "gaussian.yaml"))
+    names = list(cfg["risk_factors"])
+    return cfg, names
+
+
+def model(kind="gaussian", n=N, seed=11, horizon_days=10, **over):
+    cfg, names = config_factors()
+    cfg.update(model=kind, n=n, seed=seed, horizon_days=horizon_days, **over)
+    assets = (*names, "USDT")                      # a cash asset last: it never moves
+    vols = [cfg["risk_factors"][a]["vol"] for a in names] + [0.0]
+    return build_scenarios(cfg, assets, vols), cfg, names
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    m, cfg, names = model("gaussian")
+    return (*m.draw_numpy(), cfg, names)
+
+
+@pytest.fixture(scope="module")
+def student8():
+    m, cfg, names = model("student_t", dof=8.0, seed=12)
+    return (*m.draw_numpy(), cfg, names)
+
+
+def horizon_scale(cfg, annual):
+    return np.asarray(annual, float) * math.sqrt(cfg["horizon_days"] / cfg["days_per_year"])
+
+
+def params(cfg, names, key):
+    return np.array([cfg["risk_factors"][a][key] for a in names])
+
+
+# ----------------------------------------------------------------- gaussian
+def test_gaussian_return_std_is_vol_times_root_horizon(gaussian):
+    shock, _, cfg, names = gaussian
+    k = len(names)
+    sd, se = std_se(shock[:, :k], kurtosis=3.0)
+    assert_within(sd, horizon_scale(cfg, params(cfg, names, "vol")), se, "std of horizon log-returns")
+    assert np.all(shock[:, k] == 0)
+
+
+def test_gaussian_returns_are_normal(gaussian):
+    shock, _, cfg, names = gaussian
+    s = horizon_scale(cfg, params(cfg, names, "vol"))
+    for j, a in enumerate(names):
+        for p in (0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999):
+            want = s[j] * stats.norm.ppf(p)
+            got, se = quantile_se(shock[:, j], p, stats.norm.pdf(stats.norm.ppf(p)) / s[j])
+            assert_within(got, want, se, f"{a} {p}-quantile")
+
+
+def test_gaussian_correlation_matrix(gaussian):
+    """Every pair's correlation is the configured one (a transposed factor L^T L != C fails)."""
+    shock, _, cfg, names = gaussian
+    corr = np.asarray(cfg["correlation"])
+    for i in range(len(names)):
+        for j in range(i):
+            r, se = corr_se(shock[:, i], shock[:, j])
+            assert_within(r, corr[i, j], se, f"corr({names[i]}, {names[j]})")
+
+
+def test_gaussian_vol_shock_spread_and_spot_vol_correlation(gaussian):
+    shock, vol, cfg, names = gaussian
+    k = len(names)
+    nu, rho = params(cfg, names, "vol_of_vol"), params(cfg, names, "spot_vol_corr")
+    corr = np.asarray(cfg["correlation"])
+    sd, se = std_se(vol[:, :k], kurtosis=3.0)
+    assert_within(sd, horizon_scale(cfg, nu), se, "std of vol shocks")
+    assert np.all(vol[:, k] == 0)
+    m, se = mean_se(vol[:, :k])
+    assert_within(m, 0.0, se, "mean of vol shocks")
+    for i in range(k):
+        for j in range(k):
+            # eta_i = rho_i eps_i + sqrt(1 - rho_i^2) Z_i, so corr(eta_i, eps_j) = rho_i C_ij
+            r, se = corr_se(vol[:, i], shock[:, j])
+            assert_within(r, rho[i] * corr[i, j], se, f"corr(vol {names[i]}, return {names[j]})")
+            if j < i:
+                r, se = corr_se(vol[:, i], vol[:, j])
+                assert_within(r, rho[i] * rho[j] * corr[i, j], se, f"corr(vol {names[i]}, vol {names[j]})")
+    assert np.all(rho < 0)          # the config's spot-vol correlations are negative: a sign flip must fail above
+
+
+@pytest.mark.parametrize("drift", ["zero", "martingale"])
+def test_drift_convention(drift):
+    """Mean log-return: 0 (``zero``) or -s^2/2 (``martingale``); a long horizon makes s^2/2 many SEs."""
+    m, cfg, names = model("gaussian", drift=drift, horizon_days=90, seed=21)
+    shock, _ = m.draw_numpy()
+    s = horizon_scale(cfg, params(cfg, names, "vol"))
+    mean, se = mean_se(shock[:, :len(names)])
+    want = np.zeros_like(s) if drift == "zero" else -0.5 * s * s
+    wrong = -0.5 * s * s if drift == "zero" else np.zeros_like(s)
+    assert_within(mean, want, se, f"mean log-return, drift={drift}")
+    assert not within(mean, wrong, se).any(), "the test cannot tell the drift conventions apart"
+    # E[S'/S] = 1 under the martingale drift (Gaussian model)
+    if drift == "martingale":
+        g, se = mean_se(np.exp(shock[:, :len(names)]))
+        assert_within(g, 1.0, se, "E[exp(shock)]")
+
+
+@pytest.mark.parametrize("days_per_year", [365, 360, 252])
+def test_days_per_year_scales_the_horizon(days_per_year):
+    """One million draws of one factor: the std separates 365 from 360 days (0.7%) by > 6 SE."""
+    c = dict(model="gaussian", n=1_000_000, seed=31, horizon_days=2, days_per_year=days_per_year,
+             risk_factors={"BTC": {"vol": 0.6, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}})
+    shock, vol = build_scenarios(c, ("BTC",), [0.6]).draw_numpy()
+    sd, se = std_se(shock, kurtosis=3.0)
+    assert_within(sd, [0.6 * math.sqrt(2 / days_per_year)], se, "std with days_per_year")
+    for other in {365, 360, 252} - {days_per_year}:
+        assert not within(sd, 0.6 * math.sqrt(2 / other), se).any(), f"{days_per_year} vs {other} indistinguishable"
+    vsd, vse = std_se(vol, kurtosis=3.0)
+    assert_within(vsd, [1.0 * math.sqrt(2 / days_per_year)], vse, "vol-shock std with days_per_year")
+
+
+# ----------------------------------------------------------------- student t
+def test_student_t_marginal_std_is_the_vol(student8):
+    """Marginal std = s_i exactly because the mixing scale is sqrt((dof - 2) / W); sqrt(dof / W) is 15% wide."""
+    shock, vol, cfg, names = student8
+    dof, k = 8.0, len(names)
+    kurt = 3 + 6 / (dof - 4)
+    sd, se = std_se(shock[:, :k], kurtosis=kurt)
+    assert_within(sd, horizon_scale(cfg, params(cfg, names, "vol")), se, "Student-t marginal std")
+    vsd, vse = std_se(vol[:, :k], kurtosis=kurt)
+    assert_within(vsd, horizon_scale(cfg, params(cfg, names, "vol_of_vol")), vse, "Student-t vol-shock std")
+
+
+def test_student_t_correlation_and_spot_vol(student8):
+    shock, vol, cfg, names = student8
+    corr, rho = np.asarray(cfg["correlation"]), params(cfg, names, "spot_vol_corr")
+    for i in range(len(names)):
+        r, se = corr_se(vol[:, i], shock[:, i])
+        assert_within(r, rho[i], se, f"spot-vol corr {names[i]}")
+        for j in range(i):
+            r, se = corr_se(shock[:, i], shock[:, j])
+            assert_within(r, corr[i, j], se, f"t corr({names[i]}, {names[j]})")
+
+
+@pytest.fixture(scope="module")
+def student5():
+    m, cfg, names = model("student_t", dof=5.0, seed=13, horizon_days=2)
+    return (*m.draw_numpy(), cfg, names)
+
+
+def test_student_t_marginal_quantiles_follow_the_t_law(student5):
+    """shock_i / s_i ~ sqrt((dof - 2) / dof) t(dof): tail quantiles to 3 SE on 200k draws."""
+    shock, _, cfg, names = student5
+    dof = 5.0
+    s = horizon_scale(cfg, params(cfg, names, "vol"))
+    c = math.sqrt((dof - 2) / dof)
+    for j, a in enumerate(names):
+        for p in (0.001, 0.005, 0.01, 0.05, 0.25, 0.75, 0.95, 0.99, 0.995, 0.999):
+            t = stats.t.ppf(p, dof)
+            got, se = quantile_se(shock[:, j], p, stats.t.pdf(t, dof) / (c * s[j]))
+            assert_within(got, c * s[j] * t, se, f"{a} {p}-quantile (t, dof 5)")
+
+
+def test_student_t_mixing_is_shared_by_all_factors(student5):
+    """A multivariate t: eps' C^-1 eps (dof / ((dof - 2) k)) ~ F(k, dof) with eps = shock / s.
+
+    Independent mixing per factor, or a wrong scale, gives another law.
+    """
+    shock, _, cfg, names = student5
+    dof, k = 5.0, len(names)
+    eps = shock[:, :k] / horizon_scale(cfg, params(cfg, names, "vol"))
+    d2 = np.einsum("ni,ij,nj->n", eps, np.linalg.inv(np.asarray(cfg["correlation"])), eps)
+    f = d2 * dof / ((dof - 2) * k)
+    law = stats.f(k, dof)
+    for p in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999):
+        got, se = quantile_se(f, p, law.pdf(law.ppf(p)))
+        assert_within(got, law.ppf(p), se, f"{p}-quantile of the Mahalanobis F statistic")
+
+
+def test_student_t_tail_es_of_the_shock(student5):
+    """ES of the standardised loss -shock / (c s) at 0.99 and 0.995 against the t closed form."""
+    from oracles import student_t_es, tail_size
+    shock, _, cfg, names = student5
+    dof = 5.0
+    s = horizon_scale(cfg, params(cfg, names, "vol"))
+    c = math.sqrt((dof - 2) / dof)
+    loss = -shock[:, 0] / (c * s[0])
+    srt = np.sort(loss)[::-1]
+    for q in (0.99, 0.995):
+        m = tail_size(loss.size, q)
+        es, var = srt[:m].mean(), srt[m - 1]
+        se = math.sqrt((srt[:m].var() + q * (es - var) ** 2) / (loss.size * (1 - q)))
+        assert_within(es, student_t_es(q, dof), se, f"t ES at {q}")
+
+
+def test_student_t_dof_must_exceed_two():
+    from mcmargin.errors import ConfigError
+    with pytest.raises(ConfigError, match="scenarios.dof"):
+        model("student_t", dof=2.0, n=10)
