@@ -60,7 +60,9 @@ def _numpy_backend() -> Backend:
 
 
 def _jax_backend() -> Backend:
-    from .scenarios import rng  # noqa: F401  (enables 64-bit floats first)
+    from .scenarios import rng
+
+    rng.enable_x64()  # before any JAX array exists
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import ndtr
