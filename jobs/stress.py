@@ -15,24 +15,24 @@ import logging
 import sys
 
 import hydra
-import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
-from mcmargin import config as mc
-from mcmargin.backend import resolve
-from mcmargin.errors import McMarginError
-from mcmargin.output import write_dataset
-from mcmargin.report import summary
-from mcmargin.scenarios import build_scenarios
-from mcmargin.stress import run_stress
+# Only Hydra is imported up front: `--help`, `--cfg job` and a bad override
+# answer in well under a second, and each heavy library (xarray, dask, numba,
+# JAX, distributed) is imported by the step that uses it.
 
 log = logging.getLogger("mcmargin.stress")
 
 _VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed", "numba", "scipy")
 
 
-def run(cfg: DictConfig) -> xr.Dataset:
-    """Run the stress job described by ``cfg`` and return its dataset (not written)."""
+def run(cfg: DictConfig):
+    """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written)."""
+    from mcmargin import config as mc
+    from mcmargin.backend import resolve
+    from mcmargin.scenarios import build_scenarios
+    from mcmargin.stress import run_stress
+
     c = OmegaConf.to_container(cfg, resolve=True)
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
@@ -68,6 +68,10 @@ def _version(package: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
+    from mcmargin.errors import McMarginError
+    from mcmargin.output import write_dataset
+    from mcmargin.report import summary
+
     try:
         ds = run(cfg)
         path = write_dataset(ds, cfg.output.path)
