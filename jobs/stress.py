@@ -46,7 +46,9 @@ def run(cfg: DictConfig):
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
     margin = mc.margin_from_config(c["margin"])
     chunking, budget = mc.chunking_from_config(c["engine"])
-    with mc.scheduler_from_config(c["cluster"]) as scheduler:
+    from mcmargin.runtime import job_scheduler
+
+    with job_scheduler(c["cluster"]) as scheduler:
         ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
                         backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
@@ -57,6 +59,23 @@ def run(cfg: DictConfig):
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
     return ds
+
+
+def export_only(cfg: DictConfig) -> str:
+    """Build and export the book ``portfolio.export`` names, and nothing else; returns what to print.
+
+    Exporting is a step of its own (to edit the files, then run on them), so
+    it neither runs the job nor touches ``output.path``;
+    ``portfolio.export_then_run=true`` does both, as before.
+    """
+    from mcmargin import config as mc
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    book = mc.book_from_config(c["portfolio"], mc.valuation_date(c["valuation_date"]))
+    fmt = c["portfolio"].get("export_format", "csv")
+    return (f"book exported to {c['portfolio']['export']} ({fmt}): {book.account_ids.size:,} accounts, "
+            f"{len(book.instruments):,} instruments; the stress run was not started "
+            "(portfolio.export_then_run=true exports and runs)")
 
 
 def _version(package: str) -> str:
@@ -71,10 +90,14 @@ def main(cfg: DictConfig) -> None:
     from mcmargin.errors import McMarginError
     from mcmargin.output import write_dataset
     from mcmargin.report import summary
+    from mcmargin.runtime import job_output_path
 
     try:
+        if cfg.portfolio.get("export") and not cfg.portfolio.get("export_then_run"):
+            print(export_only(cfg))
+            return
         ds = run(cfg)
-        path = write_dataset(ds, cfg.output.path)
+        path = write_dataset(ds, job_output_path(cfg.output.path))
     except McMarginError as exc:
         print(f"mcmargin: error: {exc}", file=sys.stderr)
         sys.exit(2)
