@@ -26,10 +26,15 @@ def _values(v):
     return a
 
 
-def differences(a, b) -> list[str]:
-    """One line per variable, coordinate or attribute that differs between datasets ``a`` and ``b``."""
+def differences(a, b, new_ok: bool = False) -> list[str]:
+    """One line per variable, coordinate or attribute that differs between datasets ``a`` and ``b``.
+
+    With ``new_ok``, variables only in ``b`` (added by a later version) are not differences.
+    """
     out = []
     for name in sorted(set(a.variables) | set(b.variables)):
+        if new_ok and name not in a.variables:
+            continue
         if name not in a.variables or name not in b.variables:
             out.append(f"{name}: only in {'A' if name in a.variables else 'B'}")
             continue
@@ -55,15 +60,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
     ap.add_argument("b")
+    ap.add_argument("--new-ok", action="store_true", help="variables only in B (added since A) are not differences")
     args = ap.parse_args(argv)
     from mcmargin.output import open_dataset
 
     a, b = open_dataset(args.a).load(), open_dataset(args.b).load()
-    diff = differences(a, b)
+    diff = differences(a, b, args.new_ok)
+    added = sorted(set(b.variables) - set(a.variables)) if args.new_ok else []
     for line in diff:
         print(line)
     print(f"{args.a} vs {args.b}: {'identical' if not diff else f'{len(diff)} difference(s)'} "
-          f"({len(a.variables)} variables, {sum(v.size for v in a.variables.values()):,} values)")
+          f"({len(a.variables)} variables, {sum(v.size for v in a.variables.values()):,} values)"
+          + (f"; added in B: {', '.join(added)}" if added else ""))
     return 1 if diff else 0
 
 
