@@ -97,4 +97,12 @@ def build_scenarios(cfg: Mapping, assets, asset_vols, history=None) -> ScenarioM
         raise ConfigError("scenarios.n", f"must be a positive number of scenarios, got {cfg['n']}")
     if float(cfg["horizon_days"]) <= 0:
         raise ConfigError("scenarios.horizon_days", f"must be > 0, got {cfg['horizon_days']}")
+    from .assets import asset_map, map_history
+
+    mapping = asset_map(cfg, assets)
+    if mapping:
+        # History columns are renamed here for every model; the calibration
+        # dataset (scenarios.params) is relabelled when it is read.
+        history = map_history(history, mapping)
+        cfg = {**cfg, "_asset_map": mapping}
     return _REGISTRY[name](cfg, tuple(assets), np.asarray(asset_vols, dtype=float), history)
