@@ -128,81 +128,22 @@ _LOG1P_NUM = (4.5270000862445199635215E-5, 4.9854102823193375972212E-1, 6.578732
 
 # XLA compiles with LLVM's floating-point contraction on: every multiply whose
 # only use is an add becomes one fused multiply-add (a single rounding).  The
-# kernel below spells those FMAs out (llvm.fma: the hardware instruction, or
-# the C library's correctly rounded fma) and leaves every other operation
-# uncontracted, so each value is rounded exactly where XLA rounds it.
+# kernels (:mod:`._threefry_kernels`) spell those FMAs out and leave every
+# other operation uncontracted, so each value is rounded where XLA rounds it.
 _COEF = np.array([(_W625[i], _W16[i] if i < 19 else np.nan, _WBIG[i] if i < 17 else np.nan)
                   for i in range(23)])
-
-
-def _kernels():
-    """Compile (or load from the on-disk cache) the float kernel; numba is imported only here."""
-    import math
-
-    import numba
-    from numba import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def fma(typingctx, a, b, c):
-        sig = types.float64(types.float64, types.float64, types.float64)
-
-        def codegen(context, builder, signature, args):
-            return builder.fma(*args)
-
-        return sig, codegen
-
-    den, num = np.array(_LOG1P_DEN), np.array(_LOG1P_NUM)
-
-    @numba.njit(cache=True, nogil=True)
-    def log1p(x):
-        if abs(x) >= _LOG1P_SMALL:
-            return math.log(x + 1.0)
-        q = 0.0
-        for c in den:
-            q = fma(q, x, c)
-        p = 0.0
-        for c in num:
-            p = fma(p, x, c)
-        x2 = x * x
-        small = (x * x2) * (p / q)
-        return x + fma(-0.5, x2, small)
-
-    @numba.njit(cache=True, nogil=True)
-    def erfinv(x):
-        if abs(x) == 1.0:
-            return x * np.inf
-        w = -log1p(x * -x)
-        b = 0 if w < 6.25 else 1 if w < 16.0 else 2
-        z = w - 3.125 if b == 0 else math.sqrt(w) - (3.25 if b == 1 else 5.0)
-        p = _COEF[0, b]
-        last = 23 if b == 0 else 19 if b == 1 else 17
-        for i in range(1, last):
-            p = fma(p, z, _COEF[i, b])
-        return p * x
-
-    @numba.njit(cache=True, nogil=True)
-    def normal_from_uniform(u, out):
-        root2 = math.sqrt(2.0)
-        for i in range(u.size):
-            out.flat[i] = root2 * erfinv(u.flat[i])
-
-    @numba.njit(cache=True, nogil=True)
-    def scale_shift(x, a, b, lo, out):
-        """out = max(lo, x * a + b), the multiply-add fused as XLA fuses it."""
-        for i in range(x.size):
-            out.flat[i] = max(lo, fma(x.flat[i], a, b))
-
-    return erfinv, normal_from_uniform, scale_shift
 
 
 _KERNELS = None
 
 
 def _get_kernels():
+    """(erfinv, normal_from_uniform, scale_shift): the compiled kernels, cached on disk by numba."""
     global _KERNELS
     if _KERNELS is None:
-        _KERNELS = _kernels()
+        from . import _threefry_kernels as k
+
+        _KERNELS = (k.erfinv, k.normal_from_uniform, k.scale_shift)
     return _KERNELS
 
 
