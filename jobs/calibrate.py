@@ -15,18 +15,17 @@ import logging
 import os
 
 import hydra
-import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
+# Only Hydra and the light modules up front, so --help and a bad override answer at once.
 from jobs._cli import launch, user_errors
 from mcmargin.errors import ConfigError
-from mcmargin.output import check_figures, check_output_path
 from mcmargin.settings import CALIBRATE_RULES, check_settings
 
 log = logging.getLogger("mcmargin.calibrate")
 
 
-def run(cfg: DictConfig) -> xr.Dataset:
+def run(cfg: DictConfig):
     """Calibrate on ``cfg.history`` and return the parameter dataset (not written)."""
     from mcmargin.calibration import calibrate
     from mcmargin.history import load_history
@@ -43,7 +42,7 @@ def run(cfg: DictConfig) -> xr.Dataset:
     return calibrate(history, c, assets=assets, prefix="")
 
 
-def write(ds: xr.Dataset, path: str, plots: bool = True) -> list[str]:
+def write(ds, path: str, plots: bool = True) -> list[str]:
     """Plots (if asked), then the dataset, each written atomically; returns the paths written."""
     from mcmargin.calibration import save_params
 
@@ -67,6 +66,8 @@ def write(ds: xr.Dataset, path: str, plots: bool = True) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
     with user_errors():
+        from mcmargin.output import check_figures, check_output_path
+
         path = cfg.output.path
         if not path:
             raise ConfigError("output.path", "is required: output.path=PATH (.nc or .zarr)")

@@ -14,31 +14,33 @@ import importlib.metadata as md
 import logging
 
 import hydra
-import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
+# Only Hydra is imported up front: `--help`, `--cfg job` and a bad override
+# answer in well under a second, and each heavy library (xarray, dask, numba,
+# JAX, distributed) is imported by the step that uses it.
 from jobs._cli import launch, user_errors
-from mcmargin import config as mc
-from mcmargin.backend import resolve
-from mcmargin.output import check_figures, check_output_path, write_dataset
-from mcmargin.report import summary
-from mcmargin.scenarios import build_scenarios
 from mcmargin.settings import STRESS_RULES, check_settings
-from mcmargin.stress import run_stress
 
 log = logging.getLogger("mcmargin.stress")
 
 _VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed", "numba", "scipy")
 
 
-def run(cfg: DictConfig) -> xr.Dataset:
-    """Run the stress job described by ``cfg`` and return its dataset (not written, but checked).
+def run(cfg: DictConfig):
+    """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
     Every setting is checked before any work (:mod:`mcmargin.settings`), and
     every figure after it (:func:`mcmargin.output.check_figures`).
     """
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
+    from mcmargin import config as mc
+    from mcmargin.backend import resolve
+    from mcmargin.output import check_figures
+    from mcmargin.scenarios import build_scenarios
+    from mcmargin.stress import run_stress
+
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
     book = mc.book_from_config(c["portfolio"], valuation)
@@ -51,7 +53,9 @@ def run(cfg: DictConfig) -> xr.Dataset:
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
     margin = mc.margin_from_config(c["margin"])
     chunking, budget = mc.chunking_from_config(c["engine"])
-    with mc.scheduler_from_config(c["cluster"]) as scheduler:
+    from mcmargin.runtime import job_scheduler
+
+    with job_scheduler(c["cluster"]) as scheduler:
         ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
                         backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
@@ -64,6 +68,24 @@ def run(cfg: DictConfig) -> xr.Dataset:
     return check_figures(ds)
 
 
+def export_only(cfg: DictConfig) -> str:
+    """Build and export the book ``portfolio.export`` names, and nothing else; returns what to print.
+
+    Exporting is a step of its own (to edit the files, then run on them), so
+    it neither runs the job nor touches ``output.path``;
+    ``portfolio.export_then_run=true`` does both, as before.
+    """
+    from mcmargin import config as mc
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    check_settings(c, STRESS_RULES)
+    book = mc.book_from_config(c["portfolio"], mc.valuation_date(c["valuation_date"]))
+    fmt = c["portfolio"].get("export_format", "csv")
+    return (f"book exported to {c['portfolio']['export']} ({fmt}): {book.account_ids.size:,} accounts, "
+            f"{len(book.instruments):,} instruments; the stress run was not started "
+            "(portfolio.export_then_run=true exports and runs)")
+
+
 def _version(package: str) -> str:
     try:
         return md.version(package)
@@ -73,10 +95,18 @@ def _version(package: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
+    from mcmargin.output import check_output_path, write_dataset
+    from mcmargin.report import summary
+    from mcmargin.runtime import job_output_path
+
     with user_errors():
+        if cfg.portfolio.get("export") and not cfg.portfolio.get("export_then_run"):
+            print(export_only(cfg))
+            return
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
+        path = check_output_path(job_output_path(cfg.output.path))
         ds = run(cfg)
-        path = write_dataset(ds, cfg.output.path)
+        path = write_dataset(ds, path)
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
 

@@ -1,14 +1,30 @@
-"""mcmargin: Monte Carlo stress testing and margin for cross-margined derivatives books."""
+"""mcmargin: Monte Carlo stress testing and margin for cross-margined derivatives books.
 
-from .backend import get_backend
-from .book import Book
-from .engine import Chunking
-from .errors import ConfigError, InputError, McMarginError
-from .margin import MarginParams
-from .scenarios import ScenarioModel, build_scenarios
-from .stress import run_stress
-from .tails import tail_size
+The names below are imported on first use (PEP 562), so ``import mcmargin``
+or ``import mcmargin.config`` costs little, and a job pulls in the array
+libraries only when it runs.
+"""
 
-__all__ = ["Book", "Chunking", "ConfigError", "InputError", "MarginParams", "McMarginError", "ScenarioModel",
-           "build_scenarios", "get_backend", "run_stress", "tail_size"]
+import importlib
+
+_EXPORTS = {
+    "get_backend": ".backend", "Book": ".book", "Chunking": ".engine", "ConfigError": ".errors",
+    "InputError": ".errors", "McMarginError": ".errors", "MarginParams": ".margin",
+    "ScenarioModel": ".scenarios", "build_scenarios": ".scenarios", "run_stress": ".stress",
+    "tail_size": ".tails",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -60,7 +61,9 @@ def _numpy_backend() -> Backend:
 
 
 def _jax_backend() -> Backend:
-    from .scenarios import rng  # noqa: F401  (enables 64-bit floats first)
+    from .scenarios import rng
+
+    rng.enable_x64()  # before any JAX array exists
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import ndtr
@@ -136,7 +139,32 @@ def _cuda_usable() -> bool:
         return False
 
 
+def _jax_gpu_plugin_installed() -> bool:
+    """Whether a JAX GPU plugin (CUDA or ROCm) is installed, found without importing JAX.
+
+    Since JAX 0.4.30 (the oldest this package accepts) a GPU is reached only
+    through such a plugin (``pip install 'jax[cuda12]'`` installs
+    ``jax_cuda12_plugin`` and ``jax_plugins.xla_cuda12``); without one JAX
+    sees only the CPU, and importing it (about 2 s) to find that out would
+    double the start-up of a default run.
+    """
+    import importlib.util
+    import pkgutil
+
+    if any(re.fullmatch(r"jax_(cuda|rocm)\d*_plugin", m.name) for m in pkgutil.iter_modules()):
+        return True
+    try:
+        spec = importlib.util.find_spec("jax_plugins")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(re.search(r"cuda|rocm|gpu", m.name) for m in pkgutil.iter_modules(spec.submodule_search_locations))
+
+
 def _jax_has_gpu() -> bool:
+    if not _jax_gpu_plugin_installed():
+        return False
     try:
         import jax
         return any(d.platform == "gpu" for d in jax.devices())

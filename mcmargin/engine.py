@@ -15,11 +15,9 @@ folded it, plus VaR/ES [rows x confidences].  Never O(rows x m).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import sys
 import time
 import uuid
 
@@ -219,19 +217,34 @@ def scheduler_threads(scheduler) -> int:
 
 
 def _run_graph(dsk, keys, scheduler, progress):
-    """Compute ``keys`` of the task graph on ``scheduler``, with a progress bar on long runs (stderr)."""
-    if scheduler is None or isinstance(scheduler, str):
-        from dask.diagnostics import ProgressBar
+    """Compute ``keys`` of the task graph on ``scheduler``, with progress on long runs.
 
-        get = dask.base.get_scheduler(scheduler=scheduler or "threads")
-        bar = ProgressBar(minimum=PROGRESS_AFTER_S, dt=1.0, out=sys.stderr) if progress else contextlib.nullcontext()
-        with bar:
+    Progress always goes to stderr (stdout carries the job's summary): a bar
+    on a terminal, a few plain lines otherwise (:mod:`mcmargin.progress`).
+    """
+    from .progress import Progress, dask_callback, wait_for_futures
+
+    if scheduler is None or isinstance(scheduler, str):
+        # A named local scheduler is looked up directly: dask.base.get_scheduler
+        # would import distributed (0.3 s) only to look for a default Client.
+        name = (scheduler or "threads").lower()
+        get = dask.base.named_schedulers.get(name) or dask.base.get_scheduler(scheduler=name)
+        if not progress:
             return get(dsk, keys)
+        bar = Progress(len(dsk), minimum=PROGRESS_AFTER_S)
+        try:
+            with dask_callback(bar):
+                return get(dsk, keys)
+        finally:
+            bar.close()
     futures = scheduler.get(dsk, keys, sync=False)
     if progress:
-        from distributed import progress as show_progress
-
-        show_progress(futures, notebook=False)
+        # Only the row blocks' results are futures here: the share of blocks done.
+        bar = Progress(len(futures), minimum=PROGRESS_AFTER_S)
+        try:
+            wait_for_futures(futures, bar)
+        finally:
+            bar.close()
     return scheduler.gather(futures)
 
 

@@ -18,8 +18,11 @@ first halves the work on a typical book and is exact up to rounding
 (the sum is regrouped, never approximated).
 
 Rows are, in order: the accounts, the margin groups with more than one
-member (sum of their members' holdings), and a long and a short unit of
-every instrument (for standalone, isolated requirements).
+member (sum of their members' holdings), a long and a short unit of
+every instrument (for standalone, isolated requirements), and a long and
+a short unit of every market asset held as collateral (for
+``collateral_im``, the collateral margined alone).  The collateral rows
+come last, so adding them moved no other row's figures.
 """
 
 from __future__ import annotations
@@ -79,10 +82,13 @@ class CompiledBook:
         return self.instruments.size
 
     def rows(self, kind: str) -> slice:
-        """Row range of ``kind``: accounts, groups (multi-member), long, short."""
-        na, nm, ni = self.accounts.size, self.multi_groups.size, self.instruments.size
+        """Row range of ``kind``: accounts, groups (multi-member), long, short,
+        collateral_long, collateral_short (one unit of each market asset)."""
+        na, nm, ni, nc = self.accounts.size, self.multi_groups.size, self.instruments.size, self.assets.size
+        u = na + nm + 2 * ni
         return {"accounts": slice(0, na), "groups": slice(na, na + nm),
-                "long": slice(na + nm, na + nm + ni), "short": slice(na + nm + ni, na + nm + 2 * ni)}[kind]
+                "long": slice(na + nm, na + nm + ni), "short": slice(na + nm + ni, u),
+                "collateral_long": slice(u, u + nc), "collateral_short": slice(u + nc, u + 2 * nc)}[kind]
 
 
 def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> CompiledBook:
@@ -135,7 +141,10 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     holdings_grp = pick @ holdings_acc
     units = sp.identity(len(ids), format="csr")
     units = sp.hstack([units, sp.csr_matrix((len(ids), len(assets)))], format="csr")
-    holdings = sp.vstack([holdings_acc, holdings_grp, units, -units], format="csr")
+    # One unit of each market asset as collateral, long and short (a negative amount is a loan).
+    coll = sp.hstack([sp.csr_matrix((len(assets), len(ids))), sp.identity(len(assets), format="csr")],
+                     format="csr")
+    holdings = sp.vstack([holdings_acc, holdings_grp, units, -units, coll, -coll], format="csr")
     holdings.sort_indices()
 
     to_factors = _factor_map(u[lin], notional, len(ids) - n_linear, prices, m["vol"].to_numpy(dtype=float))

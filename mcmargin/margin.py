@@ -6,6 +6,14 @@ Per account, at confidence q = ``margin.confidence``:
 - ``isolated_im = (1 + buffer) x sum over positions of max(0, ES_q of the
   position alone)``, collateral excluded; a position's ES is |qty| times
   the ES of one long or one short unit (ES is positively homogeneous);
+- ``collateral_im = (1 + buffer) x sum over collateral assets of
+  max(0, ES_q of the amount alone)``, from the ES of one unit of the asset
+  held long (or short, for a negative amount): the requirement the
+  collateral would carry if it were margined as a position.  ``im`` is
+  taken of positions *and* collateral together, ``isolated_im`` of
+  positions only, so an account whose collateral is risky (BTC rather
+  than USDT) can have ``im > isolated_im``: a negative ``netting_benefit``
+  that is collateral risk, not a failure of netting;
 - ``equity`` = collateral at market value (no haircut: collateral risk is
   in the simulation, as in OCC STANS) + value of positions;
 - ``margin_call = max(0, im - equity)``.
@@ -88,6 +96,13 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
     per_position = np.abs(positions.data) * np.maximum(0.0, unit_es[positions.col, side])
     isolated = np.bincount(positions.row, weights=per_position, minlength=book.accounts.size) * scale
 
+    # The collateral alone, from one long / short unit of each asset (ES is positively homogeneous).
+    unit_coll = np.stack([es[rows("collateral_long"), k], es[rows("collateral_short"), k]], axis=1)  # [asset x side]
+    coll = account_holdings[:, book.n_instruments:].tocoo()
+    cside = (coll.data < 0).astype(int)
+    per_asset = np.abs(coll.data) * np.maximum(0.0, unit_coll[coll.col, cside])
+    collateral_im = np.bincount(coll.row, weights=per_asset, minlength=book.accounts.size) * scale
+
     group_index = book.group_of_account
     group_equity = np.bincount(group_index, weights=equity, minlength=book.groups.size)
     group_im = np.maximum(0.0, es[grp, k]) * scale
@@ -103,6 +118,8 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
             "mm": _da(im * mr, ("account",), "maintenance margin requirement"),
             "isolated_im": _da(isolated, ("account",), "initial margin of each position margined alone, summed"),
             "netting_benefit": _da(margin_saving(isolated, im), ("account",), "isolated_im minus im"),
+            "collateral_im": _da(collateral_im, ("account",),
+                                 "initial margin of the account's collateral margined alone (positions excluded)"),
             "margin_call": _da(np.maximum(0.0, im - equity), ("account",), "margin call: max(0, im - equity)"),
             "var": _da(var[acc], ("account", "confidence"), "value at risk: m-th largest loss"),
             "es": _da(es[acc], ("account", "confidence"), "expected shortfall: mean of the m largest losses"),
@@ -121,6 +138,8 @@ def margin_dataset(result: TailResult, params: MarginParams) -> xr.Dataset:
             "group_netting_benefit": _da(margin_saving(group_sum_im, group_im), ("group",),
                                          "sum of member im (margined apart) minus group_im (pooled)"),
             "unit_es": _da(unit_es, ("instrument", "side"), "standalone ES of one contract at margin.confidence"),
+            "collateral_unit_es": _da(unit_coll, ("asset", "side"),
+                                      "standalone ES of one unit of the asset held as collateral at margin.confidence"),
         },
         coords={
             "account": book.accounts.astype(str),

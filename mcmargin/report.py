@@ -11,24 +11,41 @@ def _money(x: float) -> str:
 
 
 def summary(ds: xr.Dataset, top: int = 5) -> str:
-    """Totals, largest requirements, largest calls and netting benefit."""
+    """Totals, netting benefits, largest requirements and largest calls.
+
+    Every figure printed is a sum of a dataset variable (or a difference of
+    two such sums), named beside it, so it can be checked against the dataset.
+    """
     q = float(ds.attrs.get("margin_confidence", ds["confidence"][0]))
     singles = ds["group_members"] == 1
     pooled = ds["group"][~singles]
+    iso, im, gim = (float(ds[v].sum()) for v in ("isolated_im", "im", "group_im"))
     lines = [
         f"mcmargin stress run: {ds.sizes['account']:,} accounts, {int(pooled.size):,} multi-account groups, "
         f"{ds.attrs.get('n_scenarios', '?'):,} scenarios, backend {ds.attrs.get('backend', '?')}",
         f"  total equity                 {_money(float(ds['equity'].sum())):>20} USD",
-        f"  total initial margin (ES{q:g}) {_money(float(ds['im'].sum())):>20} USD (accounts margined apart)",
-        f"  total group initial margin   {_money(float(ds['group_im'].sum())):>20} USD (groups pooled)",
-        f"  total isolated margin        {_money(float(ds['isolated_im'].sum())):>20} USD (each position alone)",
-        f"  netting benefit              {_money(float(ds['isolated_im'].sum() - ds['group_im'].sum())):>20} USD "
-        f"({_pct(1 - float(ds['group_im'].sum()) / max(float(ds['isolated_im'].sum()), 1e-300))} of isolated)",
+        f"  total initial margin (ES{q:g}) {_money(im):>20} USD (sum of im: accounts margined apart)",
+        f"  total group initial margin   {_money(gim):>20} USD (sum of group_im: groups pooled)",
+        f"  total isolated margin        {_money(iso):>20} USD (sum of isolated_im: each position alone, "
+        "collateral excluded)",
+        f"  netting benefit, accounts    {_money(float(ds['netting_benefit'].sum())):>20} USD "
+        f"(sum of netting_benefit = isolated_im - im; {_pct(1 - im / max(iso, 1e-300))} of isolated)",
+        f"  netting benefit, groups      {_money(iso - gim):>20} USD "
+        f"(isolated_im - group_im, summed; {_pct(1 - gim / max(iso, 1e-300))} of isolated)",
         f"  cross-margin benefit         {_money(float(ds['group_netting_benefit'].sum())):>20} USD "
-        "(pooling groups vs margining members apart)",
-        f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
-        f"{_money(float(ds['group_margin_call'].sum()))} USD",
+        "(sum of group_netting_benefit: pooling groups vs margining members apart)",
     ]
+    if "collateral_im" in ds:
+        negative = int((ds["netting_benefit"] < 0).sum())
+        lines += [
+            f"  collateral margined alone    {_money(float(ds['collateral_im'].sum())):>20} USD "
+            "(sum of collateral_im)",
+            f"    {negative:,} accounts have a negative netting benefit: im covers positions and collateral "
+            "together, isolated_im positions only, so risky collateral (not USD cash) raises im above "
+            "isolated_im; collateral_im is that collateral's own requirement",
+        ]
+    lines.append(f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
+                 f"{_money(float(ds['group_margin_call'].sum()))} USD (sum of group_margin_call)")
     lines += _table("largest requirements (group_im)", ds["group_im"], ds["group_equity"], top)
     lines += _table("largest margin calls (group_margin_call)", ds["group_margin_call"], ds["group_im"], top,
                     second="group_im")

@@ -200,6 +200,7 @@ STRESS_RULES: dict[str, Rule] = {
     "portfolio.seed": _whole(0),
     "portfolio.group_share": _real(0, 1),
     "portfolio.export_format": lambda v, k: one_of(v, k, ("csv", "parquet")),
+    "portfolio.export_then_run": _flag,
     "scenarios.n": _whole(1),
     "scenarios.seed": _whole(0),
     "scenarios.horizon_days": _real(0, 3650, low_open=True),

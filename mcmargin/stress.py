@@ -11,6 +11,7 @@ Usable from Python without Hydra::
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -21,6 +22,40 @@ from .book import Book
 from .engine import TASK_BUDGET, Chunking, compute_tails
 from .exposure import compile_book
 from .margin import MarginParams, margin_dataset
+from .tails import tail_size
+
+log = logging.getLogger(__name__)
+
+#: Fewest tail scenarios (m) an ES is reported without a warning.  ES is the
+#: mean of the m largest losses; with fewer than about 20 its sampling error
+#: (roughly the tail's dispersion over sqrt(m)) is a large share of the figure
+#: and it moves from seed to seed.  FRTB-style backtests and the EBA's
+#: guidance on ES both work with hundreds of tail observations; 20 is a
+#: floor, not a target.
+MIN_TAIL_SCENARIOS = 20
+
+
+def check_tail_sizes(n_scenarios: int, confidences) -> list[str]:
+    """A warning for each confidence whose tail holds fewer than :data:`MIN_TAIL_SCENARIOS` scenarios."""
+    out = []
+    for q in sorted(set(float(c) for c in confidences)):
+        m = tail_size(n_scenarios, q)
+        if m < MIN_TAIL_SCENARIOS:
+            need = int(np.ceil(MIN_TAIL_SCENARIOS / (1.0 - q) - 1e-9))
+            out.append(f"{n_scenarios:,} scenarios at q = {q:g} leave m = {m} tail scenario(s), fewer than "
+                       f"{MIN_TAIL_SCENARIOS}: VaR and ES are then read off {m} loss(es), so they are dominated "
+                       f"by sampling noise and change from seed to seed; use scenarios.n >= {need:,}")
+    return out
+
+
+def note_unused_haircuts(book: Book) -> str | None:
+    """The note logged when the market has haircuts, which ``mc_es`` does not use."""
+    m = book.market
+    if "haircut" not in m or not (m["haircut"].to_numpy(dtype=float) != 0).any():
+        return None
+    return ("market.haircut is not used by the mc_es margin model: collateral is revalued in every scenario "
+            "(its risk is in the simulated losses), so a haircut would count it twice; haircuts are kept for "
+            "the haircut-based margin models")
 
 
 def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), confidences=(0.99, 0.995),
@@ -65,6 +100,11 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     """
     if tuple(scenarios.assets) != tuple(book.assets):
         raise ValueError("scenario columns must be the book's market assets in order")
+    for warning in check_tail_sizes(scenarios.n, set(confidences) | {margin.confidence}):
+        log.warning(warning)
+    note = note_unused_haircuts(book)
+    if note:
+        log.info(note)
     t0 = time.perf_counter()
     b = get_backend(backend)
     # Option time decay is in calendar days; history models count rows (trading days).

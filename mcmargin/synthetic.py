@@ -348,9 +348,18 @@ def _choose(rng: np.random.Generator, weights: np.ndarray, n: int, k: int) -> np
     Gumbel top-k: adding Gumbel noise to log-weights and keeping the k largest
     samples without replacement, for all accounts at once.
     """
-    with np.errstate(divide="ignore"):
-        keys = np.log(weights)[None, :] - np.log(-np.log(rng.random((n, weights.size))))
-    return np.argsort(-keys, axis=1)[:, :k]
+    u = rng.random((n, weights.size))           # drawn for every column: the stream must not change
+    live = np.flatnonzero(weights > 0)
+    if k > live.size:                            # zero-weight columns needed too: rank them all
+        with np.errstate(divide="ignore"):
+            keys = np.log(weights)[None, :] - np.log(-np.log(u))
+        return np.argsort(-keys, axis=1)[:, :k]
+    # Zero weights have key -inf and are never among the k largest when k
+    # columns have positive weight, so only those are ranked: the same picks
+    # in the same order (keys are distinct with probability 1), at a
+    # fraction of the cost on a listing where most instruments do not fit.
+    keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
+    return live[np.argsort(-keys, axis=1)[:, :k]]
 
 
 def _contracts(notional: np.ndarray, instrument: np.ndarray, listing: _Listing) -> np.ndarray:

@@ -283,3 +283,36 @@ def test_smoke_real_market_history(market_history):
                   assets=["SPX", "NDX"])
     assert float(g["vol"].sel(asset="SPX")) > 0.4                           # late 2008
     assert np.all(g["garch_alpha"].values + g["garch_beta"].values > 0.95)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_output_gets_the_process_umask(tmp_path, umask):
+    """Plots, the parameter dataset and a stress dataset: mode 0666 & ~umask (files), 0777 & ~umask (dirs)."""
+    import os
+    import stat
+
+    h = simulated_history(n=300, dof=None)
+    h.to_csv(tmp_path / "hist.csv")
+    out = tmp_path / "out"
+    code = (f"import os, sys; os.umask({umask}); import runpy; "
+            f"sys.argv = ['jobs.calibrate', 'history={tmp_path / 'hist.csv'}', 'output.path={out / 'params.zarr'}', "
+            "'lookback=200', 'fit_dof=false']; runpy.run_module('jobs.calibrate', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    code = code.replace("jobs.calibrate", "jobs.stress").replace(
+        f"'history={tmp_path / 'hist.csv'}', 'output.path={out / 'params.zarr'}', 'lookback=200', 'fit_dof=false'",
+        f"'portfolio.n_accounts=10', 'scenarios.n=200', 'output.path={out / 'stress.zarr'}'")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3
+    seen = 0
+    for f in [*pngs, *out.rglob("*")]:
+        mode = stat.S_IMODE(f.stat().st_mode)
+        want = (0o777 if f.is_dir() else 0o666) & ~umask
+        assert mode == want, (f, oct(mode), oct(want))
+        seen += 1
+    assert seen > 10

@@ -91,15 +91,16 @@ def test_header_only_book_exits_2(tmp_path):
 
 def test_non_finite_figure_fails_the_run_before_writing(monkeypatch):
     import jobs.stress as job
+    import mcmargin.stress
 
-    real = job.run_stress
+    real = mcmargin.stress.run_stress
 
     def overflowing(*args, **kwargs):
         ds = real(*args, **kwargs)
         ds["im"][7] = np.inf
         return ds
 
-    monkeypatch.setattr(job, "run_stress", overflowing)
+    monkeypatch.setattr(mcmargin.stress, "run_stress", overflowing)
     with pytest.raises(ResultError, match="variable im at account"):
         job.run(stress_config())
 

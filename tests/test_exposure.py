@@ -64,10 +64,11 @@ def test_factors_are_assets_then_options(small_book):
 
 def test_rows_partition_accounts_groups_and_units(small_book):
     """Rows are accounts, then multi-member groups (sum of their members' holdings), then +1 and -1 unit of
-    every instrument; the four ranges tile the holdings exactly."""
+    every instrument, then +1 and -1 unit of every market asset as collateral; the six ranges tile the
+    holdings exactly."""
     cb = compile_book(small_book, 2)
     na, ni = cb.accounts.size, cb.n_instruments
-    r = {k: cb.rows(k) for k in ("accounts", "groups", "long", "short")}
+    r = {k: cb.rows(k) for k in ("accounts", "groups", "long", "short", "collateral_long", "collateral_short")}
     bounds = [(s.start, s.stop) for s in r.values()]
     assert bounds[0][0] == 0 and bounds[-1][1] == cb.holdings.shape[0]
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
@@ -79,5 +80,8 @@ def test_rows_partition_accounts_groups_and_units(small_book):
     units = np.hstack([np.eye(ni), np.zeros((ni, cb.assets.size))])
     np.testing.assert_array_equal(h[r["long"]], units)
     np.testing.assert_array_equal(h[r["short"]], -units)
+    collateral_units = np.hstack([np.zeros((cb.assets.size, ni)), np.eye(cb.assets.size)])
+    np.testing.assert_array_equal(h[r["collateral_long"]], collateral_units)
+    np.testing.assert_array_equal(h[r["collateral_short"]], -collateral_units)
     with pytest.raises(KeyError):
         cb.rows("nope")

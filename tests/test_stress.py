@@ -261,3 +261,44 @@ def test_backend_attrs_and_reproducibility(small_book):
     assert a.attrs["backend"] == "numpy" and a.attrs["kernel"].startswith("fused")
     for v in FIGURES:
         np.testing.assert_array_equal(a[v], b[v])   # fused path: bit for bit across chunkings
+
+
+def test_too_few_tail_scenarios_warn_and_say_why(caplog):
+    from jobs.stress import run
+    from conftest import stress_config
+
+    with caplog.at_level("WARNING", logger="mcmargin.stress"):
+        run(stress_config("scenarios.n=10", "portfolio.n_accounts=5"))
+    text = caplog.text
+    assert "m = 1 tail scenario" in text and "q = 0.99" in text and "sampling noise" in text
+    assert "scenarios.n >= 2,000" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mcmargin.stress"):
+        run(stress_config("scenarios.n=4000", "portfolio.n_accounts=5", "output.confidence=[0.99]"))
+    assert "tail scenario" not in caplog.text     # m = 40 at q = 0.99
+
+
+def test_tail_size_threshold_is_the_stated_minimum():
+    from mcmargin.stress import MIN_TAIL_SCENARIOS, check_tail_sizes
+
+    assert check_tail_sizes(100 * MIN_TAIL_SCENARIOS, [0.99]) == []        # m = 20
+    assert len(check_tail_sizes(100 * MIN_TAIL_SCENARIOS - 100, [0.99])) == 1   # m = 19
+
+
+def test_unused_haircuts_are_logged_once_per_run(caplog):
+    from jobs.stress import run
+    from conftest import stress_config
+
+    with caplog.at_level("INFO", logger="mcmargin.stress"):
+        run(stress_config("portfolio.n_accounts=5"))
+    assert caplog.text.count("market.haircut is not used by the mc_es") == 1
+
+
+def test_no_haircut_note_without_haircuts(small_book):
+    import dataclasses
+
+    from mcmargin.stress import note_unused_haircuts
+
+    assert "mc_es" in note_unused_haircuts(small_book)
+    plain = dataclasses.replace(small_book, market=small_book.market.assign(haircut=0.0))
+    assert note_unused_haircuts(plain) is None

@@ -125,3 +125,57 @@ def test_history_models_recompute_with_calendar_day_decay(business_day_history, 
     # negative control: decaying the options by `rows` calendar days instead gives other figures
     wrong = recompute.recompute(book, shock, vol_shock, horizon_calendar_days=float(rows), **kw)
     assert not np.allclose(wrong["unit_es"], ref["unit_es"], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def renamed(history_csv, tmp_path_factory):
+    """The history with its columns named as a data vendor would, and params calibrated on it and on the original."""
+    from mcmargin.calibration import calibrate, save_params
+    from mcmargin.history import load_history
+
+    d = tmp_path_factory.mktemp("renamed")
+    h = pd.read_csv(history_csv).rename(columns={"BTC": "XBTUSD", "ETH": "ETHUSD", "SOL": "SOLUSD"})
+    h.to_csv(d / "vendor.csv", index=False)
+    vendor = save_params(calibrate(load_history(d / "vendor.csv"), {"lookback": 300}), d / "vendor.nc")
+    plain = save_params(calibrate(load_history(history_csv), {"lookback": 300}), d / "plain.nc")
+    return d / "vendor.csv", vendor, plain
+
+
+VENDOR_MAP = "scenarios.asset_map={XBTUSD: BTC, ETHUSD: ETH, SOLUSD: SOL}"
+
+
+def test_params_missing_book_assets_exit_2_naming_them(renamed, tmp_path):
+    from conftest import run_job
+
+    _, vendor, _ = renamed
+    out = tmp_path / "o.zarr"
+    p = run_job("jobs.stress", "portfolio.n_accounts=20", "scenarios.n=200", f"scenarios.params={vendor}",
+                f"output.path={out}")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "scenarios.params" in p.stderr and "BTC, ETH, SOL" in p.stderr and "asset_map" in p.stderr
+    assert "BNB" not in p.stderr.split("risky asset(s)")[1].split("(")[0]       # BNB is covered
+    assert not out.exists()
+
+
+def test_asset_map_maps_params_and_history_columns(renamed, history_csv):
+    vendor_csv, vendor, plain = renamed
+    base = stress.run(stress_cfg(f"scenarios.params={plain}"))
+    mapped = stress.run(stress_cfg(f"scenarios.params={vendor}", VENDOR_MAP))
+    assert np.array_equal(base["im"].values, mapped["im"].values)
+    # The same mapping for a history calibrated on the fly, and for filtered historical simulation.
+    for model in ("gaussian", "fhs"):
+        base = stress.run(stress_cfg(f"scenarios={model}", f"history={history_csv}", "scenarios.lookback=300"))
+        mapped = stress.run(stress_cfg(f"scenarios={model}", f"history={vendor_csv}", "scenarios.lookback=300",
+                                       VENDOR_MAP))
+        assert np.array_equal(base["im"].values, mapped["im"].values), model
+
+
+@pytest.mark.parametrize("bad,match", [("scenarios.asset_map={XBTUSD: DOGE}", "DOGE is not a market asset"),
+                                       ("scenarios.asset_map={NOPE: BTC}", "NOPE")])
+def test_asset_map_errors_name_the_key(renamed, bad, match):
+    from mcmargin.errors import ConfigError
+
+    _, vendor, _ = renamed
+    with pytest.raises(ConfigError, match=match) as e:
+        stress.run(stress_cfg(f"scenarios.params={vendor}", bad))
+    assert "scenarios.asset_map" in str(e.value)

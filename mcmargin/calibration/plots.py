@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 
 import numpy as np
 import xarray as xr
@@ -34,8 +34,10 @@ def _save(fig, path: str) -> str:
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp.png", dir=d)
-    os.close(fd)
+    # A unique name, created by savefig itself: mkstemp would create the file
+    # with mode 0600, and os.replace keeps it, where every other output of a
+    # job gets the process's umask (0644 under the usual 022).
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp.png")
     try:
         fig.savefig(tmp, format="png", bbox_inches="tight")
         os.replace(tmp, path)

@@ -97,4 +97,12 @@ def build_scenarios(cfg: Mapping, assets, asset_vols, history=None) -> ScenarioM
     # Every setting of the group, typed and in range (NaN and infinities fail), before any draw.
     check_settings({"scenarios": dict(cfg)}, STRESS_RULES)
     cfg = dict(cfg, n=int(cfg["n"]), seed=int(cfg["seed"]), horizon_days=float(cfg["horizon_days"]))
+    from .assets import asset_map, map_history
+
+    mapping = asset_map(cfg, assets)
+    if mapping:
+        # History columns are renamed here for every model; the calibration
+        # dataset (scenarios.params) is relabelled when it is read.
+        history = map_history(history, mapping)
+        cfg = {**cfg, "_asset_map": mapping}
     return _REGISTRY[name](cfg, tuple(assets), np.asarray(asset_vols, dtype=float), history)

@@ -503,7 +503,10 @@ def fhs(cfg, assets, asset_vols, history=None):
     if params:
         from ..calibration import load_params
 
-        ds = load_params(str(params))
+        from .assets import check_params_cover, map_params
+
+        ds = map_params(load_params(str(params)), cfg.get("_asset_map") or {}, str(params))
+        check_params_cover(ds, list(hi.series), str(params))
         ppy = float(ds.attrs.get("periods_per_year", hi.ppy))
         used = []
         for i, a in enumerate(hi.series):

@@ -115,9 +115,11 @@ def _fitted_params(cfg: Mapping, factors, history, fit_dof: bool):
     if path:
         from ..calibration import load_params
 
-        ds = load_params(str(path))
-        covered = [a for a in factors if a in set(ds["asset"].values)]
-        log.info("scenario parameters from %s for %s", path, ", ".join(covered) or "no factor")
+        from .assets import check_params_cover, map_params
+
+        ds = map_params(load_params(str(path)), cfg.get("_asset_map") or {}, str(path))
+        check_params_cover(ds, factors, str(path))
+        log.info("scenario parameters from %s for %s", path, ", ".join(factors))
         return ds
     if history is None:
         return None

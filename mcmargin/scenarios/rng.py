@@ -3,8 +3,16 @@
 Scenario ``i`` of a run draws from the key ``fold_in(fold_in(key(seed),
 stream), i)`` of JAX's threefry generator, so its numbers do not depend on
 how scenarios are chunked, on the worker that draws them, or on the order
-of work.  Draws are produced by JAX on the device at hand (64-bit floats)
-and handed to other array libraries through :func:`mcmargin.backend.asarray`.
+of work.
+
+Normal draws (every parametric model, and the vol shocks of the history
+models) are computed by :mod:`.threefry`, a NumPy re-implementation that
+gives JAX's float64 numbers bit for bit (``tests/test_rng.py`` checks it
+against JAX), so the default run never imports JAX (about 2 s) nor compiles
+a draw (about 0.6 s).  The chi-square mixing variable of Student-t models
+and the bootstrap integers are drawn by JAX itself, imported on first use,
+on the device at hand (64-bit floats); every draw is handed to other array
+libraries through :func:`mcmargin.backend.asarray`.
 
 Streams keep independent uses of one seed apart: ``NORMAL`` for the Gaussian
 innovations of returns and vols, ``MIXING`` for the chi-square mixing
@@ -15,45 +23,62 @@ from __future__ import annotations
 
 import functools
 
-import jax
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)  # money and tails in float64 (design.md)
-
-import jax.numpy as jnp  # noqa: E402
+from . import threefry
 
 NORMAL, MIXING, BOOTSTRAP = 0, 1, 2
 
 
-def _scenario_keys(seed: int, stream: int, start: int, count: int):
-    base = jax.random.fold_in(jax.random.key(seed), stream)
-    index = start + jnp.arange(count, dtype=jnp.uint32)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+@functools.cache
+def _jax():
+    """JAX with 64-bit floats (money and tails in float64, design.md), imported on first use."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
 
 
-@functools.partial(jax.jit, static_argnames=("stream", "count", "dim"))
-def _normals(seed, start, *, stream, count, dim):
-    keys = _scenario_keys(seed, stream, start, count)
-    return jax.vmap(lambda k: jax.random.normal(k, (dim,), dtype=jnp.float64))(keys)
+def enable_x64():
+    """Import JAX with 64-bit floats enabled (for backends that compute in JAX)."""
+    _jax()
 
 
-@functools.partial(jax.jit, static_argnames=("stream", "count"))
-def _chi2(seed, start, dof, *, stream, count):
-    keys = _scenario_keys(seed, stream, start, count)
-    return jax.vmap(lambda k: 2.0 * jax.random.gamma(k, dof / 2.0, dtype=jnp.float64))(keys)
+@functools.cache
+def _programs():
+    jax = _jax()
+    import jax.numpy as jnp
+
+    def scenario_keys(seed, stream, start, count):
+        base = jax.random.fold_in(jax.random.key(seed), stream)
+        index = start + jnp.arange(count, dtype=jnp.uint32)
+        return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+
+    @functools.partial(jax.jit, static_argnames=("stream", "count", "dim"))
+    def normals(seed, start, *, stream, count, dim):
+        keys = scenario_keys(seed, stream, start, count)
+        return jax.vmap(lambda k: jax.random.normal(k, (dim,), dtype=jnp.float64))(keys)
+
+    @functools.partial(jax.jit, static_argnames=("stream", "count"))
+    def chi2(seed, start, dof, *, stream, count):
+        keys = scenario_keys(seed, stream, start, count)
+        return jax.vmap(lambda k: 2.0 * jax.random.gamma(k, dof / 2.0, dtype=jnp.float64))(keys)
+
+    @functools.partial(jax.jit, static_argnames=("stream", "count", "dim"))
+    def integers(seed, start, high, *, stream, count, dim):
+        keys = scenario_keys(seed, stream, start, count)
+        return jax.vmap(lambda k: jax.random.randint(k, (dim,), 0, high, dtype=jnp.int64))(keys)
+
+    return jnp, normals, chi2, integers
 
 
-@functools.partial(jax.jit, static_argnames=("stream", "count", "dim"))
-def _integers(seed, start, high, *, stream, count, dim):
-    keys = _scenario_keys(seed, stream, start, count)
-    return jax.vmap(lambda k: jax.random.randint(k, (dim,), 0, high, dtype=jnp.int64))(keys)
-
-
-#: Draws are made in aligned blocks of this many scenarios, so one compiled
+#: JAX draws are made in aligned blocks of this many scenarios, so one compiled
 #: program serves every chunk size (scenario i's numbers never depend on it).
 BLOCK = 4096
 
 
 def _blocked(draw, start: int, stop: int):
+    jnp = _programs()[0]
     first = start - start % BLOCK
     parts = [draw(b) for b in range(first, stop, BLOCK)]
     out = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
@@ -61,18 +86,32 @@ def _blocked(draw, start: int, stop: int):
 
 
 def standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL):
-    """Independent N(0, 1) draws, shape ``(stop - start, dim)``, float64 (a JAX array)."""
-    return _blocked(lambda b: _normals(jnp.uint32(seed), jnp.uint32(b), stream=stream, count=BLOCK, dim=dim),
+    """Independent N(0, 1) draws, shape ``(stop - start, dim)``, float64 (a NumPy array).
+
+    The numbers of ``jax.random.normal`` under the scenario keys, computed
+    without JAX (:mod:`.threefry`).
+    """
+    base = threefry.fold_in(threefry.seed_key(seed), stream)
+    keys = threefry.fold_in(base, np.arange(start, stop, dtype=np.int64).astype(np.uint32))
+    return threefry.normal(keys, dim)
+
+
+def jax_standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL):
+    """:func:`standard_normals` drawn by JAX itself (a JAX array): the reference of the tests."""
+    jnp, normals, _, _ = _programs()
+    return _blocked(lambda b: normals(jnp.uint32(seed), jnp.uint32(b), stream=stream, count=BLOCK, dim=dim),
                     start, stop)
 
 
 def chi_square(seed: int, start: int, stop: int, dof: float, stream: int = MIXING):
-    """One chi-square(dof) draw per scenario, shape ``(stop - start,)``, float64."""
-    return _blocked(lambda b: _chi2(jnp.uint32(seed), jnp.uint32(b), jnp.float64(dof), stream=stream,
-                                    count=BLOCK), start, stop)
+    """One chi-square(dof) draw per scenario, shape ``(stop - start,)``, float64 (JAX)."""
+    jnp, _, chi2, _ = _programs()
+    return _blocked(lambda b: chi2(jnp.uint32(seed), jnp.uint32(b), jnp.float64(dof), stream=stream,
+                                   count=BLOCK), start, stop)
 
 
 def integers(seed: int, start: int, stop: int, high: int, dim: int = 1, stream: int = BOOTSTRAP):
-    """Uniform integers in ``[0, high)``, shape ``(stop - start, dim)``, int64."""
-    return _blocked(lambda b: _integers(jnp.uint32(seed), jnp.uint32(b), jnp.int64(high), stream=stream,
-                                        count=BLOCK, dim=dim), start, stop)
+    """Uniform integers in ``[0, high)``, shape ``(stop - start, dim)``, int64 (JAX)."""
+    jnp, _, _, ints = _programs()
+    return _blocked(lambda b: ints(jnp.uint32(seed), jnp.uint32(b), jnp.int64(high), stream=stream,
+                                   count=BLOCK, dim=dim), start, stop)
