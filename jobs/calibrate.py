@@ -16,7 +16,6 @@ import os
 import sys
 
 import hydra
-import xarray as xr
 from omegaconf import DictConfig, OmegaConf
 
 from mcmargin.errors import ConfigError, McMarginError
@@ -24,8 +23,8 @@ from mcmargin.errors import ConfigError, McMarginError
 log = logging.getLogger("mcmargin.calibrate")
 
 
-def run(cfg: DictConfig) -> xr.Dataset:
-    """Calibrate on ``cfg.history`` and return the parameter dataset (not written)."""
+def run(cfg: DictConfig):
+    """Calibrate on ``cfg.history`` and return the parameter dataset (an ``xarray.Dataset``, not written)."""
     from mcmargin.calibration import calibrate
     from mcmargin.history import load_history
 
@@ -40,7 +39,7 @@ def run(cfg: DictConfig) -> xr.Dataset:
     return calibrate(history, c, assets=assets, prefix="")
 
 
-def write(ds: xr.Dataset, path: str, plots: bool = True) -> list[str]:
+def write(ds, path: str, plots: bool = True) -> list[str]:
     """Plots (if asked), then the dataset, each written atomically; returns the paths written."""
     from mcmargin.calibration import save_params
 
