@@ -26,7 +26,7 @@ log = logging.getLogger("mcmargin.calibrate")
 
 
 def run(cfg: DictConfig):
-    """Calibrate on ``cfg.history`` and return the parameter dataset (not written)."""
+    """Calibrate on ``cfg.history`` and return the parameter dataset (an ``xarray.Dataset``, not written)."""
     from mcmargin.calibration import calibrate
     from mcmargin.history import load_history
 

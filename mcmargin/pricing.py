@@ -34,7 +34,8 @@ def black_scholes(xp, norm_cdf, spot, strike, expiry_years, vol, is_call, rate=0
     # (put).  Multiplying by +-1 is exact, so every lane gets the very
     # numbers of the four-CDF formula at half the CDF evaluations (the most
     # expensive step of revaluation).
-    sign = xp.where(is_call, 1.0, -1.0)
+    one = xp.ones_like(d1)                       # the array API allows no where(cond, scalar, scalar)
+    sign = xp.where(is_call, one, -one)
     n1 = norm_cdf(sign * d1)
     n2 = norm_cdf(sign * d2)
     kd = strike * discount

@@ -123,3 +123,28 @@ def test_job_scheduler_restores_distributed_log_levels():
     with job_scheduler({"kind": "threads"}) as s:
         assert s == "threads"
     assert lg.level == before
+
+
+@pytest.mark.parametrize("job,groups", [("jobs.stress", ["portfolio: files, synthetic", "scenarios:", "cluster:"]),
+                                        ("jobs.calibrate", ["none: every key is at the top level"])])
+def test_help_says_what_the_job_does_its_groups_and_examples(job, groups):
+    p = run_job(job, "--help")
+    assert p.returncode == 0, p.stderr
+    text = p.stdout
+    assert text.startswith(f"{job}: ") and "Powered by Hydra" not in text
+    assert "== Config groups" in text and all(g in text for g in groups)
+    examples = text.split("== Examples ==")[1].split("\n\n")[0]
+    assert sum(line.strip().startswith(f"python -m {job}") for line in examples.splitlines()) == 3
+
+
+def test_help_and_cfg_job_import_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv = ['jobs.stress', '--cfg', 'job']\n"
+            "try:\n    runpy.run_module('jobs.stress', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('xarray', 'dask', 'numba', 'jax', 'distributed', 'scipy') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"

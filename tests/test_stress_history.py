@@ -179,3 +179,15 @@ def test_asset_map_errors_name_the_key(renamed, bad, match):
     with pytest.raises(ConfigError, match=match) as e:
         stress.run(stress_cfg(f"scenarios.params={vendor}", bad))
     assert "scenarios.asset_map" in str(e.value)
+
+
+def test_params_fallback_lets_missing_assets_take_configured_values(renamed, caplog):
+    from mcmargin.errors import ConfigError
+
+    _, vendor, _ = renamed
+    with pytest.raises(ConfigError, match="params_fallback"):
+        stress.run(stress_cfg(f"scenarios.params={vendor}"))
+    with caplog.at_level("WARNING"):
+        ds = stress.run(stress_cfg(f"scenarios.params={vendor}", "scenarios.params_fallback=true"))
+    assert "BTC, ETH, SOL: they take the configured values" in caplog.text
+    assert json.loads(ds.attrs["scenario_model"])["factors"] == ["BTC", "ETH", "SOL", "BNB"]

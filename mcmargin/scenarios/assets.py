@@ -85,14 +85,27 @@ def map_params(ds, mapping: dict[str, list[str]], path: str):
     return out
 
 
-def check_params_cover(ds, factors, path: str) -> None:
-    """Error naming the risky book assets a calibration dataset has no parameters for."""
+def check_params_cover(ds, factors, path: str, fallback: bool = False) -> None:
+    """Error naming the risky book assets a calibration dataset has no parameters for.
+
+    With ``fallback`` (``scenarios.params_fallback=true``) those assets take
+    the configured values instead (``risk_factors``, then ``default_factor``),
+    and a warning names them: the choice is the user's, never silent.
+    """
+    import logging
+
     have = set(str(a) for a in ds["asset"].values)
     missing = [a for a in factors if a not in have]
+    if missing and fallback:
+        logging.getLogger("mcmargin.scenarios").warning(
+            "%s has no parameters for %s: they take the configured values (scenarios.params_fallback=true)",
+            path, ", ".join(missing))
+        return
     if missing:
         covered = [a for a in factors if a in have]
         raise ConfigError("scenarios.params",
                           f"{path} has no parameters for the book's risky asset(s) {', '.join(missing)} "
                           f"(it covers {', '.join(covered) or 'none of them'}; it holds "
                           f"{', '.join(sorted(have))}); map its assets to book assets with "
-                          f"{KEY}={{COLUMN: ASSET}}, e.g. {KEY}={{{sorted(have)[0]}: {missing[0]}}}")
+                          f"{KEY}={{COLUMN: ASSET}}, e.g. {KEY}={{{sorted(have)[0]}: {missing[0]}}}, or let them take "
+                          "the configured values with scenarios.params_fallback=true")

@@ -506,7 +506,7 @@ def fhs(cfg, assets, asset_vols, history=None):
         from .assets import check_params_cover, map_params
 
         ds = map_params(load_params(str(params)), cfg.get("_asset_map") or {}, str(params))
-        check_params_cover(ds, list(hi.series), str(params))
+        check_params_cover(ds, list(hi.series), str(params), bool(cfg.get("params_fallback", False)))
         ppy = float(ds.attrs.get("periods_per_year", hi.ppy))
         used = []
         for i, a in enumerate(hi.series):

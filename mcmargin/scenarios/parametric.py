@@ -118,7 +118,7 @@ def _fitted_params(cfg: Mapping, factors, history, fit_dof: bool):
         from .assets import check_params_cover, map_params
 
         ds = map_params(load_params(str(path)), cfg.get("_asset_map") or {}, str(path))
-        check_params_cover(ds, factors, str(path))
+        check_params_cover(ds, factors, str(path), bool(cfg.get("params_fallback", False)))
         log.info("scenario parameters from %s for %s", path, ", ".join(factors))
         return ds
     if history is None:
