@@ -29,6 +29,7 @@ def margin_frames():
                                             quantity=[0.25, 3.0, 0.5]))], ignore_index=True)
     col = pd.concat([col, pd.DataFrame(dict(account=["f", "zz"], asset=["USDT", "ETH"], amount=[100.0, 1.0]))],
                     ignore_index=True)
+    ins["vol"] = np.where(ins["instrument"] == "BTC-C", 0.65, np.nan)        # one option's own vol overrides BTC's
     return ins, mkt, pos, col, acc
 
 
@@ -68,6 +69,11 @@ def test_every_figure_matches_the_recompute(margin_book, small_book_dir, margin)
     assert (ref["netting_benefit"] > 0).any() and (ref["group_members"] == 2).any()
     assert (ref["margin_call"] > 0).any() and (ref["margin_call"] == 0).any()
     assert ds.attrs["margin_confidence"] == p.confidence and ds.attrs["margin_buffer"] == p.buffer
+    from omegaconf import OmegaConf
+    from conftest import CONF
+    assert ds.attrs["margin_model"] == OmegaConf.load(CONF / "margin" / "mc_es.yaml")["model"]
+    assert ds.attrs["n_scenarios"] == ds.sizes["scenario"] == 2000
+    assert "ceil" in ds.attrs["tail_definition"] and ds.attrs["methodology"].startswith(ds.attrs["margin_model"])
     assert ds.attrs["maintenance_ratio"] == p.maintenance_ratio
 
 
