@@ -72,6 +72,10 @@ def test_rows_partition_accounts_groups_and_units(small_book):
     assert bounds[0][0] == 0 and bounds[-1][1] == cb.holdings.shape[0]
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert r["accounts"].stop - r["accounts"].start == na and r["long"].stop - r["long"].start == ni
+    import pandas as pd
+    sizes = pd.Series(cb.account_group).value_counts()
+    assert sorted(cb.multi_groups) == sorted(sizes.index[sizes > 1])          # pooled rows: groups of 2 or more
+    assert r["groups"].stop - r["groups"].start == int((sizes > 1).sum())
     h = cb.holdings.toarray()
     for j, g in enumerate(cb.multi_groups):
         members = cb.account_group == g

@@ -272,3 +272,17 @@ def test_history_calibrates_vols_and_the_joint_dof(fitted_history):
             fitted = float(want["mvt_dof"])
             assert math.isfinite(fitted) and fitted != 4.0
             assert m.dof == pytest.approx(max(fitted, 2.0 + 1e-6), rel=1e-12)
+
+
+@pytest.mark.parametrize("fitted,want", [(1.5, 2.0 + 1e-6), (2.5, 2.5), (7.0, 7.0)])
+def test_fitted_joint_dof_is_floored_just_above_two(monkeypatch, fitted, want):
+    """A fitted joint dof replaces scenarios.dof, floored at 2 + 1e-6 so the variance stays finite."""
+    from mcmargin.scenarios import parametric
+    real = parametric._factor_params
+
+    def with_fit(*a, **k):
+        factors, p, corr = real(*a, **k)
+        return factors, dict(p, mvt_dof=fitted), corr
+    monkeypatch.setattr(parametric, "_factor_params", with_fit)
+    c = dict(model="student_t", dof=4.0, n=10, seed=1, horizon_days=1, risk_factors={"BTC": {"vol": 0.6}})
+    assert build_scenarios(c, ("BTC",), [0.6]).dof == pytest.approx(want, rel=1e-15, abs=0)
