@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import datetime as dt
 import subprocess
 import sys
@@ -34,7 +35,61 @@ EQUIVALENT: dict[str, str] = {
     "mcmargin.pricing.x_black_scholes__mutmut_23":
         "sd >= 0 keeps a zero sd, making d1 nan where vol sqrt(t) = 0; those lanes are replaced by the flat value",
     "mcmargin.pricing.x_black_scholes__mutmut_25": _DEAD,
+    "mcmargin.pricing.x_black_scholes__mutmut_93": "vol / sqrt(t) > 0 iff vol > 0 on alive lanes (t > 0); dead lanes "
+                                                    "are replaced by the intrinsic value",
+    "mcmargin.margin.x_margin_dataset__mutmut_41": "a zero quantity is never stored in the sparse holdings (and would "
+                                                   "weigh |0|), so q <= 0 and q < 0 pick the same side",
+    **{f"mcmargin.margin.x_margin_dataset__mutmut_{i}": "groups are the sorted distinct labels of the accounts: the "
+       "last group index always occurs, so bincount already has groups.size entries" for i in (66, 78, 85, 92)},
+    "mcmargin.margin.x_margin_dataset__mutmut_373": "the confidence coordinate was created with this long_name",
+    "mcmargin.margin.x_margin_dataset__mutmut_374": "the confidence coordinate was created with these units",
+    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "reset_index(drop=False) keeps the old index as an extra "
+       "'index' column, which nothing reads (columns by name)" for i in (32, 37)},
+    "mcmargin.exposure.x_compile_book__mutmut_127": "astype(None) is astype(float64)",
+    "mcmargin.exposure.x_compile_book__mutmut_165": "every group label has a member: bincount already has groups.size "
+                                                    "entries",
+    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the inferred shape is the same: the last group and the last "
+       "account both occur in the membership matrix" for i in (172, 174)},
+    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the unit rows are converted to CSR by the vstack(format='csr') "
+       "that follows; the format of the intermediate does not change a value" for i in (180, 182, 187, 189)},
+    **{f"mcmargin.exposure.x_to_backend__mutmut_{i}": "BackendBook.prices is never read by the kernels"
+       for i in (23, 46)},
+    "mcmargin.exposure.x_to_backend__mutmut_41": "astype(None) is astype(float64)",
+    "mcmargin.exposure.x_to_backend__mutmut_42": "the flags are exactly 0.0 or 1.0: > 0.5 and >= 0.5 agree",
+    "mcmargin.exposure.x_to_backend__mutmut_4": "an empty index array through asarray(dtype=int64) is the same empty "
+                                                "int64 array as zeros((0,), int64)",
 }
+
+
+def diff(name: str) -> tuple[str, str]:
+    """The removed and the added source line of a mutant (first of each)."""
+    lines = mutmut("show", name).splitlines()
+    minus = next((x[1:].strip() for x in lines if x.startswith("- ") or x.startswith("-    ")), "")
+    plus = next((x[1:].strip() for x in lines if x.startswith("+ ") or x.startswith("+    ")), "")
+    return minus, plus
+
+
+_STRING = re.compile(r'"[^"]*"')
+
+
+def classify(name: str) -> tuple[str, str]:
+    """("equivalent" | "metadata" | "open", reason) of a surviving mutant."""
+    if name in EQUIVALENT:
+        return "equivalent", EQUIVALENT[name]
+    minus, plus = diff(name)
+    def no_dtype(x):
+        return re.sub(r"dtype=[\w.]+", "", x).replace(" ", "").replace(",)", ")").replace(",,", ",")
+    if "dtype" in minus and "zeros(" not in minus and no_dtype(minus) == no_dtype(plus):
+        return "equivalent", ("drops a dtype= on data that already has it (validated float/int/str columns, "
+                              "float lists); NumPy infers the same dtype")
+    if re.sub(r"slice\(0, ", "slice(None, ", minus) == plus or re.sub(r"slice\(0, ([^)]*)\)", r"slice(\1)", minus) == plus:
+        return "equivalent", "slice(None, n) and slice(n) are slice(0, n)"
+    if _STRING.sub('""', minus) == _STRING.sub('""', plus) and minus != plus and \
+            any(k in minus for k in ("long_name", "_da(", "tail_definition", "methodology", "margin_model", '"units"')):
+        return "metadata", "changes a descriptive text (long_name, attrs), not a figure or a dim"
+    if any(k in minus for k in ("tail_definition=", "methodology=", "margin_model=")):
+        return "metadata", "drops or changes a descriptive attr, not a figure"
+    return "open", f"`{minus}` -> `{plus}`"
 
 
 def mutmut(*args: str) -> str:
@@ -65,8 +120,10 @@ def report(res: dict[str, str], command: str) -> str:
     checked = sum(v for k, v in total.items() if k not in ("not checked", "skipped"))
     killed = total["killed"] + total["timeout"]
     survivors = sorted(n for n, s in res.items() if s == "survived")
-    equivalent = [n for n in survivors if n in EQUIVALENT]
-    open_ = [n for n in survivors if n not in EQUIVALENT]
+    kinds = {n: classify(n) for n in survivors}
+    equivalent = [n for n in survivors if kinds[n][0] == "equivalent"]
+    metadata = [n for n in survivors if kinds[n][0] == "metadata"]
+    open_ = [n for n in survivors if kinds[n][0] == "open"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     lines = [f"## Mutation testing ({dt.date.today().isoformat()}, commit {commit})", "",
@@ -75,6 +132,8 @@ def report(res: dict[str, str], command: str) -> str:
              f"**Score: {killed} of {checked} checked mutants killed ({100 * killed / max(checked, 1):.1f}%)**; "
              f"{len(equivalent)} surviving mutants are equivalent (below, with the reason), so "
              f"{100 * (killed + len(equivalent)) / max(checked, 1):.1f}% are killed or equivalent; "
+             f"{len(metadata)} change only descriptive text (long_name, attrs), "
+             f"{100 * (killed + len(equivalent) + len(metadata)) / max(checked, 1):.1f}% with those; "
              f"{len(open_)} open. {total['not checked']} not checked (run stopped), "
              f"{total['no tests']} with no test reaching them.", "",
              "| module | mutants | killed | timeout | survived | no tests | not checked |",
@@ -84,9 +143,11 @@ def report(res: dict[str, str], command: str) -> str:
         lines.append(f"| {mod} | {sum(c.values())} | {c['killed']} | {c['timeout']} | {c['survived']} | "
                      f"{c['no tests']} | {c['not checked']} |")
     if equivalent:
-        lines += ["", "Equivalent survivors:", ""] + [f"- `{n}`: {EQUIVALENT[n]}" for n in equivalent]
+        lines += ["", "Equivalent survivors:", ""] + [f"- `{n}`: {kinds[n][1]}" for n in equivalent]
+    if metadata:
+        lines += ["", "Descriptive-text survivors (no figure, no dim changes):", ""] + [f"- `{n}`" for n in metadata]
     if open_:
-        lines += ["", "Open survivors (each needs a test):", ""] + [f"- `{n}`" for n in open_]
+        lines += ["", "Open survivors (each needs a test):", ""] + [f"- `{n}`: {kinds[n][1]}" for n in open_]
     return "\n".join(lines) + "\n"
 
 

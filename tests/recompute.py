@@ -195,9 +195,21 @@ FIGURES = ("equity", "im", "mm", "isolated_im", "netting_benefit", "margin_call"
            "group_isolated_im", "group_netting_benefit")
 
 
+def dims_of(v):
+    """The dims of figure ``v`` in the output contract (README "Outputs")."""
+    if v == "unit_es":
+        return ("instrument", "side")
+    base = ("group",) if v.startswith("group_") else ("account",)
+    return base + (("confidence",) if v.split("_")[-1] in ("var", "es") else ())
+
+
 def assert_matches(ds, ref, rtol=1e-9, atol=1e-6):
-    """Every figure of ``ds`` equals the recompute ``ref`` (coordinates aligned by label)."""
+    """Every figure of ``ds`` equals the recompute ``ref`` (coordinates aligned by label), with its dims."""
     assert [str(g) for g in ds["group"].values] == ref["groups"]
+    for v in FIGURES:
+        assert ds[v].dims == dims_of(v), (v, ds[v].dims)
+    assert ds["account_group"].dims == ("account",)
+    assert [float(q) for q in ds["confidence"].values] == sorted(float(q) for q in ds["confidence"].values)
     assert [str(g) for g in ds["account_group"].values] == list(ref["account_group"])
     for v in FIGURES:
         got = ds[v]

@@ -73,6 +73,10 @@ def test_rows_partition_accounts_groups_and_units(small_book):
     assert bounds[0][0] == 0 and bounds[-1][1] == cb.holdings.shape[0]
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert r["accounts"].stop - r["accounts"].start == na and r["long"].stop - r["long"].start == ni
+    import pandas as pd
+    sizes = pd.Series(cb.account_group).value_counts()
+    assert sorted(cb.multi_groups) == sorted(sizes.index[sizes > 1])          # pooled rows: groups of 2 or more
+    assert r["groups"].stop - r["groups"].start == int((sizes > 1).sum())
     h = cb.holdings.toarray()
     for j, g in enumerate(cb.multi_groups):
         members = cb.account_group == g
@@ -85,3 +89,40 @@ def test_rows_partition_accounts_groups_and_units(small_book):
     np.testing.assert_array_equal(h[r["collateral_short"]], -collateral_units)
     with pytest.raises(KeyError):
         cb.rows("nope")
+
+
+def test_rate_reaches_the_option_revaluation(small_book):
+    """pricing.rate prices options before and after the shock (checked against the recompute's Black-Scholes)."""
+    import recompute
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"].to_numpy())
+    cb = compile_book(small_book, scen.horizon_days, rate=0.05)
+    nb = get_backend("numpy")
+    shock, vol_shock = scen.draw(0, 300, nb)
+    pnl = column_pnl(cb, revalue(nb, to_backend(cb, nb), shock, vol_shock))
+    s1 = 90_000.0 * np.exp(shock[:, 0])
+    v0 = recompute.bs_usd(np.array(90_000.0), 95_000.0, 30 / 365, 0.5, True, 0.05)
+    v1 = recompute.bs_usd(s1, 95_000.0, 28 / 365, 0.5 * np.exp(vol_shock[:, 0]), True, 0.05)
+    np.testing.assert_allclose(pnl[:, cb.instrument_column["BTC-C"]], v1 - v0, rtol=1e-12, atol=1e-9)
+
+
+def test_book_without_options_and_an_unheld_last_asset(small_frames):
+    """No option at all (empty pricing arrays) and a last market asset nobody holds: shapes follow the tables."""
+    import pandas as pd
+    from conftest import VALUATION
+    from mcmargin.io import book_from_frames
+    ins, mkt, pos, col, acc = small_frames
+    linear = ins[ins["kind"] != "option"]
+    pos = pos[pos["instrument"].isin(linear["instrument"])]
+    mkt = pd.concat([mkt, pd.DataFrame(dict(asset=["XRP"], price=[2.0], vol=[0.8], haircut=[0.3]))], ignore_index=True)
+    book = book_from_frames(linear, mkt, pos, col, acc, VALUATION)
+    cb = compile_book(book, 2)
+    assert cb.holdings.shape[1] == cb.n_instruments + cb.assets.size == len(linear) + 4
+    assert cb.opt_strike.size == 0
+    scen = build_scenarios(dict(SCENARIOS_2F, risk_factors=dict(SCENARIOS_2F["risk_factors"], XRP={"vol": 0.8}),
+                                correlation=[[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 1.0]]),
+                           book.assets, book.market["vol"].to_numpy())
+    nb = get_backend("numpy")
+    shock, vol_shock = scen.draw(0, 50, nb)
+    pnl = revalue(nb, to_backend(cb, nb), shock, vol_shock)
+    assert pnl.shape == (50, cb.assets.size)
+    np.testing.assert_array_equal(pnl, np.expm1(shock))

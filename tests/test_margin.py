@@ -19,10 +19,34 @@ from mcmargin.errors import ConfigError
 from mcmargin.margin import ROUNDING_FLOOR, margin_saving
 
 
-@pytest.fixture(scope="module")
-def small_book_dir(tmp_path_factory):
+def margin_frames():
+    """The small book plus what catches margin-rule slips: a fractional long (0 < q < 1), an option so far out
+    of the money that one contract's ES is below 1 USD, and a last account holding collateral only."""
+    import pandas as pd
     from conftest import small_frames_data
     ins, mkt, pos, col, acc = small_frames_data()
+    ins = pd.concat([ins, pd.DataFrame(dict(instrument=["BTC-C-FAR"], kind=["option"], underlying=["BTC"],
+                                            settle=["USDT"], inverse=["false"], contract_size=[1],
+                                            expiry=["2026-12-25"], strike=[400_000.0], option_type=["call"]))],
+                    ignore_index=True)
+    pos = pd.concat([pos, pd.DataFrame(dict(account=["f", "f", "g"], instrument=["BTC-PERP", "BTC-C-FAR", "ETH-SPOT"],
+                                            quantity=[0.25, 3.0, 0.5]))], ignore_index=True)
+    col = pd.concat([col, pd.DataFrame(dict(account=["f", "zz"], asset=["USDT", "ETH"], amount=[100.0, 1.0]))],
+                    ignore_index=True)
+    ins["vol"] = np.where(ins["instrument"] == "BTC-C", 0.65, np.nan)        # one option's own vol overrides BTC's
+    return ins, mkt, pos, col, acc
+
+
+@pytest.fixture(scope="module")
+def margin_book():
+    from conftest import VALUATION
+    from mcmargin.io import book_from_frames
+    return book_from_frames(*margin_frames(), VALUATION)
+
+
+@pytest.fixture(scope="module")
+def small_book_dir(tmp_path_factory):
+    ins, mkt, pos, col, acc = margin_frames()
     d = tmp_path_factory.mktemp("small_book")
     for name, t in zip(("instruments", "market", "positions", "collateral", "accounts"), (ins, mkt, pos, col, acc)):
         t.to_csv(d / f"{name}.csv", index=False)
@@ -37,8 +61,9 @@ def run_small(small_book, **margin):
 
 @pytest.mark.parametrize("margin", [{}, {"confidence": 0.995, "buffer": 0.0, "maintenance_ratio": 1.0},
                                     {"confidence": 0.95, "buffer": 0.37, "maintenance_ratio": 0.5}])
-def test_every_figure_matches_the_recompute(small_book, small_book_dir, margin):
-    ds, p = run_small(small_book, **margin)
+def test_every_figure_matches_the_recompute(margin_book, small_book_dir, margin):
+    ds, p = run_small(margin_book, **margin)
+    assert ds["account"].values[-1] == "zz" and 0 < float(ds["unit_es"].sel(instrument="BTC-C-FAR", side="long")) < 1
     ref = recompute.recompute(small_book_dir, ds["shock"].to_pandas(), ds["vol_shock"].to_pandas(),
                               accounts=ds["account"].values, confidences=ds["confidence"].values,
                               buffer=p.buffer, maintenance_ratio=p.maintenance_ratio,
@@ -48,6 +73,11 @@ def test_every_figure_matches_the_recompute(small_book, small_book_dir, margin):
     assert (ref["netting_benefit"] > 0).any() and (ref["group_members"] == 2).any()
     assert (ref["margin_call"] > 0).any() and (ref["margin_call"] == 0).any()
     assert ds.attrs["margin_confidence"] == p.confidence and ds.attrs["margin_buffer"] == p.buffer
+    from omegaconf import OmegaConf
+    from conftest import CONF
+    assert ds.attrs["margin_model"] == OmegaConf.load(CONF / "margin" / "mc_es.yaml")["model"]
+    assert ds.attrs["n_scenarios"] == ds.sizes["scenario"] == 2000
+    assert "ceil" in ds.attrs["tail_definition"] and ds.attrs["methodology"].startswith(ds.attrs["margin_model"])
     assert ds.attrs["maintenance_ratio"] == p.maintenance_ratio
 
 

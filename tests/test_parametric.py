@@ -217,3 +217,92 @@ def test_student_t_dof_must_exceed_two():
     from mcmargin.errors import ConfigError
     with pytest.raises(ConfigError, match="scenarios.dof"):
         model("student_t", dof=2.0, n=10)
+
+
+# ----------------------------------------------------------------- defaults, bounds and fitted parameters
+def test_defaults_are_365_days_and_zero_drift():
+    """Without days_per_year and drift keys: 365 days and zero drift (module docstring), in the factory and the class."""
+    from mcmargin.scenarios.parametric import ParametricScenarios
+    c = dict(model="gaussian", n=200_000, seed=3, horizon_days=30, risk_factors={"BTC": {"vol": 0.6}})
+    m = build_scenarios(c, ("BTC",), [0.6])
+    direct = ParametricScenarios(("BTC",), ("BTC",), [0.6], [0.0], [0.0], [[1.0]], n=200_000, seed=3, horizon_days=30)
+    for model in (m, direct):
+        assert model.days_per_year == 365.0 and model.describe()["drift"] == "zero"
+        shock, _ = model.draw_numpy()
+        sd, se = std_se(shock, kurtosis=3.0)
+        assert_within(sd, [0.6 * math.sqrt(30 / 365)], se, "default day count")
+        mean, se = mean_se(shock)
+        assert_within(mean, [0.0], se, "default drift")
+
+
+@pytest.mark.parametrize("dpy,ok", [(0, False), (-1, False), (0.5, True), (1, True)])
+def test_days_per_year_must_be_positive(dpy, ok):
+    from mcmargin.errors import ConfigError
+    c = dict(model="gaussian", n=10, seed=3, horizon_days=1, days_per_year=dpy, risk_factors={"BTC": {"vol": 0.6}})
+    if ok:
+        assert build_scenarios(c, ("BTC",), [0.6]).days_per_year == dpy
+    else:
+        with pytest.raises(ConfigError, match="scenarios.days_per_year"):
+            build_scenarios(c, ("BTC",), [0.6])
+
+
+@pytest.fixture(scope="module")
+def fitted_history():
+    from test_historical import crypto_history
+    return crypto_history()
+
+
+def test_history_calibrates_vols_and_the_joint_dof(fitted_history):
+    """With history=..., the fitted vols replace the configured ones and (student_t) the fitted joint dof
+    replaces scenarios.dof; the fit is the calibration of the same settings."""
+    from mcmargin.calibration import calibrate
+    from mcmargin.calibration.fit import CalibrationSettings
+    cfg, _ = config_factors()
+    assets, vols = ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0)
+    base = dict({k: v for k, v in cfg.items() if k not in ("risk_factors", "correlation")}, n=100, seed=1,
+                horizon_days=2, default_factor={"vol": None, "vol_of_vol": 1.0, "spot_vol_corr": -0.3})
+    for kind, fit_dof in (("gaussian", False), ("student_t", True)):
+        c = dict(base, model=kind, **({"dof": 4.0} if kind == "student_t" else {}))
+        m = build_scenarios(c, assets, vols, fitted_history)
+        want = calibrate(fitted_history, CalibrationSettings.from_cfg(c, "scenarios", fit_dof=fit_dof),
+                         assets=["BTC", "ETH", "SOL"])
+        np.testing.assert_allclose(m.vol, want["vol"].sel(asset=["BTC", "ETH", "SOL"]).values, rtol=1e-12)
+        assert not np.allclose(m.vol, vols[:3], rtol=1e-3)
+        if kind == "student_t":
+            fitted = float(want["mvt_dof"])
+            assert math.isfinite(fitted) and fitted != 4.0
+            assert m.dof == pytest.approx(max(fitted, 2.0 + 1e-6), rel=1e-12)
+
+
+@pytest.mark.parametrize("fitted,want", [(1.5, 2.0 + 1e-6), (2.5, 2.5), (7.0, 7.0)])
+def test_fitted_joint_dof_is_floored_just_above_two(monkeypatch, fitted, want):
+    """A fitted joint dof replaces scenarios.dof, floored at 2 + 1e-6 so the variance stays finite."""
+    from mcmargin.scenarios import parametric
+    real = parametric._factor_params
+
+    def with_fit(*a, **k):
+        factors, p, corr = real(*a, **k)
+        return factors, dict(p, mvt_dof=fitted), corr
+    monkeypatch.setattr(parametric, "_factor_params", with_fit)
+    c = dict(model="student_t", dof=4.0, n=10, seed=1, horizon_days=1, risk_factors={"BTC": {"vol": 0.6}})
+    assert build_scenarios(c, ("BTC",), [0.6]).dof == pytest.approx(want, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("kind,extra", [("gaussian", {"drift": "martingale", "days_per_year": 360}),
+                                        ("student_t", {"dof": 5.0, "days_per_year": 252})])
+def test_described_parameters_rebuild_the_same_draws(kind, extra):
+    """The model's description (the dataset's ``scenario_model`` attr) is complete: a model built from it alone
+    draws the same numbers, bit for bit."""
+    import json
+    m, cfg, names = model(kind, n=3000, seed=17, horizon_days=3, **extra)
+    d = json.loads(json.dumps(m.describe()))
+    assert d["model"] == kind and d["factors"] == names
+    rebuilt = dict(model=d["model"], n=d["n"], seed=d["seed"], horizon_days=d["horizon_days"],
+                   days_per_year=d["days_per_year"], drift=d["drift"], correlation=d["correlation"],
+                   risk_factors={f: {"vol": v, "vol_of_vol": w, "spot_vol_corr": r} for f, v, w, r in
+                                 zip(d["factors"], d["vol"], d["vol_of_vol"], d["spot_vol_corr"])},
+                   **({"dof": d["dof"]} if d["dof"] is not None else {}))
+    again = build_scenarios(rebuilt, m.assets, [*(cfg["risk_factors"][a]["vol"] for a in names), 0.0])
+    for a, b in zip(m.draw_numpy(), again.draw_numpy()):
+        np.testing.assert_array_equal(a, b)
+    assert (d["dof"] is None) == (kind == "gaussian")

@@ -83,3 +83,15 @@ def test_zero_vol_is_discounted_intrinsic():
                               np.array(True), 0.05)
     assert v == pytest.approx(120.0 - 100.0 * np.exp(-0.05))
 
+
+
+@pytest.mark.parametrize("is_call", [True, False])
+@pytest.mark.parametrize("spot", [80.0, 100.0, 120.0])
+def test_zero_vol_is_the_discounted_forward_intrinsic_for_calls_and_puts(spot, is_call):
+    """vol = 0 prices max(S - K e^-rT, 0) (call) or max(K e^-rT - S, 0) (put): the vol -> 0 limit of QuantLib's value."""
+    k, days, r = 100.0, 365, 0.05
+    got = ours(spot, k, days, 0.0, is_call, r)
+    fwd = k * np.exp(-r * days / 365)
+    want = max(spot - fwd, 0.0) if is_call else max(fwd - spot, 0.0)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got == pytest.approx(quantlib_value(spot, k, days, 1e-4, is_call, r), abs=1e-6)
