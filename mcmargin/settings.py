@@ -211,6 +211,7 @@ STRESS_RULES: dict[str, Rule] = {
     "scenarios.marginal_dof": _real(2, low_open=True),
     "scenarios.correlation": _matrix,
     "scenarios.params": _text,
+    "scenarios.params_fallback": _flag,
     **{f"scenarios.risk_factors.*.{f}": r for f, r in _FACTOR_RULES.items()},
     **{f"scenarios.default_factor.{f}": r for f, r in _FACTOR_RULES.items()},
     **{f"scenarios.{k}": r for k, r in _HISTORY_RULES.items()},

@@ -198,15 +198,14 @@ def test_parametric_models_take_params_file_or_history(hist, tmp_path):
     # SOL and XRP are not in the file: they take the configured values only when asked (issue 10).
     gcfg.update(n=200, params=path, params_fallback=True)
     assets, vols = ("BTC", "ETH", "SOL", "XRP", "USDT"), (0.5, 0.6, 0.9, 0.75, 0.0)
-    # A dataset that covers only some risky assets is an error naming the others (never silently mixed).
-    with pytest.raises(ConfigError, match="risky asset.s. SOL, XRP"):
-        build_scenarios(gcfg, assets, vols)
-    m = build_scenarios(gcfg, ("BTC", "ETH", "USDT"), (0.5, 0.6, 0.0))
+    m = build_scenarios(gcfg, assets, vols)
     d = m.describe()
-    assert d["factors"] == ["BTC", "ETH"]
-    assert d["vol"] == pytest.approx(ds["vol"].values.tolist())                  # from the dataset
+    assert d["factors"] == ["BTC", "ETH", "SOL", "XRP"]
+    assert d["vol"][:2] == pytest.approx(ds["vol"].values.tolist())             # from the dataset
+    assert d["vol"][2] == 0.90 and d["vol"][3] == 0.75                           # config, then market vol
     corr = np.array(d["correlation"])
     assert corr[0, 1] == pytest.approx(float(ds["correlation"][0, 1]))
+    assert corr[0, 3] == 0 and corr[0, 2] == pytest.approx(0.7, abs=0.05)         # config entry (repaired mix)
     # on the fly, from the history, when no params file is given
     gcfg.update(params=None)
     m2 = build_scenarios(gcfg, ASSETS, VOLS, hist)
