@@ -221,6 +221,10 @@ def test_documented_keys_are_all_in_the_table():
         "portfolio.export_format": "test_config.py::test_portfolio_files_keys",
         "portfolio.instruments": "test_config.py::test_portfolio_files_keys",
         "portfolio.accounts": "test_config.py::test_portfolio_files_keys",
+        "portfolio.export_then_run": "test_runtime.py::test_export_then_run_keeps_the_old_behaviour",
+        "scenarios.params": "test_stress_history.py::test_asset_map_maps_params_and_history_columns",
+        "scenarios.asset_map": "test_stress_history.py::test_asset_map_maps_params_and_history_columns",
+        "scenarios.params_fallback": "test_historical.py::test_parametric_models_take_params_file_or_history",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered
