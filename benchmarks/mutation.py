@@ -56,6 +56,17 @@ EQUIVALENT: dict[str, str] = {
        for i in (23, 46)},
     "mcmargin.exposure.x_to_backend__mutmut_41": "astype(None) is astype(float64)",
     "mcmargin.exposure.x_to_backend__mutmut_42": "the flags are exactly 0.0 or 1.0: > 0.5 and >= 0.5 agree",
+    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "scipy's vstack of CSR blocks returns CSR without format='csr'"
+       for i in (195, 197)},
+    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the -1 start of first_member is overwritten for every group "
+       "(each has a member)" for i in (222, 223)},
+    "mcmargin.exposure.x_compile_book__mutmut_235": "CompiledBook.prices only reaches BackendBook.prices, which the "
+                                                    "kernels never read",
+    "mcmargin.exposure.x_compile_book__mutmut_241": "CompiledBook.opt_expiry is a record: revaluation uses "
+                                                    "opt_expiry_after and today's value opt_value",
+    "mcmargin.exposure.x_compile_book__mutmut_289": "astype(None) is astype(float64)",
+    "mcmargin.exposure.x_to_backend__mutmut_14": "with no options every pricing array is empty: a one-element index "
+                                                 "broadcasts against them to an empty result",
     "mcmargin.exposure.x_to_backend__mutmut_4": "an empty index array through asarray(dtype=int64) is the same empty "
                                                 "int64 array as zeros((0,), int64)",
 }

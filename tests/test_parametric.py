@@ -306,3 +306,18 @@ def test_described_parameters_rebuild_the_same_draws(kind, extra):
     for a, b in zip(m.draw_numpy(), again.draw_numpy()):
         np.testing.assert_array_equal(a, b)
     assert (d["dof"] is None) == (kind == "gaussian")
+
+
+def test_params_file_supplies_the_fitted_vols_and_correlation(fitted_history, tmp_path):
+    """scenarios.params (a jobs.calibrate dataset) replaces the configured vols and correlations of the assets it
+    covers; an asset it does not cover keeps its configured vol."""
+    from mcmargin.calibration import calibrate, save_params
+    ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
+    path = save_params(ds, tmp_path / "p.nc")
+    c = dict(model="gaussian", n=100, seed=1, horizon_days=2, params=str(path),
+             risk_factors={"BTC": {"vol": 0.1}, "ETH": {"vol": 0.2}, "SOL": {"vol": 0.9}})
+    m = build_scenarios(c, ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0))
+    np.testing.assert_allclose(m.vol[:2], ds["vol"].sel(asset=["BTC", "ETH"]).values, rtol=1e-12)
+    assert m.vol[2] == 0.9
+    assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
+    assert m.correlation[0, 2] == 0.0
