@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from conftest import CONF
+from mcmargin.errors import ConfigError
 from mcmargin.scenarios import build_scenarios
 from oracles import assert_within, corr_se, mean_se, quantile_se, std_se, within
 
@@ -310,13 +311,15 @@ def test_described_parameters_rebuild_the_same_draws(kind, extra):
 
 def test_params_file_supplies_the_fitted_vols_and_correlation(fitted_history, tmp_path):
     """scenarios.params (a jobs.calibrate dataset) replaces the configured vols and correlations of the assets it
-    covers; an asset it does not cover keeps its configured vol."""
+    covers; an asset it does not cover keeps its configured vol when asked (params_fallback), else it is an error."""
     from mcmargin.calibration import calibrate, save_params
     ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
     path = save_params(ds, tmp_path / "p.nc")
     c = dict(model="gaussian", n=100, seed=1, horizon_days=2, params=str(path),
              risk_factors={"BTC": {"vol": 0.1}, "ETH": {"vol": 0.2}, "SOL": {"vol": 0.9}})
-    m = build_scenarios(c, ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0))
+    with pytest.raises(ConfigError, match="risky asset.s. SOL"):
+        build_scenarios(c, ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0))
+    m = build_scenarios(dict(c, params_fallback=True), ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0))
     np.testing.assert_allclose(m.vol[:2], ds["vol"].sel(asset=["BTC", "ETH"]).values, rtol=1e-12)
     assert m.vol[2] == 0.9
     assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
