@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test,bench]"
-	$(PY) -m mcmargin.warmup   # compile the numba kernels into their on-disk cache now, not on the first run
+	$(PY) -m mcmargin.pipeline.warmup   # compile the numba kernels into their on-disk cache now, not on the first run
 	touch $(STAMP)
 
 install: $(STAMP)

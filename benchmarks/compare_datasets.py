@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("b")
     ap.add_argument("--new-ok", action="store_true", help="variables only in B (added since A) are not differences")
     args = ap.parse_args(argv)
-    from mcmargin.output import open_dataset
+    from mcmargin.output.store import open_dataset
 
     a, b = open_dataset(args.a).load(), open_dataset(args.b).load()
     diff = differences(a, b, args.new_ok)

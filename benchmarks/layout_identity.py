@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="directory for the books, history and datasets (default: a temporary one)")
     args = ap.parse_args(argv)
     from benchmarks.compare_datasets import differences
-    from mcmargin.output import open_dataset
+    from mcmargin.output.store import open_dataset
 
     work = Path(args.work or tempfile.mkdtemp(prefix="layout-identity-")).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -27,47 +27,47 @@ RESULTS = HERE / "RESULTS.md"
 _DEAD = "the placeholder only keeps lanes finite that the final where() replaces (expired: intrinsic; zero sd: flat)"
 EQUIVALENT: dict[str, str] = {
     "mcmargin.tails.x_sorted_tail__mutmut_5": "np.sort's default axis is the last, which is axis 1 of a 2-D tail",
-    "mcmargin.exposure.xǁCompiledBookǁrows__mutmut_4": "slice(None, na) is slice(0, na)",
-    "mcmargin.pricing.x_black_scholes__mutmut_3":
+    "mcmargin.instruments.exposure.xǁCompiledBookǁrows__mutmut_4": "slice(None, na) is slice(0, na)",
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_3":
         "expiry exactly 0 (>= instead of >): the alive lane has sd 0, so the flat branch returns the intrinsic value "
         "(discount exp(0) = 1), the same as the expired branch",
-    "mcmargin.pricing.x_black_scholes__mutmut_12": _DEAD,
-    "mcmargin.pricing.x_black_scholes__mutmut_23":
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_12": _DEAD,
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_23":
         "sd >= 0 keeps a zero sd, making d1 nan where vol sqrt(t) = 0; those lanes are replaced by the flat value",
-    "mcmargin.pricing.x_black_scholes__mutmut_25": _DEAD,
-    "mcmargin.pricing.x_black_scholes__mutmut_93": "vol / sqrt(t) > 0 iff vol > 0 on alive lanes (t > 0); dead lanes "
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_25": _DEAD,
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_93": "vol / sqrt(t) > 0 iff vol > 0 on alive lanes (t > 0); dead lanes "
                                                     "are replaced by the intrinsic value",
-    "mcmargin.margin.x_margin_dataset__mutmut_41": "a zero quantity is never stored in the sparse holdings (and would "
+    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_41": "a zero quantity is never stored in the sparse holdings (and would "
                                                    "weigh |0|), so q <= 0 and q < 0 pick the same side",
-    **{f"mcmargin.margin.x_margin_dataset__mutmut_{i}": "groups are the sorted distinct labels of the accounts: the "
+    **{f"mcmargin.margin.mc_es.mc_es.x_margin_dataset__mutmut_{i}": "groups are the sorted distinct labels of the accounts: the "
        "last group index always occurs, so bincount already has groups.size entries" for i in (66, 78, 85, 92)},
-    "mcmargin.margin.x_margin_dataset__mutmut_373": "the confidence coordinate was created with this long_name",
-    "mcmargin.margin.x_margin_dataset__mutmut_374": "the confidence coordinate was created with these units",
-    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "reset_index(drop=False) keeps the old index as an extra "
+    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_373": "the confidence coordinate was created with this long_name",
+    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_374": "the confidence coordinate was created with these units",
+    **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "reset_index(drop=False) keeps the old index as an extra "
        "'index' column, which nothing reads (columns by name)" for i in (32, 37)},
-    "mcmargin.exposure.x_compile_book__mutmut_127": "astype(None) is astype(float64)",
-    "mcmargin.exposure.x_compile_book__mutmut_165": "every group label has a member: bincount already has groups.size "
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_127": "astype(None) is astype(float64)",
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_165": "every group label has a member: bincount already has groups.size "
                                                     "entries",
-    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the inferred shape is the same: the last group and the last "
+    **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "the inferred shape is the same: the last group and the last "
        "account both occur in the membership matrix" for i in (172, 174)},
-    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the unit rows are converted to CSR by the vstack(format='csr') "
+    **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "the unit rows are converted to CSR by the vstack(format='csr') "
        "that follows; the format of the intermediate does not change a value" for i in (180, 182, 187, 189)},
-    **{f"mcmargin.exposure.x_to_backend__mutmut_{i}": "BackendBook.prices is never read by the kernels"
+    **{f"mcmargin.instruments.exposure.x_to_backend__mutmut_{i}": "BackendBook.prices is never read by the kernels"
        for i in (23, 46)},
-    "mcmargin.exposure.x_to_backend__mutmut_41": "astype(None) is astype(float64)",
-    "mcmargin.exposure.x_to_backend__mutmut_42": "the flags are exactly 0.0 or 1.0: > 0.5 and >= 0.5 agree",
-    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "scipy's vstack of CSR blocks returns CSR without format='csr'"
+    "mcmargin.instruments.exposure.x_to_backend__mutmut_41": "astype(None) is astype(float64)",
+    "mcmargin.instruments.exposure.x_to_backend__mutmut_42": "the flags are exactly 0.0 or 1.0: > 0.5 and >= 0.5 agree",
+    **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "scipy's vstack of CSR blocks returns CSR without format='csr'"
        for i in (195, 197)},
-    **{f"mcmargin.exposure.x_compile_book__mutmut_{i}": "the -1 start of first_member is overwritten for every group "
+    **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "the -1 start of first_member is overwritten for every group "
        "(each has a member)" for i in (222, 223)},
-    "mcmargin.exposure.x_compile_book__mutmut_235": "CompiledBook.prices only reaches BackendBook.prices, which the "
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_235": "CompiledBook.prices only reaches BackendBook.prices, which the "
                                                     "kernels never read",
-    "mcmargin.exposure.x_compile_book__mutmut_241": "CompiledBook.opt_expiry is a record: revaluation uses "
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_241": "CompiledBook.opt_expiry is a record: revaluation uses "
                                                     "opt_expiry_after and today's value opt_value",
-    "mcmargin.exposure.x_compile_book__mutmut_289": "astype(None) is astype(float64)",
-    "mcmargin.exposure.x_to_backend__mutmut_14": "with no options every pricing array is empty: a one-element index "
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_289": "astype(None) is astype(float64)",
+    "mcmargin.instruments.exposure.x_to_backend__mutmut_14": "with no options every pricing array is empty: a one-element index "
                                                  "broadcasts against them to an empty result",
-    "mcmargin.exposure.x_to_backend__mutmut_4": "an empty index array through asarray(dtype=int64) is the same empty "
+    "mcmargin.instruments.exposure.x_to_backend__mutmut_4": "an empty index array through asarray(dtype=int64) is the same empty "
                                                 "int64 array as zeros((0,), int64)",
 }
 

@@ -68,7 +68,7 @@ def warm_up():
 def run_point(accounts: int, scenarios: int, instruments, *, analyst_budget: float, ql_budget_s: float,
               profile: str | None = None) -> dict:
     from mcmargin import MarginParams, run_stress, tail_size
-    from mcmargin.exposure import column_pnl, compile_book
+    from mcmargin.instruments.exposure import column_pnl, compile_book
 
     from . import references as ref
     from . import workload

@@ -41,7 +41,7 @@ def draw_chunks(scenarios, chunk: int):
 def time_revalue(compiled, chunks, threads: int):
     """Revalue every chunk; return (pnl [scenarios x columns], sequential s, parallel s)."""
     from mcmargin import get_backend
-    from mcmargin.exposure import revalue, to_backend
+    from mcmargin.instruments.exposure import revalue, to_backend
 
     b = get_backend("numpy")
     bb = to_backend(compiled, b)

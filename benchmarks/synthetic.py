@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 import time
 
-from mcmargin.synthetic import synthetic_book
+from mcmargin.inputs.synthetic import synthetic_book
 
 DATE = dt.date(2026, 11, 25)
 

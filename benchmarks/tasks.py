@@ -29,8 +29,9 @@ def main(argv=None) -> None:
     import dask
 
     from benchmarks.workload import make_book, scenario_config
-    from mcmargin import build_scenarios, engine
-    from mcmargin.exposure import compile_book
+    from mcmargin import build_scenarios
+    from mcmargin.engine import graph as engine
+    from mcmargin.instruments.exposure import compile_book
 
     book = make_book(args.accounts, args.instruments)
     vol = book.market["vol"].to_numpy()

@@ -30,7 +30,7 @@ RANKING_ACCOUNTS = 5000
 @functools.lru_cache(maxsize=None)
 def instrument_ranking() -> tuple:
     """Instrument ids from most to least traded (ties by id) on a fixed book."""
-    from mcmargin.synthetic import synthetic_book
+    from mcmargin.inputs.synthetic import synthetic_book
 
     book = synthetic_book(RANKING_ACCOUNTS, seed=BOOK_SEED)
     counts = book.positions["instrument"].value_counts()
@@ -40,7 +40,7 @@ def instrument_ranking() -> tuple:
 
 def make_book(n_accounts: int, n_instruments: int | None = None, seed: int = BOOK_SEED):
     """Synthetic book of ``n_accounts``, restricted to ``n_instruments`` (None: all)."""
-    from mcmargin.synthetic import synthetic_book
+    from mcmargin.inputs.synthetic import synthetic_book
 
     book = synthetic_book(n_accounts, seed=seed)
     if n_instruments is None or n_instruments >= len(book.instruments):

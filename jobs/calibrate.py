@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 # Only Hydra and the light modules up front, so --help and a bad override answer at once.
 from jobs._cli import launch, user_errors
 from mcmargin.errors import ConfigError
-from mcmargin.settings import CALIBRATE_RULES, check_settings
+from mcmargin.common.settings import CALIBRATE_RULES, check_settings
 
 log = logging.getLogger("mcmargin.calibrate")
 
@@ -28,7 +28,7 @@ log = logging.getLogger("mcmargin.calibrate")
 def run(cfg: DictConfig):
     """Calibrate on ``cfg.history`` and return the parameter dataset (an ``xarray.Dataset``, not written)."""
     from mcmargin.calibration import calibrate
-    from mcmargin.history import load_history
+    from mcmargin.inputs.history import load_history
 
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, CALIBRATE_RULES)
@@ -66,7 +66,7 @@ def write(ds, path: str, plots: bool = True) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        from mcmargin.output import check_figures, check_output_path
+        from mcmargin.output.store import check_figures, check_output_path
 
         path = cfg.output.path
         if not path:

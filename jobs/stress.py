@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 # answer in well under a second, and each heavy library (xarray, dask, numba,
 # JAX, distributed) is imported by the step that uses it.
 from jobs._cli import launch, user_errors
-from mcmargin.settings import STRESS_RULES, check_settings
+from mcmargin.common.settings import STRESS_RULES, check_settings
 
 log = logging.getLogger("mcmargin.stress")
 
@@ -35,25 +35,25 @@ def run(cfg: DictConfig):
     """
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
-    from mcmargin import config as mc
+    from mcmargin.pipeline import config as mc
     from mcmargin.backend import resolve
-    from mcmargin.output import check_figures
+    from mcmargin.output.store import check_figures
     from mcmargin.scenarios import build_scenarios
-    from mcmargin.stress import run_stress
+    from mcmargin.pipeline.stress import run_stress
 
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
     book = mc.book_from_config(c["portfolio"], valuation)
     history = None
     if c.get("history"):
-        from mcmargin.history import load_history
+        from mcmargin.inputs.history import load_history
 
         history = load_history(c["history"])
     scen_cfg = dict(c["scenarios"], valuation_date=valuation)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
     margin = mc.margin_from_config(c["margin"])
     chunking, budget = mc.chunking_from_config(c["engine"])
-    from mcmargin.runtime import job_scheduler
+    from mcmargin.pipeline.runtime import job_scheduler
 
     with job_scheduler(c["cluster"]) as scheduler:
         ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
@@ -75,7 +75,7 @@ def export_only(cfg: DictConfig) -> str:
     it neither runs the job nor touches ``output.path``;
     ``portfolio.export_then_run=true`` does both, as before.
     """
-    from mcmargin import config as mc
+    from mcmargin.pipeline import config as mc
 
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
@@ -95,9 +95,9 @@ def _version(package: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
-    from mcmargin.output import check_output_path, write_dataset
-    from mcmargin.report import summary
-    from mcmargin.runtime import job_output_path
+    from mcmargin.output.store import check_output_path, write_dataset
+    from mcmargin.output.summary import summary
+    from mcmargin.pipeline.runtime import job_output_path
 
     with user_errors():
         if cfg.portfolio.get("export") and not cfg.portfolio.get("export_then_run"):

@@ -8,10 +8,10 @@ libraries only when it runs.
 import importlib
 
 _EXPORTS = {
-    "get_backend": ".backend", "Book": ".book", "Chunking": ".engine", "ConfigError": ".errors",
+    "get_backend": ".backend", "Book": ".inputs.book", "Chunking": ".engine", "ConfigError": ".errors",
     "InputError": ".errors", "McMarginError": ".errors", "MarginParams": ".margin",
-    "ScenarioModel": ".scenarios", "build_scenarios": ".scenarios", "run_stress": ".stress",
-    "tail_size": ".tails",
+    "ScenarioModel": ".scenarios", "build_scenarios": ".scenarios", "run_stress": ".pipeline.stress",
+    "tail_size": ".tails", "synthetic_book": ".inputs.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

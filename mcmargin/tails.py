@@ -20,6 +20,7 @@ Two implementations share this state and these definitions:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,6 +31,20 @@ def tail_size(n_scenarios: int, confidence: float) -> int:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     return max(1, math.ceil(n_scenarios * (1.0 - confidence) - 1e-9))
+
+
+@dataclasses.dataclass
+class TailResult:
+    """VaR and ES of every row of the holdings at each confidence."""
+
+    book: object                 # the CompiledBook whose rows these are
+    confidences: list
+    var: np.ndarray              # [rows x confidence]
+    es: np.ndarray               # [rows x confidence]
+    n_scenarios: int
+    tail_size: int               # m kept per row (the largest over the confidences)
+    chunking: object             # the engine's Chunking: scenario chunk and row block sizes
+    timings: dict
 
 
 def fold_chunk(backend, tail, holdings, pnl, m: int):

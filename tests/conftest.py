@@ -95,7 +95,7 @@ def small_frames_data():
 
 @pytest.fixture
 def small_book(small_frames):
-    from mcmargin.io import book_from_frames
+    from mcmargin.inputs.files import book_from_frames
 
     return book_from_frames(*small_frames, VALUATION)
 

@@ -23,5 +23,5 @@ def test_task_time_split_runs(capsys):
     assert "threads 1" in out
     for name in ("fold (fused)", "pilot", "VaR/ES", "draws + revaluation"):
         assert name in out
-    from mcmargin import engine
-    assert engine._fold_fused.__module__ == "mcmargin.engine" and not hasattr(engine._fold_fused, "__wrapped__")
+    from mcmargin.engine import graph as engine
+    assert engine._fold_fused.__module__ == "mcmargin.engine.graph" and not hasattr(engine._fold_fused, "__wrapped__")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mcmargin.synthetic import synthetic_book
+from mcmargin.inputs.synthetic import synthetic_book
 
 
 def test_account_index_matches_a_brute_force_lookup():

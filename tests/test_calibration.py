@@ -11,11 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcmargin.calibration import (calibrate, devolatized_correlation, ewma_variance, filter_volatility,
-                                  fit_copula_dof, fit_mvt_dof, fit_t_dof, garch_fit, ledoit_wolf_intensity,
-                                  load_params, save_params)
+from mcmargin.calibration import (calibrate, devolatized_correlation, ewma_variance, filter_volatility, fit_copula_dof, fit_mvt_dof, fit_t_dof, garch_fit, ledoit_wolf_intensity, load_params, save_params)
 from mcmargin.errors import ConfigError, InputError
-from mcmargin.history import load_history, validate_history
+from mcmargin.inputs.history import load_history, validate_history
 
 ROOT = Path(__file__).resolve().parents[1]
 CORR = np.array([[1.0, 0.8, -0.3], [0.8, 1.0, 0.1], [-0.3, 0.1, 1.0]])

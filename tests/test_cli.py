@@ -91,16 +91,16 @@ def test_header_only_book_exits_2(tmp_path):
 
 def test_non_finite_figure_fails_the_run_before_writing(monkeypatch):
     import jobs.stress as job
-    import mcmargin.stress
+    import mcmargin.pipeline.stress
 
-    real = mcmargin.stress.run_stress
+    real = mcmargin.pipeline.stress.run_stress
 
     def overflowing(*args, **kwargs):
         ds = real(*args, **kwargs)
         ds["im"][7] = np.inf
         return ds
 
-    monkeypatch.setattr(mcmargin.stress, "run_stress", overflowing)
+    monkeypatch.setattr(mcmargin.pipeline.stress, "run_stress", overflowing)
     with pytest.raises(ResultError, match="variable im at account"):
         job.run(stress_config())
 
@@ -134,10 +134,10 @@ def _frames(quantity: float, amount: float, price: float, strike_factor: float):
 @given(quantity=st.floats(1e-300, 1e300), amount=st.floats(1e-300, 1e300), price=st.floats(1e-200, 1e200),
        strike_factor=st.floats(0.01, 100))
 def test_inputs_that_pass_validation_give_finite_figures(quantity, amount, price, strike_factor):
-    from mcmargin.io import book_from_frames
-    from mcmargin.output import check_figures
+    from mcmargin.inputs.files import book_from_frames
+    from mcmargin.output.store import check_figures
     from mcmargin.scenarios import build_scenarios
-    from mcmargin.stress import run_stress
+    from mcmargin.pipeline.stress import run_stress
 
     try:
         book = book_from_frames(*_frames(quantity, amount, price, strike_factor), VALUATION)

@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from mcmargin import config as mc
+from mcmargin.pipeline import config as mc
 from mcmargin.errors import ConfigError
 
 
@@ -98,7 +98,7 @@ def base():
 
 def option_ids():
     import datetime as dt
-    from mcmargin.synthetic import synthetic_book
+    from mcmargin.inputs.synthetic import synthetic_book
     ins = synthetic_book(40, seed=7, valuation_date=dt.date(2026, 11, 25)).instruments
     return set(ins.loc[ins["kind"] == "option", "instrument"])
 
@@ -277,7 +277,7 @@ def test_portfolio_files_keys(exported_book, tmp_path):
 
 
 def test_output_top():
-    from mcmargin.report import summary
+    from mcmargin.output.summary import summary
     ds = job("output.top=3")
     counts = {}
     for top in (2, 4):

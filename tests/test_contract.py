@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import stress_config
-from mcmargin.output import open_dataset, write_dataset
+from mcmargin.output.store import open_dataset, write_dataset
 
 ACCOUNT = ("equity", "im", "mm", "isolated_im", "netting_benefit", "margin_call")
 ACCOUNT_Q = ("var", "es")

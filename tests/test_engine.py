@@ -6,8 +6,10 @@ import scipy.sparse as sp
 
 from conftest import SCENARIOS_2F
 from mcmargin import Chunking, build_scenarios, get_backend, run_stress
-from mcmargin import engine, exposure, tails
-from mcmargin.synthetic import synthetic_book
+from mcmargin.engine import graph as engine
+from mcmargin.instruments import exposure
+from mcmargin import tails
+from mcmargin.inputs.synthetic import synthetic_book
 
 FIGURES = ("equity", "im", "isolated_im", "margin_call", "var", "es", "group_im", "group_es", "group_equity",
            "unit_es")
@@ -50,7 +52,7 @@ def test_local_cluster_matches_threads_bit_for_bit(book, scen):
 
 def test_chunk_sizes_follow_problem_size_and_budget_only():
     import dask
-    from mcmargin.engine import TASK_BUDGET
+    from mcmargin.engine.graph import TASK_BUDGET
     with dask.config.set(num_workers=1):
         a = Chunking().resolve(20_000, 5_300, 140, 200)
     with dask.config.set(num_workers=7):

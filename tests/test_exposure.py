@@ -5,8 +5,9 @@ import pytest
 from scipy.special import ndtr
 
 from conftest import SCENARIOS_2F
-from mcmargin import build_scenarios, get_backend, pricing
-from mcmargin.exposure import column_pnl, compile_book, revalue, to_backend
+from mcmargin import build_scenarios, get_backend
+from mcmargin.instruments import black_scholes as pricing
+from mcmargin.instruments.exposure import column_pnl, compile_book, revalue, to_backend
 
 
 def test_column_pnl_follows_each_contract_rule(small_book):
@@ -41,7 +42,7 @@ def test_exact_hedges_net_to_nothing(small_frames):
     """Long spot and short perpetual of the same delta: no factor exposure, zero loss."""
     import pandas as pd
     from conftest import VALUATION
-    from mcmargin.io import book_from_frames
+    from mcmargin.inputs.files import book_from_frames
 
     ins, mkt, pos, col, acc = small_frames
     pos = pd.concat([pos, pd.DataFrame(dict(account=["h", "h"], instrument=["ETH-SPOT", "ETH-FUT"],
@@ -109,7 +110,7 @@ def test_book_without_options_and_an_unheld_last_asset(small_frames):
     """No option at all (empty pricing arrays) and a last market asset nobody holds: shapes follow the tables."""
     import pandas as pd
     from conftest import VALUATION
-    from mcmargin.io import book_from_frames
+    from mcmargin.inputs.files import book_from_frames
     ins, mkt, pos, col, acc = small_frames
     linear = ins[ins["kind"] != "option"]
     pos = pos[pos["instrument"].isin(linear["instrument"])]

@@ -19,7 +19,7 @@ from scipy.special import ndtr
 
 from conftest import cuda_device_present
 from mcmargin import Chunking, build_scenarios, run_stress
-from mcmargin.synthetic import synthetic_book
+from mcmargin.inputs.synthetic import synthetic_book
 
 HAS_DEVICE = cuda_device_present()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAS_DEVICE, reason="no CUDA device on this machine")]
@@ -97,7 +97,7 @@ def test_dlpack_hands_jax_draws_to_cupy_without_a_copy(cupy_backend):
 
 def test_cupy_sparse_products_match_scipy(cupy_backend):
     import cupy as cp
-    from mcmargin import engine
+    from mcmargin.engine import graph as engine
     rng = np.random.default_rng(2)
     h = sp.random(300, 40, density=0.1, random_state=rng, format="csr")
     pnl = rng.standard_normal((500, 40))

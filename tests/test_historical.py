@@ -13,7 +13,8 @@ from mcmargin.backend import get_backend
 from mcmargin.calibration import calibrate, fit_t_dof, save_params
 from mcmargin.calibration.volatility import devolatize, filter_volatility
 from mcmargin.errors import ConfigError, InputError
-from mcmargin.history import daily_returns, validate_history
+from mcmargin.stats.returns import daily_returns
+from mcmargin.inputs.history import validate_history
 from mcmargin.scenarios import build_scenarios
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcmargin.errors import ConfigError, InputError
-from mcmargin.history import (as_of, daily_returns, horizon_returns, infer_periods_per_year, load_history,
-                              parse_period, spanning_returns, validate_history)
+from mcmargin.stats.returns import as_of, daily_returns, horizon_returns, infer_periods_per_year, spanning_returns
+from mcmargin.inputs.history import load_history, validate_history
+from mcmargin.scenarios.stress_periods import parse_period
 
 GOOD = """date,BTC,ETH,USDT
 2024-01-01,100,,1
@@ -31,7 +32,7 @@ def write(tmp_path, text, name="h.csv"):
 
 
 def test_load_csv_types_gaps_and_report(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="mcmargin.history")
+    caplog.set_level(logging.INFO, logger="mcmargin.inputs.history")
     h = load_history(write(tmp_path, GOOD))
     assert list(h.columns) == ["BTC", "ETH", "USDT"]
     assert h.index.name == "date" and isinstance(h.index, pd.DatetimeIndex)

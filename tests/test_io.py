@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcmargin.book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, MARKET_COLUMNS,
-                           POSITION_COLUMNS, Book)
+from mcmargin.inputs.book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, MARKET_COLUMNS, POSITION_COLUMNS, Book)
 from mcmargin.errors import InputError
-from mcmargin.io import (book_from_frames, load_book, load_book_dir, read_table, validate_book, write_book)
+from mcmargin.inputs.files import book_from_frames, load_book, load_book_dir, read_table, validate_book, write_book
 
 VALUATION = dt.date(2025, 1, 10)
 

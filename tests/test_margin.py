@@ -16,7 +16,7 @@ import recompute
 from conftest import SCENARIOS_2F, stress_config
 from mcmargin import MarginParams, build_scenarios, run_stress
 from mcmargin.errors import ConfigError
-from mcmargin.margin import ROUNDING_FLOOR, margin_saving
+from mcmargin.margin.mc_es import ROUNDING_FLOOR, margin_saving
 
 
 def margin_frames():
@@ -40,7 +40,7 @@ def margin_frames():
 @pytest.fixture(scope="module")
 def margin_book():
     from conftest import VALUATION
-    from mcmargin.io import book_from_frames
+    from mcmargin.inputs.files import book_from_frames
     return book_from_frames(*margin_frames(), VALUATION)
 
 
@@ -82,9 +82,9 @@ def test_every_figure_matches_the_recompute(margin_book, small_book_dir, margin)
 
 
 def test_margin_confidence_must_be_computed(small_book):
-    from mcmargin import exposure
-    from mcmargin.engine import compute_tails
-    from mcmargin.margin import margin_dataset
+    from mcmargin.instruments import exposure
+    from mcmargin.engine.graph import compute_tails
+    from mcmargin.margin.mc_es import margin_dataset
     scen = build_scenarios(dict(SCENARIOS_2F, n=300), small_book.assets, small_book.market["vol"].to_numpy())
     result = compute_tails(exposure.compile_book(small_book, 2), scen, [0.99])
     with pytest.raises(ValueError, match="margin.confidence"):
@@ -126,7 +126,7 @@ def runs():
 
 
 def _single_position_accounts(ds) -> np.ndarray:
-    from mcmargin.synthetic import synthetic_book
+    from mcmargin.inputs.synthetic import synthetic_book
 
     book = synthetic_book(n_accounts=400, seed=7)
     held = book.positions.groupby("account").size()
@@ -179,7 +179,7 @@ def test_margin_params_refuse_non_finite(field, value):
 
 
 def test_correlation_repair_warns_through_the_log_only(caplog):
-    from mcmargin.scenarios.correlation import nearest_correlation
+    from mcmargin.stats.correlation import nearest_correlation
 
     bad = np.array([[1, 0.9, -0.9], [0.9, 1, 0.9], [-0.9, 0.9, 1.0]])
     with warnings.catch_warnings():

@@ -14,8 +14,7 @@ import pytest
 import xarray as xr
 
 from mcmargin.errors import ConfigError, ResultError
-from mcmargin.output import (CREATED_BY, check_figures, check_output_path, open_dataset, write_dataset,
-                             written_by_mcmargin)
+from mcmargin.output.store import (CREATED_BY, check_figures, check_output_path, open_dataset, write_dataset, written_by_mcmargin)
 
 
 def dataset(value: float = 1.0, n: int = 3) -> xr.Dataset:
@@ -204,7 +203,7 @@ def test_failed_write_leaves_target_and_no_debris(tmp_path, monkeypatch):
 
 
 def test_swap_without_rename_exchange(tmp_path, monkeypatch):
-    import mcmargin.output as out
+    import mcmargin.output.store as out
 
     monkeypatch.setattr(out, "_exchange", lambda a, b: False)
     write_dataset(dataset(1.0), tmp_path / "run.zarr")

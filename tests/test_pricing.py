@@ -8,7 +8,7 @@ import pytest
 import QuantLib as ql
 from scipy.special import ndtr
 
-from mcmargin import pricing
+from mcmargin.instruments import black_scholes as pricing
 
 VALUATION = dt.date(2026, 11, 25)
 

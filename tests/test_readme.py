@@ -17,7 +17,7 @@ def _snippets():
 def written(tmp_path, monkeypatch):
     """out/stress.zarr (and out/run.nc) under a fresh working directory, as `make run` leaves them."""
     from jobs.stress import run
-    from mcmargin.output import write_dataset
+    from mcmargin.output.store import write_dataset
 
     ds = run(stress_config("portfolio.n_accounts=200", "scenarios.n=500"))
     write_dataset(ds, tmp_path / "out" / "stress.zarr")

@@ -20,7 +20,7 @@ def _figure(text, label):
 
 
 def test_summary_figures_equal_dataset_sums(run_ds):
-    from mcmargin.report import summary
+    from mcmargin.output.summary import summary
 
     ds = run_ds
     text = summary(ds)

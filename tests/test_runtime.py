@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from conftest import ROOT, run_job
-from mcmargin.output import open_dataset
+from mcmargin.output.store import open_dataset
 
 
 def test_a_sweep_writes_one_dataset_per_job(tmp_path):
@@ -25,7 +25,7 @@ def test_a_sweep_writes_one_dataset_per_job(tmp_path):
 
 
 def test_job_output_path_outside_a_sweep_is_unchanged(tmp_path):
-    from mcmargin.runtime import job_output_path
+    from mcmargin.pipeline.runtime import job_output_path
 
     assert str(job_output_path("out/x.zarr")) == "out/x.zarr"
     assert job_output_path(tmp_path / "x.zarr") == tmp_path / "x.zarr"
@@ -63,7 +63,7 @@ class _Tty(io.StringIO):
 
 
 def test_progress_in_a_log_is_a_few_lines_without_carriage_returns():
-    from mcmargin.progress import Progress
+    from mcmargin.engine.progress import Progress
 
     out = io.StringIO()
     p = Progress(1000, minimum=0.0, out=out)
@@ -76,7 +76,7 @@ def test_progress_in_a_log_is_a_few_lines_without_carriage_returns():
 
 
 def test_progress_on_a_terminal_is_a_bar_redrawn_at_most_once_a_second():
-    from mcmargin.progress import Progress
+    from mcmargin.engine.progress import Progress
 
     out = _Tty()
     p = Progress(1000, minimum=0.0, out=out)
@@ -88,7 +88,7 @@ def test_progress_on_a_terminal_is_a_bar_redrawn_at_most_once_a_second():
 
 
 def test_short_runs_show_nothing():
-    from mcmargin.progress import Progress
+    from mcmargin.engine.progress import Progress
 
     out = io.StringIO()
     p = Progress(10, minimum=60.0, out=out)
@@ -99,7 +99,7 @@ def test_short_runs_show_nothing():
 
 @pytest.mark.parametrize("cluster", ["threads", "distributed"])
 def test_engine_progress_goes_to_stderr_only(monkeypatch, capfd, cluster):
-    import mcmargin.engine as engine
+    import mcmargin.engine.graph as engine
     from jobs.stress import run
     from conftest import stress_config
 
@@ -116,7 +116,7 @@ def test_engine_progress_goes_to_stderr_only(monkeypatch, capfd, cluster):
 
 
 def test_job_scheduler_restores_distributed_log_levels():
-    from mcmargin.runtime import job_scheduler
+    from mcmargin.pipeline.runtime import job_scheduler
 
     lg = logging.getLogger("distributed.nanny")
     before = lg.level

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from jobs.stress import run
 from mcmargin.errors import ConfigError
-from mcmargin.settings import STRESS_RULES, check_settings, flag, real_number, whole_number
+from mcmargin.common.settings import STRESS_RULES, check_settings, flag, real_number, whole_number
 from conftest import stress_config
 
 # (override, key named in the error): the values that once passed or ended in a traceback.
@@ -53,7 +53,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("override, key", BAD_VALUES)
 def test_bad_value_names_its_key_before_any_work(override, key, monkeypatch):
-    import mcmargin.config as mc
+    import mcmargin.pipeline.config as mc
 
     def no_book(*args, **kwargs):  # the check must come before the book is built
         raise AssertionError("work started before the settings were checked")

@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from conftest import SCENARIOS_2F, VALUATION
 from mcmargin import Chunking, MarginParams, build_scenarios, run_stress
-from mcmargin.io import book_from_frames
+from mcmargin.inputs.files import book_from_frames
 
 
 def scenarios_for(book, **over):
@@ -160,7 +160,7 @@ def test_options_expiring_inside_horizon_pay_intrinsic(small_book):
     scen = scenarios_for(small_book)
     ds = run_stress(small_book, scen, include_scenarios=True)
     from scipy.special import ndtr
-    from mcmargin import pricing
+    from mcmargin.instruments import black_scholes as pricing
     premium = pricing.black_scholes(np, ndtr, 3000.0, 3000.0, 1 / 365, 0.7, True)
     s1 = 3000.0 * np.exp(ds["shock"].sel(asset="ETH").values)
     loss = 4 * (np.maximum(s1 - 3000.0, 0) - premium)
@@ -267,19 +267,19 @@ def test_too_few_tail_scenarios_warn_and_say_why(caplog):
     from jobs.stress import run
     from conftest import stress_config
 
-    with caplog.at_level("WARNING", logger="mcmargin.stress"):
+    with caplog.at_level("WARNING", logger="mcmargin.pipeline.stress"):
         run(stress_config("scenarios.n=10", "portfolio.n_accounts=5"))
     text = caplog.text
     assert "m = 1 tail scenario" in text and "q = 0.99" in text and "sampling noise" in text
     assert "scenarios.n >= 2,000" in text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mcmargin.stress"):
+    with caplog.at_level("WARNING", logger="mcmargin.pipeline.stress"):
         run(stress_config("scenarios.n=4000", "portfolio.n_accounts=5", "output.confidence=[0.99]"))
     assert "tail scenario" not in caplog.text     # m = 40 at q = 0.99
 
 
 def test_tail_size_threshold_is_the_stated_minimum():
-    from mcmargin.stress import MIN_TAIL_SCENARIOS, check_tail_sizes
+    from mcmargin.pipeline.stress import MIN_TAIL_SCENARIOS, check_tail_sizes
 
     assert check_tail_sizes(100 * MIN_TAIL_SCENARIOS, [0.99]) == []        # m = 20
     assert len(check_tail_sizes(100 * MIN_TAIL_SCENARIOS - 100, [0.99])) == 1   # m = 19
@@ -289,7 +289,7 @@ def test_unused_haircuts_are_logged_once_per_run(caplog):
     from jobs.stress import run
     from conftest import stress_config
 
-    with caplog.at_level("INFO", logger="mcmargin.stress"):
+    with caplog.at_level("INFO", logger="mcmargin.pipeline.stress"):
         run(stress_config("portfolio.n_accounts=5"))
     assert caplog.text.count("market.haircut is not used by the mc_es") == 1
 
@@ -297,7 +297,7 @@ def test_unused_haircuts_are_logged_once_per_run(caplog):
 def test_no_haircut_note_without_haircuts(small_book):
     import dataclasses
 
-    from mcmargin.stress import note_unused_haircuts
+    from mcmargin.pipeline.stress import note_unused_haircuts
 
     assert "mc_es" in note_unused_haircuts(small_book)
     plain = dataclasses.replace(small_book, market=small_book.market.assign(haircut=0.0))

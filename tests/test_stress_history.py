@@ -75,7 +75,7 @@ def test_stress_run_fhs_options(history_csv):
 
 def test_stress_run_with_calibrated_params(history_csv, tmp_path):
     from mcmargin.calibration import calibrate, save_params
-    from mcmargin.history import load_history
+    from mcmargin.inputs.history import load_history
 
     path = save_params(calibrate(load_history(history_csv), {"lookback": 300}), tmp_path / "params.nc")
     ds = stress.run(stress_cfg("scenarios=t_copula", f"scenarios.params={path}"))
@@ -131,7 +131,7 @@ def test_history_models_recompute_with_calendar_day_decay(business_day_history, 
 def renamed(history_csv, tmp_path_factory):
     """The history with its columns named as a data vendor would, and params calibrated on it and on the original."""
     from mcmargin.calibration import calibrate, save_params
-    from mcmargin.history import load_history
+    from mcmargin.inputs.history import load_history
 
     d = tmp_path_factory.mktemp("renamed")
     h = pd.read_csv(history_csv).rename(columns={"BTC": "XBTUSD", "ETH": "ETHUSD", "SOL": "SOLUSD"})

@@ -12,7 +12,7 @@ import xarray as xr
 import recompute
 from conftest import ROOT, run_job, stress_config
 from mcmargin.errors import ConfigError
-from mcmargin.output import open_dataset
+from mcmargin.output.store import open_dataset
 
 CHECKER = ROOT.parent / "shared" / "tools" / "check_dataset.py"
 
@@ -218,7 +218,7 @@ def test_collateral_im_is_the_collateral_margined_alone():
     import datetime as dt
 
     from jobs.stress import run
-    from mcmargin import config as mc
+    from mcmargin.pipeline import config as mc
 
     cfg = stress_config("portfolio.n_accounts=40", "scenarios.n=1500", "output.scenarios=true")
     ds = run(cfg)

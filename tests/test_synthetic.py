@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcmargin.io import load_book_dir, validate_book
-from mcmargin.synthetic import (ARCHETYPES, SYNTHETIC_ASSETS, account_archetypes, export_book, rough_margin,
-                                synthetic_book)
+from mcmargin.inputs.files import load_book_dir, validate_book
+from mcmargin.inputs.synthetic import (ARCHETYPES, SYNTHETIC_ASSETS, account_archetypes, export_book, rough_margin, synthetic_book)
 
 DATE = dt.date(2026, 3, 2)
 N = 2000

@@ -6,7 +6,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcmargin import fastpath, tails
+from mcmargin.engine.kernels import fused as fastpath
+from mcmargin import tails
 from mcmargin.backend import get_backend
 
 

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..scenarios.correlation import PSD_TOL, nearest_correlation
+from ..stats.correlation import PSD_TOL, nearest_correlation
 
 log = logging.getLogger(__name__)
 

@@ -47,9 +47,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..common.settings import one_of, plain, real_number, whole_number
 from ..errors import ConfigError, InputError
-from ..history import (GAP_POLICIES, as_history, as_of, daily_returns, history_file, infer_periods_per_year,
-                       spanning_returns)
+from ..inputs.history import GAP_POLICIES, as_history, history_file
+from ..stats.returns import as_of, daily_returns, infer_periods_per_year, spanning_returns
 from .dependence import devolatized_correlation
 from .tdist import fit_copula_dof, fit_mvt_dof, fit_t_dof
 from .volatility import VOL_METHODS, devolatize, filter_volatility
@@ -77,7 +78,7 @@ class CalibrationSettings:
     @classmethod
     def from_cfg(cls, cfg: Mapping | None, prefix: str = "scenarios", **defaults) -> "CalibrationSettings":
         """Settings from a config mapping (missing keys take ``defaults``, then the class defaults); validated."""
-        cfg = _plain(cfg or {})
+        cfg = plain(cfg or {})
         base = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(cls)}
         base.update(defaults)
@@ -87,59 +88,26 @@ class CalibrationSettings:
             if k in cfg:
                 kw[k] = cfg[k]
         key = (lambda k: f"{prefix}.{k}" if prefix else k)
-        if kw["vol_method"] not in VOL_METHODS:
-            raise ConfigError(key("vol_method"), f"must be one of {', '.join(VOL_METHODS)}, got {kw['vol_method']!r}")
-        lam = _num(kw["ewma_lambda"], key("ewma_lambda"))
-        if not 0.0 < lam < 1.0:
-            raise ConfigError(key("ewma_lambda"), f"must be in (0, 1), got {lam}")
-        kw["ewma_lambda"] = lam
-        if kw["lookback"] is not None:
-            lb = _num(kw["lookback"], key("lookback"))
-            if lb != int(lb) or lb < 2:
-                raise ConfigError(key("lookback"), f"must be a whole number of rows >= 2 (or null: all), got {lb}")
-            kw["lookback"] = int(lb)
+        kw["vol_method"] = one_of(kw["vol_method"], key("vol_method"), VOL_METHODS)
+        kw["ewma_lambda"] = real_number(kw["ewma_lambda"], key("ewma_lambda"), 0.0, 1.0, low_open=True, high_open=True)
+        kw["lookback"] = whole_number(kw["lookback"], key("lookback"), minimum=2, allow_none=True)
         sh = kw["shrinkage"]
-        if isinstance(sh, str):
-            if sh.lower().replace("-", "_") not in ("ledoit_wolf", "lw", "auto"):
-                raise ConfigError(key("shrinkage"), f"must be a number in [0, 1] or 'ledoit_wolf', got {sh!r}")
+        if isinstance(sh, str) and sh.lower().replace("-", "_") in ("ledoit_wolf", "lw", "auto"):
+            kw["shrinkage"] = sh
         else:
-            sh = _num(sh, key("shrinkage"))
-            if not 0.0 <= sh <= 1.0:
-                raise ConfigError(key("shrinkage"), f"must be in [0, 1], got {sh}")
-        kw["shrinkage"] = sh
-        if kw["periods_per_year"] is not None:
-            p = _num(kw["periods_per_year"], key("periods_per_year"))
-            if not p > 0:
-                raise ConfigError(key("periods_per_year"), f"must be > 0, got {p}")
-            kw["periods_per_year"] = p
+            try:
+                kw["shrinkage"] = real_number(sh, key("shrinkage"), 0.0, 1.0)
+            except ConfigError:
+                raise ConfigError(key("shrinkage"), f"must be a number in [0, 1] or 'ledoit_wolf', got {sh!r}") from None
+        kw["periods_per_year"] = real_number(kw["periods_per_year"], key("periods_per_year"), 0.0, low_open=True,
+                                             allow_none=True)
         ivc = kw["implied_vol_columns"] or {}
         if not isinstance(ivc, Mapping):
             raise ConfigError(key("implied_vol_columns"), "must map an asset to a history column, e.g. {SPX: VIX}")
         kw["implied_vol_columns"] = {str(a): str(c) for a, c in ivc.items() if c is not None}
-        if kw["gaps"] not in GAP_POLICIES:
-            raise ConfigError(key("gaps"), f"must be one of {', '.join(GAP_POLICIES)}, got {kw['gaps']!r}")
+        kw["gaps"] = one_of(kw["gaps"], key("gaps"), GAP_POLICIES)
         kw["fit_dof"] = bool(kw["fit_dof"])
         return cls(**kw)
-
-
-def _plain(cfg) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return dict(cfg)
-
-
-def _num(v, key: str) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"must be a number, got {v!r}") from None
-    if not math.isfinite(x):
-        raise ConfigError(key, f"must be finite, got {v!r}")
-    return x
 
 
 def lookback_rows(index: pd.Index, lookback: int | None) -> slice:
@@ -336,7 +304,7 @@ def save_params(ds: xr.Dataset, path, key: str = "output.path") -> str:
     and swapped into place when complete, only over a dataset mcmargin
     wrote (anything else at ``path`` is refused and left untouched).
     """
-    from ..output import write_dataset
+    from ..output.store import write_dataset
 
     path = os.fspath(path)
     out = ds.copy()
@@ -357,7 +325,7 @@ def load_params(path, key: str = "scenarios.params") -> xr.Dataset:
     exist; the correlation is symmetric with unit diagonal, and is repaired
     to the nearest correlation matrix if it is not PSD (logged).
     """
-    from ..scenarios.correlation import nearest_correlation
+    from ..stats.correlation import nearest_correlation
 
     file = os.fspath(path)
     if not os.path.exists(file):

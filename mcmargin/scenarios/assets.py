@@ -45,7 +45,7 @@ def map_history(history, mapping: dict[str, list[str]]):
     import pandas as pd
 
     if not isinstance(history, pd.DataFrame):
-        from ..history import as_history
+        from ..inputs.history import as_history
 
         history = as_history(history)
     missing = [c for c in mapping if c not in history.columns]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from ..settings import STRESS_RULES, check_settings
+from ..common.settings import STRESS_RULES, check_settings
 
 
 class ScenarioModel(abc.ABC):
@@ -83,11 +83,7 @@ def build_scenarios(cfg: Mapping, assets, asset_vols, history=None) -> ScenarioM
         Price history (date index, one column per asset) for models that
         calibrate on it.
     """
-    from . import parametric  # noqa: F401  (registers the built-in models)
-    try:
-        from . import historical  # noqa: F401  (history-based models, when present)
-    except ImportError:
-        pass
+    from . import copula, historical, parametric  # noqa: F401  (register the built-in models)
     name = cfg.get("model")
     if name not in _REGISTRY:
         raise ConfigError("scenarios.model", f"unknown scenario model {name!r}; known: {', '.join(sorted(_REGISTRY))}")

@@ -1,11 +1,7 @@
-"""Scenario models calibrated on price history (docs/methodology-history.md, H.5-H.8).
+"""Scenario models that resample price history (docs/methodology-history.md, H.5-H.8).
 
 Registered models (``scenarios=`` config group):
 
-``t_copula``
-    Student-t copula with per-asset Student-t marginals, each scaled to the
-    asset's vol; parameters from ``scenarios.params``, a calibration of the
-    history on the fly, or the config (as the parametric models).
 ``historical``
     Historical simulation: every overlapping ``h``-row log return of the
     look-back window, each once, in date order.  N is the number of
@@ -38,56 +34,20 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
+from ..common.dates import iso as _iso
+from ..common.settings import plain, real_number, whole_number
 from ..errors import ConfigError, InputError
 from . import rng
 from .base import ScenarioModel, register
-from .correlation import cholesky_psd
+from ..stats.correlation import cholesky_psd
 
 log = logging.getLogger(__name__)
 
 #: Marginal dof at or above this are treated as Gaussian.
-GAUSSIAN_DOF = 1000.0
 
 
 # --------------------------------------------------------------------------- helpers
-def _plain(cfg) -> dict:
-    from ..calibration.fit import _plain as plain
-    return plain(cfg)
-
-
-def _int(cfg, key, default=None, minimum=1, allow_none=False):
-    v = cfg.get(key, default)
-    if v is None:
-        if allow_none:
-            return None
-        raise ConfigError(f"scenarios.{key}", "is required")
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"scenarios.{key}", f"must be a whole number, got {v!r}") from None
-    if not math.isfinite(x) or x != int(x) or x < minimum:
-        raise ConfigError(f"scenarios.{key}", f"must be a whole number >= {minimum}, got {v!r}")
-    return int(x)
-
-
-def _float(cfg, key, default, lo=None, hi=None):
-    v = cfg.get(key, default)
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"scenarios.{key}", f"must be a number, got {v!r}") from None
-    if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise ConfigError(f"scenarios.{key}", f"must be in [{lo}, {hi}], got {v!r}")
-    return x
-
-
-def _iso(t) -> str:
-    t = pd.Timestamp(t)
-    return t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
-
-
 def _calendar_days(rows: int, info: dict) -> float:
     """Calendar days a horizon of ``rows`` history rows spans on average (365 / rows per year each)."""
     return rows * 365.0 / float(info.get("periods_per_year", 365.0))
@@ -150,7 +110,8 @@ class _HistoryInputs:
 
     def __init__(self, cfg: Mapping, assets, asset_vols, history, model: str, default_lambda: float):
         from ..calibration.fit import CalibrationSettings
-        from ..history import as_history, as_of, history_file, infer_periods_per_year
+        from ..inputs.history import as_history, history_file
+        from ..stats.returns import as_of, infer_periods_per_year
 
         self.cfg = cfg
         if history is None:
@@ -178,7 +139,7 @@ class _HistoryInputs:
             raise ConfigError("scenarios.horizon_days", f"history-based models count the horizon in rows (trading "
                                                         f"days) of the history: give a whole number, got {hd:g}")
         self.horizon = int(hd)
-        self.min_obs = _int(cfg, "min_observations", 30, minimum=2)
+        self.min_obs = whole_number(cfg.get("min_observations", 30), "scenarios.min_observations", minimum=2)
         self.ppy = self.settings.periods_per_year or infer_periods_per_year(self.h.index)
         ivc = self.settings.implied_vol_columns
         for a, c in ivc.items():
@@ -245,14 +206,15 @@ class _HistoryInputs:
         spec = self.cfg.get("stress_period")
         if spec is None or spec == "" or (hasattr(spec, "__len__") and len(spec) == 0):
             return None
-        from ..history import parse_period
+        from .stress_periods import parse_period
         return parse_period(spec)
 
     def stress_weight(self) -> float:
-        return _float(self.cfg, "stress_weight", 1.0, 0.0, 1.0)
+        return real_number(self.cfg.get("stress_weight", 1.0), "scenarios.stress_weight", 0.0, 1.0)
 
     def floor_rows(self):
-        return _int(self.cfg, "vol_floor_lookback", None, minimum=2, allow_none=True)
+        return whole_number(self.cfg.get("vol_floor_lookback"), "scenarios.vol_floor_lookback", minimum=2,
+                            allow_none=True)
 
     def rows_in(self, index: pd.DatetimeIndex, period) -> np.ndarray:
         t0, t1, _ = period
@@ -323,9 +285,9 @@ def _mixture(n_cur: int, n_st: int, weight: float, max_mult: int = 50):
 @register("historical")
 def historical(cfg, assets, asset_vols, history=None):
     """Every overlapping horizon return of the look-back window, once each (N fixed by the data)."""
-    from ..history import horizon_returns
+    from ..stats.returns import horizon_returns
 
-    cfg = _plain(cfg)
+    cfg = plain(cfg)
     if cfg.get("params"):
         raise ConfigError("scenarios.params", "historical simulation uses the price history itself, not fitted "
                                               "parameters; leave scenarios.params null")
@@ -470,9 +432,9 @@ class FilteredHistoricalScenarios(ScenarioModel):
 def fhs(cfg, assets, asset_vols, history=None):
     """Filtered historical simulation: bootstrapped residual vectors times today's vol."""
     from ..calibration.volatility import devolatize, filter_volatility
-    from ..history import daily_returns
+    from ..stats.returns import daily_returns
 
-    cfg = _plain(cfg)
+    cfg = plain(cfg)
     hi = _HistoryInputs(cfg, assets, asset_vols, history, "fhs", 0.94)
     s = hi.settings
     r = daily_returns(hi.prices, s.gaps)
@@ -549,98 +511,3 @@ def fhs(cfg, assets, asset_vols, history=None):
                                        vf.alpha[hi.series].to_numpy(dtype=float),
                                        vf.beta[hi.series].to_numpy(dtype=float), layout,
                                        n=int(cfg["n"]), seed=int(cfg["seed"]), horizon_rows=hi.horizon, info=info)
-
-
-# --------------------------------------------------------------------------- t copula
-class TCopulaScenarios(ScenarioModel):
-    """Student-t copula with Student-t marginals (docs/methodology-history.md, H.6).
-
-    For scenario i: ``Y = L Z`` (correlated normals), ``T = Y sqrt(nu_c / W)``
-    with ``W ~ chi-square(nu_c)`` (a multivariate t: the copula), ``U =
-    F_t(T; nu_c)``, ``X_j = F_t^-1(U_j; nu_j) sqrt((nu_j - 2) / nu_j)`` (unit
-    variance), ``shock_j = mu_j + s_j X_j`` and ``vol_shock_j = nu_vol_j
-    sqrt(h / D) (rho_j X_j + sqrt(1 - rho_j^2) Z_vol_j)``, as the parametric
-    models.  The marginal transform runs on the host in SciPy (the array API
-    has no Student-t quantile), tail-accurately via the smaller tail
-    probability; the shocks then move to the backend.
-    """
-
-    def __init__(self, assets, factors, vol, vol_of_vol, spot_vol_corr, correlation, marginal_dof, copula_dof, *,
-                 n, seed, horizon_days, days_per_year=365.0, drift="zero"):
-        self.assets, self.factors = tuple(assets), tuple(factors)
-        self.n, self.seed = int(n), int(seed)
-        self.horizon_days, self.days_per_year = float(horizon_days), float(days_per_year)
-        self.vol = np.asarray(vol, dtype=float)
-        self.vol_of_vol = np.asarray(vol_of_vol, dtype=float)
-        self.spot_vol_corr = np.asarray(spot_vol_corr, dtype=float)
-        self.correlation = np.asarray(correlation, dtype=float)
-        self.marginal_dof = np.asarray(marginal_dof, dtype=float)
-        self.copula_dof = float(copula_dof)
-        self.drift = drift
-        root_h = math.sqrt(self.horizon_days / self.days_per_year)
-        self._scale = self.vol * root_h
-        self._vscale = self.vol_of_vol * root_h
-        self._chol = cholesky_psd(self.correlation)
-        self._col = np.array([self.assets.index(f) for f in self.factors], dtype=int)
-        nu = self.marginal_dof
-        self._gauss = nu >= GAUSSIAN_DOF
-        self._unit = np.where(self._gauss, 1.0, np.sqrt(np.clip(nu - 2.0, 1e-12, None) / nu))
-        self._mu = -0.5 * self._scale ** 2 if drift == "martingale" else np.zeros(len(self.factors))
-
-    def draw(self, start, stop, backend):
-        k, a = len(self.factors), len(self.assets)
-        c = stop - start
-        z = np.asarray(rng.standard_normals(self.seed, start, stop, 2 * k))
-        w = np.asarray(rng.chi_square(self.seed, start, stop, self.copula_dof))
-        t = (z[:, :k] @ self._chol.T) * np.sqrt(self.copula_dof / w)[:, None]
-        p = special.stdtr(self.copula_dof, -np.abs(t))            # smaller tail probability, accurate
-        q_t = special.stdtrit(np.where(self._gauss, 3.0, self.marginal_dof), p)
-        q = np.where(self._gauss, special.ndtri(p), q_t)           # lower-tail quantile (<= 0)
-        x = -np.sign(t) * q * self._unit                            # unit-variance t marginals
-        shock = np.zeros((c, a))
-        vol = np.zeros((c, a))
-        shock[:, self._col] = self._mu + x * self._scale
-        rho = self.spot_vol_corr
-        vol[:, self._col] = self._vscale * (rho * x + np.sqrt(1.0 - rho ** 2) * z[:, k:])
-        return backend.asarray(shock), backend.asarray(vol)
-
-    def describe(self):
-        d = super().describe()
-        d.update(model="t_copula", copula_dof=self.copula_dof, marginal_dof=self.marginal_dof.tolist(),
-                 drift=self.drift, days_per_year=self.days_per_year, factors=list(self.factors),
-                 vol=self.vol.tolist(), vol_of_vol=self.vol_of_vol.tolist(),
-                 spot_vol_corr=self.spot_vol_corr.tolist(), correlation=self.correlation.tolist())
-        return d
-
-
-@register("t_copula")
-def t_copula(cfg, assets, asset_vols, history=None):
-    """t copula with per-asset Student-t marginals, from fitted or configured parameters."""
-    from .parametric import DRIFTS, _factor_params
-
-    cfg = _plain(cfg)
-    drift = cfg.get("drift", "zero")
-    if drift not in DRIFTS:
-        raise ConfigError("scenarios.drift", f"must be one of {DRIFTS}, got {drift!r}")
-    dpy = _float(cfg, "days_per_year", 365.0, 1e-9, None)
-    default_dof = _float(cfg, "marginal_dof", 5.0, 2.0, None)
-    if not default_dof > 2:
-        raise ConfigError("scenarios.marginal_dof", f"must be > 2 (finite variance), got {default_dof}")
-    copula_dof = _float(cfg, "copula_dof", 6.0, 0.0, None)
-    if not copula_dof > 0:
-        raise ConfigError("scenarios.copula_dof", f"must be > 0, got {copula_dof}")
-    factors, p, corr = _factor_params(cfg, assets, asset_vols, history, fit_dof=True)
-    nu = []
-    for a, d in zip(factors, p["dof"]):
-        if d is None:
-            d = default_dof
-        if not d > 2:
-            log.warning("t_copula: marginal dof %.3g of %s raised to 2.05 (finite variance)", d, a)
-            d = 2.05
-        nu.append(d)
-    if p["copula_dof"] is not None:
-        log.info("t_copula: fitted copula dof %.3g replaces scenarios.copula_dof=%s", p["copula_dof"], copula_dof)
-        copula_dof = p["copula_dof"]
-    return TCopulaScenarios(assets, factors, p["vol"], p["vol_of_vol"], p["spot_vol_corr"], corr, nu, copula_dof,
-                            n=cfg["n"], seed=cfg["seed"], horizon_days=cfg["horizon_days"], days_per_year=dpy,
-                            drift=drift)

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError
 from . import rng
 from .base import ScenarioModel, register
-from .correlation import check_correlation, cholesky_psd, nearest_correlation
+from ..stats.correlation import check_correlation, cholesky_psd, nearest_correlation
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _fitted_params(cfg: Mapping, factors, history, fit_dof: bool):
     if history is None:
         return None
     from ..calibration import calibrate
-    from ..history import as_history
+    from ..inputs.history import as_history
 
     h = as_history(history)
     ivc = set((cfg.get("implied_vol_columns") or {}).values())

@@ -1,4 +1,4 @@
-"""Price history: loading, validation, gap reporting and horizon returns.
+"""Price history: loading, validation and gap reporting.
 
 A history file (CSV or Parquet) has one ``date`` column and one price
 column per asset (docs/architecture.md, input data contract).  Loading it
@@ -29,7 +29,8 @@ Gaps (docs/methodology-history.md, section H.1) are never filled:
   that touch a missing price are NaN.
 
 All of it is logged and kept in the report, so a run can say which data it
-used.  Horizons are counted in rows (trading days) of the history.
+used.  Returns and look-back windows over a loaded history are in
+:mod:`mcmargin.stats.returns`.
 """
 
 from __future__ import annotations
@@ -45,21 +46,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from ..common.dates import iso as _iso
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 #: Cell values that mean "no price on this row" (compared case-insensitively).
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "#n/a", ".", "-"})
-
-#: Named stressed periods, usable as ``stress_period: NAME`` (month granularity, inclusive).
-STRESS_PERIODS = {
-    "gfc": ("2008-09", "2009-03"),        # Lehman default to the equity trough
-    "euro_debt": ("2011-07", "2011-10"),
-    "covid": ("2020-02", "2020-04"),
-    "luna": ("2022-05", "2022-06"),       # Terra/Luna collapse, Celsius, 3AC
-    "ftx": ("2022-11", "2022-12"),
-}
 
 GAP_POLICIES = ("span", "drop")
 
@@ -161,13 +154,6 @@ class HistoryReport:
 def _short(items: Sequence, n: int = 8) -> str:
     s = ", ".join(str(x) for x in list(items)[:n])
     return s + (f" ... ({len(items)} in all)" if len(items) > n else "")
-
-
-def _iso(t) -> str | None:
-    if t is None or pd.isna(t):
-        return None
-    t = pd.Timestamp(t)
-    return t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
 
 
 # --------------------------------------------------------------------------- loading
@@ -471,117 +457,3 @@ def as_history(history, *, file: str | None = None) -> pd.DataFrame:
 def history_file(history: pd.DataFrame) -> str:
     """The file a history came from (for messages)."""
     return str(history.attrs.get("file", "<history>"))
-
-
-# --------------------------------------------------------------------------- windows and returns
-def as_of(history: pd.DataFrame, valuation_date=None) -> pd.DataFrame:
-    """Rows on or before ``valuation_date`` (default: ``attrs["valuation_date"]``, else every row).
-
-    The look-back of every history-based estimate ends at the last row on or
-    before the valuation date; later rows would be look-ahead.
-    """
-    vd = valuation_date if valuation_date is not None else history.attrs.get("valuation_date")
-    if vd is None:
-        return history
-    vd = pd.Timestamp(vd)
-    if vd.tzinfo is not None:
-        vd = vd.tz_convert("UTC").tz_localize(None)
-    # A date-only valuation date includes that whole day.
-    end = vd + pd.Timedelta(days=1) - pd.Timedelta(1, "ns") if vd == vd.normalize() else vd
-    out = history.loc[history.index <= end]
-    if len(out) == 0:
-        raise InputError(history_file(history), f"history starts {_iso(history.index[0])}, after the valuation "
-                                                f"date {_iso(vd)}: no rows to calibrate on", column="date")
-    later = len(history) - len(out)
-    if later:
-        log.info("history %s: %d row(s) after the valuation date %s are not used", history_file(history),
-                 later, _iso(vd))
-    stale = (vd.normalize() - out.index[-1].normalize()).days
-    if stale > 7:
-        log.warning("history %s ends %s, %d days before the valuation date %s", history_file(history),
-                    _iso(out.index[-1]), stale, _iso(vd))
-    return out
-
-
-def horizon_returns(prices: pd.DataFrame, horizon_rows: int = 1, gaps: str = "span") -> pd.DataFrame:
-    """Log returns over ``horizon_rows`` rows: ``log P[t] - log P[t - h]``.
-
-    Row t holds the return that *ends* on row t.  Missing prices are never
-    filled: a row without a price has no return (NaN).  With ``gaps="span"``
-    the base is the last price on or before row ``t - h``, so the move across
-    a gap counts once, when trading resumes; with ``gaps="drop"`` the base
-    must be exactly row ``t - h``.  Before an asset's first price there is no
-    return.  A constant price gives zero returns.
-    """
-    h = int(horizon_rows)
-    if h != horizon_rows or h < 1:
-        raise ValueError(f"horizon_rows must be a positive integer, got {horizon_rows}")
-    if gaps not in GAP_POLICIES:
-        raise ValueError(f"gaps must be one of {GAP_POLICIES}, got {gaps!r}")
-    logp = np.log(prices.astype(np.float64))
-    base = logp.ffill().shift(h) if gaps == "span" else logp.shift(h)
-    out = logp - base
-    out.attrs = {}
-    return out
-
-
-def daily_returns(prices: pd.DataFrame, gaps: str = "span") -> pd.DataFrame:
-    """One-row log returns (:func:`horizon_returns` with h = 1)."""
-    return horizon_returns(prices, 1, gaps)
-
-
-def spanning_returns(prices: pd.DataFrame) -> pd.Series:
-    """Per asset, how many one-row returns span a gap (they cover more than one row)."""
-    ok = prices.notna()
-    prev_missing = ~ok.shift(1, fill_value=True)
-    started = ok.cumsum() > 1
-    return (ok & prev_missing & started).sum()
-
-
-def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Rows per year of a history's calendar: 365 (7-day), 252 (business days), or 365.25 / spacing."""
-    if len(index) < 3:
-        return 252.0
-    days = index.normalize().to_numpy().astype("datetime64[D]")
-    step = float(np.median(np.diff(days).astype(np.int64)))
-    if step >= 5:
-        return round(365.25 / step, 2)
-    weekend = np.mean(np.isin(pd.DatetimeIndex(days).day_of_week, (5, 6)))
-    return 365.0 if weekend > 0.05 else 252.0
-
-
-def parse_period(spec, key: str = "scenarios.stress_period") -> tuple[pd.Timestamp, pd.Timestamp, str]:
-    """A stressed period as ``(start, end, label)``, both ends inclusive.
-
-    ``spec`` is a name from :data:`STRESS_PERIODS`, a ``"START..END"`` string,
-    or a mapping ``{start, end}``.  Dates may be months (``2008-09`` means
-    from Sept 1st; ``2009-03`` as an end means through March 31st) or days.
-    """
-    from .errors import ConfigError
-
-    if isinstance(spec, str):
-        name = spec.strip()
-        if name.lower() in STRESS_PERIODS:
-            start, end = STRESS_PERIODS[name.lower()]
-            label = name.lower()
-        elif ".." in name:
-            start, end = (s.strip() for s in name.split("..", 1))
-            label = name
-        else:
-            raise ConfigError(key, f"unknown stressed period {spec!r}: give START..END (e.g. 2008-09..2009-03), "
-                                   f"{{start: ..., end: ...}} or one of {', '.join(STRESS_PERIODS)}")
-    elif hasattr(spec, "get"):
-        start, end = spec.get("start"), spec.get("end")
-        if start is None or end is None:
-            raise ConfigError(key, "needs both start and end")
-        label = f"{start}..{end}"
-    else:
-        raise ConfigError(key, f"invalid stressed period {spec!r}")
-    try:
-        p0, p1 = pd.Period(str(start)), pd.Period(str(end))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(key, f"cannot parse dates of {label!r}: {exc}") from None
-    t0, t1 = p0.start_time, p1.end_time
-    if t1 < t0:
-        raise ConfigError(key, f"period {label!r} ends before it starts")
-    return t0, t1, label

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS,
-                   MARKET_COLUMNS, OPTION_TYPES, POSITION_COLUMNS, Book)
-from .errors import InputError
+from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, OPTION_TYPES, POSITION_COLUMNS, Book)
+from ..common.dates import iso as _iso
+from ..errors import InputError
 
 __all__ = ["TABLES", "REQUIRED_TABLES", "read_table", "load_book", "load_book_dir", "book_from_frames",
            "validate_book", "write_book"]
@@ -617,11 +617,6 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
     return _frame({"instrument": instrument, "kind": kind, "underlying": underlying, "settle": settle,
                    "inverse": inverse.astype(bool), "contract_size": contract_size, "expiry": expiry,
                    "strike": np.where(option, strike, np.nan), "option_type": option_type, "vol": vol})
-
-
-def _iso(value: np.datetime64) -> str:
-    stamp = pd.Timestamp(value)
-    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
 
 
 def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: str, row_name: str

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from .book import Book
-from .engine import TASK_BUDGET, Chunking
-from .errors import ConfigError
-from .margin import MarginParams
-from .settings import STRESS_RULES, check_settings, one_of, real_number, whole_number
+from ..inputs.book import Book
+from ..engine.graph import TASK_BUDGET, Chunking
+from ..errors import ConfigError
+from ..margin.mc_es import MarginParams
+from ..common.settings import STRESS_RULES, check_settings, one_of, real_number, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     """The book that ``portfolio`` (synthetic or files) describes; exported if asked."""
     kind = portfolio.get("kind")
     if kind == "synthetic":
-        from .synthetic import synthetic_book
+        from ..inputs.synthetic import synthetic_book
 
         n = whole_number(portfolio.get("n_accounts"), "portfolio.n_accounts", minimum=1)
         book = synthetic_book(n_accounts=n, seed=whole_number(portfolio.get("seed", 7), "portfolio.seed", 0),
@@ -44,7 +44,7 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
                               group_share=real_number(portfolio.get("group_share", 0.2), "portfolio.group_share",
                                                       0.0, 1.0))
     elif kind == "files":
-        from .io import load_book, load_book_dir
+        from ..inputs.files import load_book, load_book_dir
 
         paths = {t: portfolio.get(t) for t in TABLES if portfolio.get(t)}
         directory = portfolio.get("dir")
@@ -69,7 +69,7 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
         raise ConfigError("portfolio.kind", f"must be synthetic or files, got {kind!r}")
     export = portfolio.get("export")
     if export:
-        from .io import write_book
+        from ..inputs.files import write_book
 
         fmt = one_of(portfolio.get("export_format", "csv"), "portfolio.export_format", ("csv", "parquet"))
         write_book(book, export, fmt=fmt)

@@ -24,8 +24,10 @@ import uuid
 import dask
 import numpy as np
 
-from . import exposure, tails
-from .backend import get_backend
+from ..instruments import exposure
+from .. import tails
+from ..tails import TailResult
+from ..backend import get_backend
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +62,6 @@ class Chunking:
 
 def _clamp(x, lo, hi):
     return int(max(lo, min(hi, x)))
-
-
-@dataclasses.dataclass
-class TailResult:
-    """VaR and ES of every row of the holdings at each confidence."""
-
-    book: exposure.CompiledBook
-    confidences: list
-    var: np.ndarray              # [rows x confidence]
-    es: np.ndarray               # [rows x confidence]
-    n_scenarios: int
-    tail_size: int               # m kept per row (the largest over the confidences)
-    chunking: Chunking
-    timings: dict
 
 
 def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
@@ -280,7 +268,7 @@ def _sparse_on(backend_name, holdings):
 
 
 def _fold_fused(state, holdings, pnl_t, m, backend_name):
-    from . import fastpath
+    from .kernels import fused as fastpath
 
     if state is None:
         state = fastpath.FastTail.empty(holdings.shape[0], m)
@@ -295,7 +283,7 @@ def _pilot_state(holdings, pnl_t, m, pilot):
     A row with no holdings loses exactly 0 in every scenario: it gets no
     pilot (-inf), since no loss would beat a threshold of 0.
     """
-    from . import fastpath
+    from .kernels import fused as fastpath
 
     sample, j = pilot
     indptr, indices, data = fastpath.csr_arrays(holdings)

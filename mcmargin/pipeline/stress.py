@@ -17,12 +17,12 @@ import time
 import numpy as np
 import xarray as xr
 
-from .backend import get_backend
-from .book import Book
-from .engine import TASK_BUDGET, Chunking, compute_tails
-from .exposure import compile_book
-from .margin import MarginParams, margin_dataset
-from .tails import tail_size
+from ..backend import get_backend
+from ..inputs.book import Book
+from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
+from ..instruments.exposure import compile_book
+from ..margin.mc_es import MarginParams, margin_dataset
+from ..tails import tail_size
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import ConfigError, ResultError
+from ..errors import ConfigError, ResultError
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import dataclasses
 import numpy as np
 import xarray as xr
 
-from .engine import TailResult
-from .settings import real_number
+from ..tails import TailResult
+from ..common.settings import real_number
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
 

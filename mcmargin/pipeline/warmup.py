@@ -20,11 +20,11 @@ def warm_up(verbose: bool = True) -> float:
     """Run a tiny stress job on the NumPy backend so every kernel is compiled and cached; seconds taken."""
     import datetime as dt
 
-    from .engine import Chunking
-    from .margin import MarginParams
-    from .scenarios import build_scenarios
+    from ..engine.graph import Chunking
+    from ..margin.mc_es import MarginParams
+    from ..scenarios import build_scenarios
     from .stress import run_stress
-    from .synthetic import synthetic_book
+    from ..inputs.synthetic import synthetic_book
 
     t0 = time.perf_counter()
     book = synthetic_book(n_accounts=200, valuation_date=dt.date(2026, 11, 25))

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import pricing
-from .book import Book
+from . import black_scholes as pricing
+from ..inputs.book import Book
 
 DAYS_PER_YEAR_OPTIONS = 365.0  # option time: (expiry - valuation_date) in days / 365
 

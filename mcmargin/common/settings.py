@@ -18,9 +18,18 @@ import fnmatch
 import math
 from collections.abc import Callable, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
-__all__ = ["whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES"]
+__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES"]
+
+
+def plain(cfg) -> dict:
+    """A config section as a plain dict: an OmegaConf ``DictConfig`` resolved, any other mapping copied."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
 
 
 def _is_number(value) -> bool:
