@@ -11,7 +11,7 @@ short unit of each instrument), ``nnz`` holdings entries and ``N`` scenarios::
 all cores (the best of the OpenBLAS kernels tried), ``compare_rate`` the
 measured rate of ``np.greater`` against a threshold on blocks that stay in
 cache, on all cores (the loss matrix need never travel through main memory),
-and the revaluation time that of ``mcmargin.exposure.revalue`` alone over
+and the revaluation time that of ``mcmargin.instruments.revaluation.revalue`` alone over
 every chunk (draws excluded) measured at each point, the faster of one
 thread and one thread per core.  Memory traffic is not
 counted: the floor is what arithmetic alone costs.

@@ -68,7 +68,7 @@ def warm_up():
 def run_point(accounts: int, scenarios: int, instruments, *, analyst_budget: float, ql_budget_s: float,
               profile: str | None = None) -> dict:
     from mcmargin import MarginParams, run_stress, tail_size
-    from mcmargin.instruments.exposure import column_pnl, compile_book
+    from mcmargin.aggregation import column_pnl, compile_book
 
     from . import references as ref
     from . import workload
@@ -129,7 +129,7 @@ def run_point(accounts: int, scenarios: int, instruments, *, analyst_budget: flo
     acc_rows = compiled.rows("accounts")
     h_acc = h[acc_rows]
     out.update(accounts=int(compiled.accounts.size), instruments=int(compiled.n_instruments),
-               options=int(np.asarray(compiled.opt_strike).size), columns=int(compiled.n_columns),
+               options=int(np.asarray(compiled.options.strike).size), columns=int(compiled.n_columns),
                rows=int(h.shape[0]), nnz=int(h.nnz), account_nnz=int(h_acc.nnz),
                factor_nnz=int(compiled.exposures.nnz),
                positions=int(h_acc[:, :compiled.n_instruments].nnz))

@@ -1,7 +1,7 @@
 """The two references the engine is measured against, and its revaluation alone.
 
 (a) :func:`analyst_tails` -- what a risk analyst would write: the P&L matrix
-    per unit of every column is computed once (``mcmargin.exposure.revalue``
+    per unit of every column is computed once (``mcmargin.instruments.revaluation.revalue``
     on the NumPy backend); then, for each account, ``quantity x`` the per-unit
     P&L vector of each of its positions and collateral assets is added up
     with NumPy, and the tail is taken with ``np.partition``.  The P&L vectors
@@ -15,7 +15,7 @@
     (spot and vol quotes set, then ``NPV()``; the option objects are built
     once, which is QuantLib's fastest way to reprice).
 
-:func:`time_revalue` times ``mcmargin.exposure.revalue`` alone over every
+:func:`time_revalue` times ``mcmargin.instruments.revaluation.revalue`` alone over every
 scenario chunk (draws excluded), sequentially on one core and on a thread
 pool with one thread per core.
 """
@@ -41,7 +41,7 @@ def draw_chunks(scenarios, chunk: int):
 def time_revalue(compiled, chunks, threads: int):
     """Revalue every chunk; return (pnl [scenarios x columns], sequential s, parallel s)."""
     from mcmargin import get_backend
-    from mcmargin.instruments.exposure import revalue, to_backend
+    from mcmargin.instruments.revaluation import revalue, to_backend
 
     b = get_backend("numpy")
     bb = to_backend(compiled, b)
@@ -122,16 +122,16 @@ class QuantLibBook:
         ql.Settings.instance().evaluationDate = today
         dc = ql.Actual365Fixed()
         cal = ql.NullCalendar()
-        rate = ql.YieldTermStructureHandle(ql.FlatForward(today, compiled.rate, dc))
+        rate = ql.YieldTermStructureHandle(ql.FlatForward(today, compiled.options.rate, dc))
         div = ql.YieldTermStructureHandle(ql.FlatForward(today, 0.0, dc))
-        self.asset = np.asarray(compiled.opt_asset)
-        self.spot0 = np.asarray(compiled.opt_spot, dtype=float)
-        self.vol0 = np.asarray(compiled.opt_vol, dtype=float)
-        self.size = np.asarray(compiled.opt_size, dtype=float)
-        self.value0 = np.asarray(compiled.opt_value, dtype=float)
-        self.is_call = np.asarray(compiled.opt_is_call, dtype=bool)
-        self.strike = np.asarray(compiled.opt_strike, dtype=float)
-        self.expiry = np.asarray(compiled.opt_expiry_after, dtype=float)  # years after the horizon
+        self.asset = np.asarray(compiled.options.asset)
+        self.spot0 = np.asarray(compiled.options.spot, dtype=float)
+        self.vol0 = np.asarray(compiled.options.vol, dtype=float)
+        self.size = np.asarray(compiled.options.size, dtype=float)
+        self.value0 = np.asarray(compiled.options.value, dtype=float)
+        self.is_call = np.asarray(compiled.options.is_call, dtype=bool)
+        self.strike = np.asarray(compiled.options.strike, dtype=float)
+        self.expiry = np.asarray(compiled.options.expiry_after, dtype=float)  # years after the horizon
         self.spot_q, self.vol_q, self.options = [], [], []
         self.day_error = 0.0
         for j in range(self.strike.size):

@@ -342,7 +342,7 @@ def report(results, machine, *, command: str, started: dt.datetime, elapsed: flo
     out.append(
         "(a) = per account, `pnl += qty * pnl_per_unit[column]` over its positions and collateral (NumPy, P&L "
         "vectors contiguous per column), then `np.partition` for the m worst, ES = their mean; P&L matrix from "
-        "`mcmargin.exposure.revalue` computed once beforehand and **not** counted in (a) (the '(a) / compute' "
+        "`mcmargin.instruments.revaluation.revalue` computed once beforehand and **not** counted in (a) (the '(a) / compute' "
         "ratio is therefore conservative; the engine's compute also covers groups and ±unit rows that (a) skips). "
         "The check compares the engine's `es` and `var` at q = 0.99 and `im` with (a)'s, relative error "
         f"|x−y|/max(|x|,|y|), PASS when ≤ {TOLERANCE:g}. (b) = QuantLib `AnalyticEuropeanEngine` repricing each "

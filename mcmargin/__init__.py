@@ -9,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "get_backend": ".backend", "Book": ".inputs.book", "Chunking": ".engine", "ConfigError": ".errors",
-    "InputError": ".errors", "McMarginError": ".errors", "MarginParams": ".margin",
+    "InputError": ".errors", "McMarginError": ".errors", "MarginParams": ".margin", "MarginModel": ".margin",
     "ScenarioModel": ".scenarios", "build_scenarios": ".scenarios", "run_stress": ".pipeline.stress",
     "tail_size": ".tails", "synthetic_book": ".inputs.synthetic",
 }

@@ -10,7 +10,7 @@ moving arrays in and out.
 Backends
 --------
 ``numpy``  the reference, on the CPU (with an optional compiled fast path,
-           :mod:`mcmargin.fastpath`, switched by ``engine.fast_path``).
+           :mod:`mcmargin.engine.kernels.fused`, switched by ``engine.fast_path``).
 ``jax``    JAX with 64-bit floats, on its default device (GPU when present).
 ``cupy``   CuPy on the current CUDA device.
 ``array_api_strict``  the strict standard implementation; tests only: it
@@ -60,10 +60,17 @@ def _numpy_backend() -> Backend:
                    lambda a: np.asarray(a, dtype=np.float64), np.asarray)
 
 
-def _jax_backend() -> Backend:
-    from .scenarios import rng
+@functools.cache
+def jax_x64():
+    """JAX with 64-bit floats (money and tails in float64), imported on first use; every JAX user goes through it."""
+    import jax
 
-    rng.enable_x64()  # before any JAX array exists
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _jax_backend() -> Backend:
+    jax_x64()  # before any JAX array exists
     import jax
     import jax.numpy as jnp
     from jax.scipy.special import ndtr

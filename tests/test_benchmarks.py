@@ -24,4 +24,6 @@ def test_task_time_split_runs(capsys):
     for name in ("fold (fused)", "pilot", "VaR/ES", "draws + revaluation"):
         assert name in out
     from mcmargin.engine import graph as engine
-    assert engine._fold_fused.__module__ == "mcmargin.engine.graph" and not hasattr(engine._fold_fused, "__wrapped__")
+    from mcmargin.engine.kernels.fused import FusedKernel
+    for f in (engine._finish, FusedKernel.fold, FusedKernel.start):
+        assert not hasattr(f, "__wrapped__")

@@ -7,8 +7,9 @@ import scipy.sparse as sp
 from conftest import SCENARIOS_2F
 from mcmargin import Chunking, build_scenarios, get_backend, run_stress
 from mcmargin.engine import graph as engine
-from mcmargin.instruments import exposure
-from mcmargin import tails
+from mcmargin import aggregation, tails
+from mcmargin.engine.kernels import fused, reference
+from mcmargin.instruments import revaluation
 from mcmargin.inputs.synthetic import synthetic_book
 
 FIGURES = ("equity", "im", "isolated_im", "margin_call", "var", "es", "group_im", "group_es", "group_equity",
@@ -74,32 +75,32 @@ def test_kernels_under_jax_jit_match_numpy(book, scen):
     import jax
 
     jb, nb = get_backend("jax"), get_backend("numpy")
-    cb = exposure.compile_book(book, scen.horizon_days)
+    cb = aggregation.compile_book(book, scen.horizon_days)
     shock, vol_shock = scen.draw(0, 500, jb)
-    on_jax = exposure.to_backend(cb, jb)
-    pnl_jit = jax.jit(lambda s, v: exposure.revalue(jb, on_jax, s, v))(shock, vol_shock)
-    pnl_np = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 500, nb))
+    on_jax = revaluation.to_backend(cb, jb)
+    pnl_jit = jax.jit(lambda s, v: revaluation.revalue(jb, on_jax, s, v))(shock, vol_shock)
+    pnl_np = revaluation.revalue(nb, revaluation.to_backend(cb, nb), *scen.draw(0, 500, nb))
     np.testing.assert_allclose(np.asarray(pnl_jit), pnl_np, rtol=1e-12, atol=1e-9)
 
     h = jb.asarray(cb.exposures[:40].toarray())
-    fold = jax.jit(lambda t, p: tails.fold_chunk(jb, t, h, p, 5))
-    t1 = fold(tails.fold_chunk(jb, None, h, pnl_jit[:250], 5), pnl_jit[250:])
-    ref = tails.fold_chunk(nb, None, cb.exposures[:40], pnl_np, 5)
+    fold = jax.jit(lambda t, p: reference.fold_chunk(jb, t, h, p, 5))
+    t1 = fold(reference.fold_chunk(jb, None, h, pnl_jit[:250], 5), pnl_jit[250:])
+    ref = reference.fold_chunk(nb, None, cb.exposures[:40], pnl_np, 5)
     np.testing.assert_allclose(tails.sorted_tail(np.asarray(t1)), tails.sorted_tail(ref), rtol=1e-12, atol=1e-9)
 
 
 def test_kernels_under_array_api_strict(book, scen):
     """The strict namespace rejects NumPy-only behaviour that would break on CuPy or JAX."""
     sb, nb = get_backend("array_api_strict"), get_backend("numpy")
-    cb = exposure.compile_book(book, scen.horizon_days)
+    cb = aggregation.compile_book(book, scen.horizon_days)
     shock, vol_shock = scen.draw(0, 300, sb)
     assert type(shock).__module__.startswith("array_api_strict")
-    pnl = exposure.revalue(sb, exposure.to_backend(cb, sb), shock, vol_shock)
-    ref = exposure.revalue(nb, exposure.to_backend(cb, nb), *scen.draw(0, 300, nb))
+    pnl = revaluation.revalue(sb, revaluation.to_backend(cb, sb), shock, vol_shock)
+    ref = revaluation.revalue(nb, revaluation.to_backend(cb, nb), *scen.draw(0, 300, nb))
     np.testing.assert_allclose(np.asarray(pnl), ref, rtol=1e-12, atol=1e-9)
-    t = tails.fold_chunk(sb, None, sb.asarray(cb.exposures[:30].toarray()), pnl, 4)
+    t = reference.fold_chunk(sb, None, sb.asarray(cb.exposures[:30].toarray()), pnl, 4)
     np.testing.assert_allclose(tails.sorted_tail(np.asarray(t)),
-                               tails.sorted_tail(tails.fold_chunk(nb, None, cb.exposures[:30], ref, 4)), rtol=1e-12, atol=1e-9)
+                               tails.sorted_tail(reference.fold_chunk(nb, None, cb.exposures[:30], ref, 4)), rtol=1e-12, atol=1e-9)
 
 
 def test_auto_backend_follows_the_devices_present():
@@ -121,9 +122,9 @@ def test_auto_backend_follows_the_devices_present():
 def test_pilot_threshold_is_exact_and_rows_below_it_are_recomputed(book, scen, monkeypatch):
     """A pilot threshold set far too high (the pilot chunk's maximum) must not change any figure."""
     ref = run_stress(book, scen, chunking=Chunking(500, 64), fast_path=False)
-    monkeypatch.setattr(engine, "PILOT_FACTOR", 1e-9)
-    monkeypatch.setattr(engine, "PILOT_MIN", 1)
-    cb = exposure.compile_book(book, scen.horizon_days)
+    monkeypatch.setattr(fused, "PILOT_FACTOR", 1e-9)
+    monkeypatch.setattr(fused, "PILOT_MIN", 1)
+    cb = aggregation.compile_book(book, scen.horizon_days)
     result = engine.compute_tails(cb, scen, [0.99, 0.995], chunking=Chunking(500, 64))
     assert result.timings["pilot"] == [500, 1] and result.timings["rows_recomputed"] > 0
     got = run_stress(book, scen, chunking=Chunking(500, 64))
@@ -140,19 +141,19 @@ def test_blocks_in_flight_change_no_figure(book, scen):
 
 
 def test_pilot_thresholds_are_order_statistics_of_the_sample(book, scen):
-    cb = exposure.compile_book(book, scen.horizon_days)
+    cb = aggregation.compile_book(book, scen.horizon_days)
     h = cb.exposures
     empty = np.diff(h.indptr) == 0
     assert empty.any(), "the fixture should have rows without holdings (cash-only accounts)"
     pnl_t = engine._revalue_chunk(engine._to_backend(cb, "numpy"), scen, "numpy", 0, 1000, True)
-    state = engine._pilot_state(h, pnl_t, 30, (700, 9))
+    state = fused.pilot_state(h, pnl_t, 30, (700, 9))
     brute = -np.sort(h @ pnl_t[:, :700], axis=1)[:, 8]         # 9th largest loss of the first 700
     np.testing.assert_array_equal(state.threshold[~empty], brute[~empty])
     assert np.all(state.threshold[empty] == -np.inf)
 
 
 def test_rows_without_holdings_lose_exactly_zero_and_are_not_recomputed(book, scen):
-    cb = exposure.compile_book(book, scen.horizon_days)
+    cb = aggregation.compile_book(book, scen.horizon_days)
     result = engine.compute_tails(cb, scen, [0.99], chunking=Chunking(500, 64))
     assert result.timings["pilot"] and result.timings["rows_recomputed"] == 0
     empty = np.diff(cb.exposures.indptr) == 0
@@ -173,7 +174,7 @@ def test_scheduler_threads():
 
 
 def test_pilot_size():
-    assert engine.pilot_size(1000, 100_000, 7543) == (4096, 66)
-    assert engine.pilot_size(1000, 100_000, 2000) == (2000, 32)
-    assert engine.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
-    assert engine.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample
+    assert fused.pilot_size(1000, 100_000, 7543) == (4096, 66)
+    assert fused.pilot_size(1000, 100_000, 2000) == (2000, 32)
+    assert fused.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
+    assert fused.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample

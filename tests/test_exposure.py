@@ -7,7 +7,8 @@ from scipy.special import ndtr
 from conftest import SCENARIOS_2F
 from mcmargin import build_scenarios, get_backend
 from mcmargin.instruments import black_scholes as pricing
-from mcmargin.instruments.exposure import column_pnl, compile_book, revalue, to_backend
+from mcmargin.aggregation import column_pnl, compile_book
+from mcmargin.instruments.revaluation import revalue, to_backend
 
 
 def test_column_pnl_follows_each_contract_rule(small_book):
@@ -56,7 +57,7 @@ def test_exact_hedges_net_to_nothing(small_frames):
 
 def test_factors_are_assets_then_options(small_book):
     cb = compile_book(small_book, 2)
-    assert cb.n_factors == cb.assets.size + cb.opt_strike.size
+    assert cb.n_factors == cb.assets.size + cb.options.strike.size
     assert cb.exposures.shape == (cb.holdings.shape[0], cb.n_factors)
     # no exposure to cash: it never moves
     usdt = list(cb.assets).index("USDT")
@@ -118,7 +119,7 @@ def test_book_without_options_and_an_unheld_last_asset(small_frames):
     book = book_from_frames(linear, mkt, pos, col, acc, VALUATION)
     cb = compile_book(book, 2)
     assert cb.holdings.shape[1] == cb.n_instruments + cb.assets.size == len(linear) + 4
-    assert cb.opt_strike.size == 0
+    assert cb.options.strike.size == 0
     scen = build_scenarios(dict(SCENARIOS_2F, risk_factors=dict(SCENARIOS_2F["risk_factors"], XRP={"vol": 0.8}),
                                 correlation=[[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 1.0]]),
                            book.assets, book.market["vol"].to_numpy())

@@ -97,11 +97,11 @@ def test_dlpack_hands_jax_draws_to_cupy_without_a_copy(cupy_backend):
 
 def test_cupy_sparse_products_match_scipy(cupy_backend):
     import cupy as cp
-    from mcmargin.engine import graph as engine
+    from mcmargin.engine.kernels.reference import ReferenceKernel
     rng = np.random.default_rng(2)
     h = sp.random(300, 40, density=0.1, random_state=rng, format="csr")
     pnl = rng.standard_normal((500, 40))
-    on = engine._sparse_on("cupy", h)
+    on = ReferenceKernel("cupy").prepare(h)
     got = cp.asnumpy(on @ cp.asarray(pnl).T)
     np.testing.assert_allclose(got, h @ pnl.T, rtol=1e-12, atol=1e-12)
     tail = cp.asnumpy(cupy_backend.top_k(-(on @ cp.asarray(pnl).T), 5))

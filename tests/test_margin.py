@@ -82,11 +82,11 @@ def test_every_figure_matches_the_recompute(margin_book, small_book_dir, margin)
 
 
 def test_margin_confidence_must_be_computed(small_book):
-    from mcmargin.instruments import exposure
+    from mcmargin.aggregation import compile_book
     from mcmargin.engine.graph import compute_tails
-    from mcmargin.margin.mc_es import margin_dataset
+    from mcmargin.margin import margin_dataset
     scen = build_scenarios(dict(SCENARIOS_2F, n=300), small_book.assets, small_book.market["vol"].to_numpy())
-    result = compute_tails(exposure.compile_book(small_book, 2), scen, [0.99])
+    result = compute_tails(compile_book(small_book, 2), scen, [0.99])
     with pytest.raises(ValueError, match="margin.confidence"):
         margin_dataset(result, MarginParams(confidence=0.975))
 

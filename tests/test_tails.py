@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcmargin.engine.kernels import fused as fastpath
+from mcmargin.engine.kernels import fused as fastpath, reference
 from mcmargin import tails
 from mcmargin.backend import get_backend
 
@@ -34,15 +34,15 @@ def _fold_all(path, holdings, pnl, m, chunk):
     if path == "reference":
         state = None
         for s in range(0, pnl.shape[0], chunk):
-            state = tails.fold_chunk(b, state, holdings, pnl[s:s + chunk], m)
+            state = reference.fold_chunk(b, state, holdings, pnl[s:s + chunk], m)
         return tails.sorted_tail(state)
-    state = fastpath.FastTail.empty(holdings.shape[0], m)
+    state = fastpath.empty_state(holdings.shape[0], m)
     h = holdings.tocsr()
     for s in range(0, pnl.shape[0], chunk):
         fastpath.fold_chunk_fused(h.indptr.astype(np.int64), h.indices.astype(np.int64), h.data,
                                   np.ascontiguousarray(pnl[s:s + chunk].T), state.values, state.count,
                                   state.threshold, m, 7)
-    return tails.sorted_tail(state.top())
+    return tails.sorted_tail(fastpath.top(state))
 
 
 @settings(max_examples=40, deadline=None)
@@ -79,12 +79,12 @@ def test_sampled_losses_match_brute_force():
 
 
 def test_top_of_a_row_short_of_m_is_padded_with_minus_infinity():
-    state = fastpath.FastTail.empty(2, 3)
+    state = fastpath.empty_state(2, 3)
     state.values[0, :5] = [4.0, 1.0, 5.0, 2.0, 3.0]
     state.values[1, :2] = [7.0, 6.0]
     state.values[1, 2:] = 99.0                                # garbage past the count is never read
     state.count[:] = [5, 2]
-    top = np.sort(state.top(), axis=1)
+    top = np.sort(fastpath.top(state), axis=1)
     np.testing.assert_array_equal(top, [[3.0, 4.0, 5.0], [-np.inf, 6.0, 7.0]])
 
 

@@ -24,10 +24,12 @@ import uuid
 import dask
 import numpy as np
 
-from ..instruments import exposure
 from .. import tails
-from ..tails import TailResult
+from ..aggregation import CompiledBook
 from ..backend import get_backend
+from ..instruments import revaluation
+from ..tails import TailResult
+from .kernels import TailKernel, select_kernel
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def _clamp(x, lo, hi):
     return int(max(lo, min(hi, x)))
 
 
-def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backend: str = "numpy",
+def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
@@ -78,8 +80,8 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     backend : str
         Array backend name (:mod:`mcmargin.backend`).
     fast_path : bool
-        On the numpy backend, use the fused compiled kernel
-        (:mod:`mcmargin.fastpath`) instead of the array-API reference.
+        On the numpy backend, use the fused compiled kernel instead of the
+        array-API reference (:func:`~.kernels.select_kernel`).
     chunking : Chunking
     scheduler : str or dask Client, optional
         A dask scheduler name (``"threads"``, ``"sync"``, ...) or a ``distributed.Client``; default local threads.
@@ -93,7 +95,7 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
-    fused = fast_path and b.name == "numpy"
+    kernel = select_kernel(b.name, fast_path)
     n = scenarios.n
     n_rows = book.exposures.shape[0]
     confidences = [float(q) for q in confidences]
@@ -112,16 +114,16 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     for s in starts:
         pnl.append(f"revalue-{run}-{s}")
         dsk[pnl[-1]] = (_revalue_chunk, f"priced-{run}", f"scenarios-{run}", b.name, s,
-                        min(s + ch.scenarios, n), fused)
-    pilot = pilot_size(m, n, ch.scenarios) if fused else None
+                        min(s + ch.scenarios, n), kernel.transposed)
+    plan = kernel.plan(m, n, ch.scenarios)
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
     out = []
     for i, r0 in enumerate(blocks):
         # Block i starts once block i - lanes is done: only `lanes` tails are
         # alive at a time, and a finished block's memory (warm, already
         # mapped) serves the next one.
-        out.append(_block_tasks(dsk, book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, b.name, fused,
-                                pilot, f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
+        out.append(_block_tasks(dsk, kernel, book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, plan,
+                                f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
@@ -133,58 +135,28 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(pilot or ()), "rows_recomputed": int(redone)})
+                       "pilot": list(plan or ()), "rows_recomputed": int(redone)})
 
 
-#: With a pilot, each row's threshold is set so that about this many times m
-#: losses are expected above it over the whole run (docs/architecture.md).
-PILOT_FACTOR = 1.6
-#: Fewest pilot order statistics a threshold is read from.
-PILOT_MIN = 16
-#: Pilot sample: the first scenarios of the first chunk (its losses are
-#: materialised and partitioned, about twice a thresholded fold's cost per
-#: scenario, so the sample is kept small).
-PILOT_SCENARIOS = 4096
-#: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
-PILOT_ROWS = 64
-
-
-def pilot_size(m: int, n: int, chunk: int):
-    """(sample, j): a row's pilot threshold is the j-th largest of its first ``sample`` losses.
-
-    With ``j = 1.6 m sample / N`` about 1.6 m losses are expected above it
-    over the run; the sampling error of a j-th order statistic is about
-    1 / sqrt(j) relative, so fewer than m (a recompute) is rare.  None
-    when a pilot does not pay: a single chunk, or a threshold that would
-    sit in the middle of the sample.
-    """
-    if chunk >= n:
-        return None
-    sample = min(chunk, PILOT_SCENARIOS)
-    j = max(PILOT_MIN, math.ceil(PILOT_FACTOR * m * sample / n))
-    return (sample, j) if 4 * j <= sample else None
-
-
-def _block_tasks(dsk, h, starts, pnl, m, sizes, backend_name, fused, pilot, key, after=None):
-    """Add one row block's tasks to ``dsk``: an optional pilot, the chain of folds, VaR/ES.
+def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None):
+    """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
     Returns the key of the block's (var, es, rows recomputed).
     """
     if after is not None:
         dsk[f"lane-{key}"] = (_after, h, after)
         h = f"lane-{key}"
-    if not fused:  # the block's holdings go to the backend (device) once, not once per chunk
-        dsk[f"holdings-{key}"] = (_sparse_on, backend_name, h)
-        h = f"holdings-{key}"
+    # The block's holdings in the kernel's form (on the device) once, not once per chunk.
+    dsk[f"holdings-{key}"] = (kernel.prepare, h)
+    h = f"holdings-{key}"
     state = None
-    if pilot:
-        state = f"pilot-{key}"
-        dsk[state] = (_pilot_state, h, pnl[0], m, list(pilot))
-    fold = _fold_fused if fused else _fold_reference
+    if plan is not None:
+        state = f"start-{key}"
+        dsk[state] = (kernel.start, h, pnl[0], m, plan)
     for s, p in zip(starts, pnl):
-        dsk[f"fold-{key}-{s}"] = (fold, state, h, p, m, backend_name)
+        dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, state, h, list(pnl), sizes, backend_name, fused)
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes)
     return f"tail-{key}"
 
 
@@ -239,88 +211,26 @@ def _run_graph(dsk, keys, scheduler, progress):
 def _revalue_chunk(priced, scenarios, backend_name, start, stop, transposed):
     b = get_backend(backend_name)
     shock, vol_shock = scenarios.draw(start, stop, b)
-    pnl = exposure.revalue(b, priced, shock, vol_shock)
+    pnl = revaluation.revalue(b, priced, shock, vol_shock)
     if transposed:  # the fused kernel streams column rows: [columns x scenarios]
         return np.ascontiguousarray(np.asarray(pnl).T)
     return pnl
 
 
 def _to_backend(book, backend_name):
-    return exposure.to_backend(book, get_backend(backend_name))
+    return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _fold_reference(state, holdings, pnl, m, backend_name):
-    return tails.fold_chunk(get_backend(backend_name), state, holdings, pnl, m)
-
-
-def _sparse_on(backend_name, holdings):
-    """The holdings block as a sparse (dense for array-api-strict) matrix of the backend."""
-    b = get_backend(backend_name)
-    if b.name == "numpy":
-        return holdings
-    if b.name == "cupy":
-        import cupyx.scipy.sparse as csp
-        return csp.csr_matrix(holdings)
-    if b.name == "jax":
-        from jax.experimental import sparse as jsp
-        return jsp.BCSR.from_scipy_sparse(holdings)
-    return b.asarray(holdings.toarray())
-
-
-def _fold_fused(state, holdings, pnl_t, m, backend_name):
-    from .kernels import fused as fastpath
-
-    if state is None:
-        state = fastpath.FastTail.empty(holdings.shape[0], m)
-    fastpath.fold_chunk_fused(*fastpath.csr_arrays(holdings), pnl_t, state.values, state.count,
-                              state.threshold, m, fastpath.TILE)
-    return state
-
-
-def _pilot_state(holdings, pnl_t, m, pilot):
-    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample.
-
-    A row with no holdings loses exactly 0 in every scenario: it gets no
-    pilot (-inf), since no loss would beat a threshold of 0.
-    """
-    from .kernels import fused as fastpath
-
-    sample, j = pilot
-    indptr, indices, data = fastpath.csr_arrays(holdings)
-    state = fastpath.FastTail.empty(holdings.shape[0], m)
-    # A few rows at a time, so the sampled losses stay in cache for the partition.
-    sampled = np.empty((PILOT_ROWS, sample))
-    for r0 in range(0, holdings.shape[0], PILOT_ROWS):
-        part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
-        fastpath.losses(indptr, indices, data, pnl_t, part, r0)
-        part.partition(sample - j, axis=1)
-        state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
-    state.threshold[np.diff(indptr) == 0] = -np.inf
-    return state
-
-
-def _finish(state, holdings, pnl, sizes, backend_name="numpy", fused=True):
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes):
     """(var, es, rows recomputed) of a row block from its final tail state.
 
-    VaR and ES are [rows x len(sizes)].  On the fused path, rows that kept
-    fewer than m losses (a pilot threshold above their m-th largest, rare by
-    design) are folded again over every chunk with no threshold: exact.
+    VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
     """
     m = max(sizes)
-    if fused:
-        top = state.top()
-        short = np.flatnonzero(state.count < m)
-        if short.size:
-            again, rows = None, holdings[short]
-            for p in pnl:
-                again = _fold_fused(again, rows, p, m, backend_name)
-            top[short] = again.top()
-    else:
-        top = np.asarray(get_backend(backend_name).to_numpy(state), dtype=np.float64)
-        short = ()
+    top, recomputed = kernel.finish(state, holdings, pnl, m)
     ordered = np.sort(top[:, :m], axis=1)
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
     for j, k in enumerate(sizes):
         var[:, j], es[:, j] = tails.var_es(ordered, k)
-    return var, es, len(short)
+    return var, es, recomputed

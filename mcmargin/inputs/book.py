@@ -2,8 +2,8 @@
 
 A :class:`Book` holds validated, normalised tables (pandas DataFrames) with
 the columns of the input data contract (docs/architecture.md, "Inputs").
-Loaders (:mod:`mcmargin.io`) and the synthetic exchange
-(:mod:`mcmargin.synthetic`) both produce a Book; the engine consumes it.
+Loaders (:mod:`mcmargin.inputs.files`) and the synthetic exchange
+(:mod:`mcmargin.inputs.synthetic`) both produce a Book; the engine consumes it.
 
 Normalised columns and dtypes
 -----------------------------
@@ -35,8 +35,8 @@ import functools
 import numpy as np
 import pandas as pd
 
-INSTRUMENT_KINDS = ("spot", "perpetual", "future", "option")
-OPTION_TYPES = ("call", "put")
+from ..instruments import KINDS as INSTRUMENT_KINDS  # noqa: E402  (every family's kinds)
+from ..instruments.options import OPTION_TYPES  # noqa: E402
 
 INSTRUMENT_COLUMNS = ("instrument", "kind", "underlying", "settle", "inverse", "contract_size",
                       "expiry", "strike", "option_type", "vol")

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, OPTION_TYPES, POSITION_COLUMNS, Book)
+from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, POSITION_COLUMNS, Book)
 from ..common.dates import iso as _iso
+from .. import instruments as instrument_families
 from ..errors import InputError
 
 __all__ = ["TABLES", "REQUIRED_TABLES", "read_table", "load_book", "load_book_dir", "book_from_frames",
@@ -565,9 +566,8 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
     kind = pd.Series(_text(table, "kind"), dtype=object).str.lower().to_numpy(dtype=object)
     _check(table, ~np.isin(kind, INSTRUMENT_KINDS), "kind",
            f"unknown kind {{value}}; expected one of {', '.join(INSTRUMENT_KINDS)}")
-    spot, option = kind == "spot", kind == "option"
-    linear_derivative = np.isin(kind, ("perpetual", "future"))
-    dated = np.isin(kind, ("future", "option"))
+    option = kind == "option"
+    dated = np.isin(kind, instrument_families.DATED)
 
     assets = market["asset"].to_numpy(dtype=object)
     underlying = _ids(table, "underlying")
@@ -578,9 +578,8 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
     inverse, no_inverse = _flags(table, "inverse")
     # Whether a perpetual or future is coin-margined changes its P&L completely, so it
     # must be said; spot can't be inverse and options default to the usual linear kind.
-    _check(table, no_inverse & linear_derivative, "inverse",
-           lambda i: f"empty inverse flag: a {kind[i]} must say whether it is inverse (true/false)")
-    _check(table, inverse & spot, "inverse", "a spot instrument cannot be inverse")
+    for bad, column, message in instrument_families.linear.row_problems(kind, inverse, no_inverse):
+        _check(table, bad, column, message)
     _check(table, inverse & (settle != underlying), "settle",
            lambda i: f"an inverse {kind[i]} settles in its underlying {underlying[i]!r}, not {settle[i]!r}")
 
@@ -597,22 +596,16 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
 
     _require_column_where(table, "strike", option, "options need a strike")
     strike = _numbers(table, "strike", default=np.nan, where=option) if table.has("strike") else np.full(n, np.nan)
-    _check(table, option & ~(strike > 0), "strike", "an option needs a strike > 0, got {value}")
-
     _require_column_where(table, "option_type", option, "options need an option_type (call or put)")
     option_type = (pd.Series(_text(table, "option_type", where=option), dtype=object).str.lower()
                    .to_numpy(dtype=object) if table.has("option_type") else np.full(n, "", dtype=object))
-    _check(table, option & ~np.isin(option_type, OPTION_TYPES), "option_type",
-           f"unknown option_type {{value}}; expected one of {', '.join(OPTION_TYPES)}")
-
     vol = _numbers(table, "vol", default=np.nan) if table.has("vol") else np.full(n, np.nan)
     _check(table, vol < 0, "vol", "vol must be >= 0, got {value}")
     market_vol = pd.Series(market["vol"].to_numpy(), index=assets).reindex(underlying).to_numpy()
     effective_vol = np.where(np.isnan(vol), market_vol, vol)
-    _check(table, option & ~(effective_vol > 0), "vol",
-           lambda i: f"option on {underlying[i]!r} has no volatility: " + (
-               "its vol is 0" if not np.isnan(vol[i]) else
-               f"the market vol of {underlying[i]!r} is 0 and the instrument gives no vol"))
+    for bad, column, message in instrument_families.options.row_problems(option, strike, option_type, vol,
+                                                                         effective_vol, underlying):
+        _check(table, bad, column, message)
 
     return _frame({"instrument": instrument, "kind": kind, "underlying": underlying, "settle": settle,
                    "inverse": inverse.astype(bool), "contract_size": contract_size, "expiry": expiry,

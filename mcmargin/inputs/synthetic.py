@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from ..instruments.black_scholes import black_scholes, black_scholes_delta
 from .book import Book
 from .files import book_from_frames, write_book
 
@@ -299,14 +300,10 @@ def _option_rows(chain, valuation_date: dt.date) -> list[dict]:
 
 
 def _black_scholes(spot, strike, years, vol, is_call):
-    """Black-Scholes value and delta (zero rate); NaN where not an option."""
+    """Black-Scholes value and delta (zero rate) from the package's one pricer; NaN where not an option."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd = vol * np.sqrt(years)
-        d1 = (np.log(spot / strike) + 0.5 * sd * sd) / sd
-        d2 = d1 - sd
-        call = spot * ndtr(d1) - strike * ndtr(d2)
-        put = strike * ndtr(-d2) - spot * ndtr(-d1)
-        return np.where(is_call, call, put), np.where(is_call, ndtr(d1), ndtr(d1) - 1.0)
+        return (black_scholes(np, ndtr, spot, strike, years, vol, is_call),
+                black_scholes_delta(np, ndtr, spot, strike, years, vol, is_call))
 
 
 # ============================================================================ accounts

@@ -46,3 +46,13 @@ def black_scholes(xp, norm_cdf, spot, strike, expiry_years, vol, is_call, rate=0
     intrinsic = xp.where(is_call, xp.maximum(spot - strike, 0.0), xp.maximum(strike - spot, 0.0))
     return xp.where(alive, value, intrinsic)
 
+
+
+def black_scholes_delta(xp, norm_cdf, spot, strike, expiry_years, vol, is_call, rate=0.0):
+    """dV/dS of :func:`black_scholes` (alive lanes with a positive vol; N(d1) or N(d1) - 1)."""
+    t = xp.where(expiry_years > 0, expiry_years, 1.0)
+    sd = vol * xp.sqrt(t)
+    sd = xp.where(sd > 0, sd, 1.0)
+    d1 = (xp.log(spot / strike) + (rate + 0.5 * vol * vol) * t) / sd
+    n1 = norm_cdf(d1)
+    return xp.where(is_call, n1, n1 - 1.0)

@@ -1,5 +1,15 @@
-"""Margin models: from the tails of a run's holdings rows to requirements (docs/methodology.md, section 5)."""
+"""Margin models: from a run's tails (or grid losses, or the book alone) to requirements (docs/methodology.md, section 5).
 
-from .mc_es import ROUNDING_FLOOR, MarginParams, margin_dataset, margin_saving
+- :mod:`.base`: :class:`MarginModel` (what a model provides), the registry
+  (:func:`register`, :func:`build_margin_model`), :class:`MarginParams`
+  shared by every model, and :func:`margin_dataset`, the figures every
+  model's dataset has;
+- :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model.
+"""
 
-__all__ = ["ROUNDING_FLOOR", "MarginParams", "margin_dataset", "margin_saving"]
+from .base import (REDUCTIONS, MarginInputs, MarginModel, MarginParams, Requirement, as_model, build_margin_model,
+                   known_models, margin_dataset, register)
+from .mc_es import ROUNDING_FLOOR, McEs, margin_saving
+
+__all__ = ["REDUCTIONS", "ROUNDING_FLOOR", "MarginInputs", "MarginModel", "MarginParams", "McEs", "Requirement",
+           "as_model", "build_margin_model", "known_models", "margin_dataset", "margin_saving", "register"]

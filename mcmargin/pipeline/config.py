@@ -15,7 +15,7 @@ from pathlib import Path
 from ..inputs.book import Book
 from ..engine.graph import TASK_BUDGET, Chunking
 from ..errors import ConfigError
-from ..margin.mc_es import MarginParams
+from ..margin import MarginModel, MarginParams, build_margin_model
 from ..common.settings import STRESS_RULES, check_settings, one_of, real_number, whole_number
 
 log = logging.getLogger(__name__)
@@ -77,21 +77,22 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     return book
 
 
-def margin_from_config(margin: Mapping) -> MarginParams:
-    if margin.get("model", "mc_es") != "mc_es":
-        raise ConfigError("margin.model", f"unknown margin model {margin.get('model')!r}; known: mc_es")
+def margin_model_from_config(margin: Mapping) -> MarginModel:
+    """The margin model ``margin.model`` names (any registered model), checked key by key."""
     check_settings({"margin": dict(margin)}, STRESS_RULES)
-    for key in ("confidence", "buffer", "maintenance_ratio"):
-        if key not in margin:
-            raise ConfigError(f"margin.{key}", "is required")
-    return MarginParams(confidence=margin["confidence"], buffer=margin["buffer"],
-                        maintenance_ratio=margin["maintenance_ratio"])
+    return build_margin_model(margin)
 
 
-def confidences_from_config(output: Mapping, margin: MarginParams) -> list[float]:
+def margin_from_config(margin: Mapping) -> MarginParams:
+    """The parameters every margin model shares (``margin.confidence``, ``buffer``, ``maintenance_ratio``)."""
+    return margin_model_from_config(margin).params
+
+
+def confidences_from_config(output: Mapping, margin: MarginParams | MarginModel) -> list[float]:
     qs = output.get("confidence") or []
     check_settings({"output": {"confidence": qs}}, STRESS_RULES)
-    return sorted({float(q) for q in qs} | {margin.confidence})
+    own = margin.confidences() if isinstance(margin, MarginModel) else (margin.confidence,)
+    return sorted({float(q) for q in qs} | set(own))
 
 
 def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:

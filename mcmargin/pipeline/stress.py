@@ -17,11 +17,13 @@ import time
 import numpy as np
 import xarray as xr
 
+from ..aggregation import compile_book
 from ..backend import get_backend
-from ..inputs.book import Book
 from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
-from ..instruments.exposure import compile_book
-from ..margin.mc_es import MarginParams, margin_dataset
+from ..engine.kernels import select_kernel
+from ..inputs.book import Book
+from ..instruments import revaluation
+from ..margin import MarginInputs, MarginModel, MarginParams, as_model, margin_dataset
 from ..tails import tail_size
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ def note_unused_haircuts(book: Book) -> str | None:
             "the haircut-based margin models")
 
 
-def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), confidences=(0.99, 0.995),
+def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = MarginParams(),
+               confidences=(0.99, 0.995),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
@@ -70,9 +73,10 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     book : Book
     scenarios : ScenarioModel
         Its ``assets`` must be the book's market assets, in order.
-    margin : MarginParams
+    margin : MarginModel or MarginParams
+        The margin model (:mod:`mcmargin.margin`); parameters alone mean ``mc_es`` with them.
     confidences : sequence of float
-        q values of ``var``/``es``; ``margin.confidence`` is always included.
+        q values of ``var``/``es``; the model's own confidences are always included.
     backend : str
         ``numpy``, ``jax``, ``cupy``, ``array_api_strict`` or ``auto``.
     fast_path : bool
@@ -100,22 +104,25 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
     """
     if tuple(scenarios.assets) != tuple(book.assets):
         raise ValueError("scenario columns must be the book's market assets in order")
-    for warning in check_tail_sizes(scenarios.n, set(confidences) | {margin.confidence}):
+    model = as_model(margin)
+    confidences = sorted(set(float(q) for q in confidences) | set(model.confidences()))
+    for warning in check_tail_sizes(scenarios.n, confidences):
         log.warning(warning)
-    note = note_unused_haircuts(book)
+    note = note_unused_haircuts(book) if model.name == "mc_es" else None
     if note:
         log.info(note)
     t0 = time.perf_counter()
     b = get_backend(backend)
+    # Every account's and group's tails are reported (var, es); the model asks for any other rows.
     # Option time decay is in calendar days; history models count rows (trading days).
-    compiled = compile_book(book, getattr(scenarios, "horizon_calendar_days", scenarios.horizon_days), rate)
-    confidences = sorted(set(float(q) for q in confidences) | {margin.confidence})
+    compiled = compile_book(book, getattr(scenarios, "horizon_calendar_days", scenarios.horizon_days), rate,
+                            row_kinds=("accounts", "groups") + tuple(model.rows))
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
                            blocks_in_flight=blocks_in_flight)
     t2 = time.perf_counter()
-    ds = margin_dataset(result, margin)
+    ds = margin_dataset(MarginInputs(compiled, result, grid_losses(compiled, model, book.market["vol"].to_numpy(dtype=float))), model)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -125,9 +132,8 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
     timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2, "total_s": t3 - t0}
-    fused = fast_path and b.name == "numpy"
     ds.attrs.update(
-        backend=b.name, device=b.device, kernel="fused (numba)" if fused else "array-api reference",
+        backend=b.name, device=b.device, kernel=select_kernel(b.name, fast_path).label,
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),
         horizon_days=float(scenarios.horizon_days), valuation_date=book.valuation_date.isoformat(),
         chunk_scenarios=result.chunking.scenarios, chunk_rows=result.chunking.rows, tail_size_kept=result.tail_size,
@@ -135,3 +141,18 @@ def run_stress(book: Book, scenarios, *, margin: MarginParams = MarginParams(), 
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
+
+
+def grid_losses(compiled, model: MarginModel, asset_vols):
+    """``[rows x grid]`` losses of every holdings row under a ``"grid"`` model's own scenarios, else None.
+
+    A grid is a handful of deterministic scenarios (SPAN-style scans), so
+    its losses are materialised and the model reduces them as it defines.
+    """
+    grid = model.grid(compiled.assets, asset_vols) if model.reduction == "grid" else None
+    if grid is None:
+        return None
+    shock, vol_shock = (np.asarray(a, dtype=float) for a in grid)
+    nb = get_backend("numpy")
+    pnl = revaluation.revalue(nb, revaluation.to_backend(compiled, nb), shock, vol_shock)
+    return -np.asarray(compiled.exposures @ np.asarray(pnl).T)

@@ -1,6 +1,6 @@
 """Compile the numba kernels ahead of the first run: ``python -m mcmargin.warmup``.
 
-The fused kernels (:mod:`mcmargin.fastpath`) and the NumPy threefry draws
+The fused kernels (:mod:`mcmargin.engine.kernels.fused`) and the NumPy threefry draws
 (:mod:`mcmargin.scenarios.threefry`) are compiled by numba with
 ``cache=True``: the machine code is kept on disk (``__pycache__`` beside the
 sources, or ``NUMBA_CACHE_DIR``) and later processes load it in a fraction
@@ -21,7 +21,7 @@ def warm_up(verbose: bool = True) -> float:
     import datetime as dt
 
     from ..engine.graph import Chunking
-    from ..margin.mc_es import MarginParams
+    from ..margin import MarginParams
     from ..scenarios import build_scenarios
     from .stress import run_stress
     from ..inputs.synthetic import synthetic_book

@@ -25,23 +25,20 @@ import functools
 
 import numpy as np
 
+from ..backend import jax_x64
 from . import threefry
 
 NORMAL, MIXING, BOOTSTRAP = 0, 1, 2
 
 
-@functools.cache
 def _jax():
     """JAX with 64-bit floats (money and tails in float64, design.md), imported on first use."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    return jax
+    return jax_x64()
 
 
 def enable_x64():
     """Import JAX with 64-bit floats enabled (for backends that compute in JAX)."""
-    _jax()
+    jax_x64()
 
 
 @functools.cache

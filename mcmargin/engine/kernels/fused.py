@@ -1,6 +1,6 @@
 """Compiled CPU fast path: fused aggregation and tail selection (Numba).
 
-The reference path (:func:`mcmargin.tails.fold_chunk`) materialises the
+The reference path (:func:`.reference.fold_chunk`) materialises the
 losses of a block of rows for a whole chunk, then selects.  Here each row's
 losses for a tile of scenarios are accumulated in a small buffer that stays
 in L1 cache and are compared at once with the row's running threshold (the
@@ -13,23 +13,25 @@ full the row's values are partitioned back to the top m.
 Exactness: every loss is formed by the same sum, in the order of the
 row's holdings, as the reference; the kept set is the exact top m.
 
-State per row block (:class:`FastTail`): ``values[rows, m + stage + tile]``
+State per row block (:class:`~.base.TailState`): ``values[rows, m + stage + tile]``
 (top-m set in the first m slots, staged candidates after), ``count[rows]``
 (values held), ``threshold[rows]`` (-inf until m values are held).
 
-A threshold may be preset (a *pilot*, :func:`mcmargin.engine.pilot_size`):
+A threshold may be preset (a *pilot*, :func:`pilot_size`):
 only losses above it are kept from the start, which saves most of the
 candidate traffic of the warm-up.  The kept set is still the exact top m
 whenever at least m losses beat the pilot; a row that ends with
-``count < m`` did not, and the engine recomputes it without a pilot.
+``count < m`` did not, and the engine recomputes it without a pilot (:meth:`FusedKernel.finish`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 
 import numba
 import numpy as np
+
+from .base import TailState
 
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
 SCREEN = 2  # losses counted at once before a branchy scan (fastest of 1, 2, 4, 8, 16)
@@ -39,35 +41,29 @@ def stage_size(m: int) -> int:
     """Candidates staged per row before a compaction (an O(m) partition).
 
     With a pilot threshold about 1.6 m losses beat it over a whole run, so
-    a stage of m leaves most rows to the one partition of :meth:`FastTail.top`
+    a stage of m leaves most rows to the one partition of :func:`top`
     (SIMD, 5x the compiled one); only ``blocks_in_flight`` states are alive
     at a time, so the extra room is cheap.
     """
     return max(m, 64)
 
 
-@dataclasses.dataclass
-class FastTail:
-    values: np.ndarray
-    count: np.ndarray
-    threshold: np.ndarray
-    m: int
+def empty_state(rows: int, m: int) -> TailState:
+    """A state holding nothing yet: room for m + stage + tile losses per row, thresholds -inf."""
+    return TailState(np.empty((rows, m + stage_size(m) + TILE)), np.zeros(rows, dtype=np.int64),
+                     np.full(rows, -np.inf), m)
 
-    @classmethod
-    def empty(cls, rows: int, m: int) -> "FastTail":
-        return cls(np.empty((rows, m + stage_size(m) + TILE)), np.zeros(rows, dtype=np.int64),
-                   np.full(rows, -np.inf), m)
 
-    def top(self) -> np.ndarray:
-        """The kept worst losses per row, ``[rows x m]`` in any order.
+def top(state: TailState) -> np.ndarray:
+    """The kept worst losses per row, ``[rows x m]`` in any order.
 
-        A row with ``count < m`` holds fewer; its missing slots are -inf.
-        The held losses are left in place.  NumPy's partition is used
-        because it is SIMD-accelerated (about 5x the compiled quickselect).
-        """
-        held = max(int(self.count.max(initial=0)), self.m)
-        _pad(self.values, self.count, held)
-        return np.partition(self.values[:, :held], held - self.m, axis=1)[:, held - self.m:]
+    A row with ``count < m`` holds fewer; its missing slots are -inf.
+    The held losses are left in place.  NumPy's partition is used
+    because it is SIMD-accelerated (about 5x the compiled quickselect).
+    """
+    held = max(int(state.count.max(initial=0)), state.m)
+    _pad(state.values, state.count, held)
+    return np.partition(state.values[:, :held], held - state.m, axis=1)[:, held - state.m:]
 
 
 def csr_arrays(holdings):
@@ -210,3 +206,89 @@ def losses(indptr, indices, data, pnl_t, out, first_row):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             for s in range(w):
                 out[i, s0 + s] = -buf[s]
+
+
+# Pilot thresholds (docs/architecture.md, "Pilot thresholds").
+
+#: With a pilot, each row's threshold is set so that about this many times m
+#: losses are expected above it over the whole run.
+PILOT_FACTOR = 1.6
+#: Fewest pilot order statistics a threshold is read from.
+PILOT_MIN = 16
+#: Pilot sample: the first scenarios of the first chunk (its losses are
+#: materialised and partitioned, about twice a thresholded fold's cost per
+#: scenario, so the sample is kept small).
+PILOT_SCENARIOS = 4096
+#: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
+PILOT_ROWS = 64
+
+
+def pilot_size(m: int, n: int, chunk: int):
+    """(sample, j): a row's pilot threshold is the j-th largest of its first ``sample`` losses.
+
+    With ``j = 1.6 m sample / N`` about 1.6 m losses are expected above it
+    over the run; the sampling error of a j-th order statistic is about
+    1 / sqrt(j) relative, so fewer than m (a recompute) is rare.  None
+    when a pilot does not pay: a single chunk, or a threshold that would
+    sit in the middle of the sample.
+    """
+    if chunk >= n:
+        return None
+    sample = min(chunk, PILOT_SCENARIOS)
+    j = max(PILOT_MIN, math.ceil(PILOT_FACTOR * m * sample / n))
+    return (sample, j) if 4 * j <= sample else None
+
+
+def pilot_state(holdings, pnl_t, m, pilot) -> TailState:
+    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample.
+
+    A row with no holdings loses exactly 0 in every scenario: it gets no
+    pilot (-inf), since no loss would beat a threshold of 0.
+    """
+    sample, j = pilot
+    indptr, indices, data = csr_arrays(holdings)
+    state = empty_state(holdings.shape[0], m)
+    # A few rows at a time, so the sampled losses stay in cache for the partition.
+    sampled = np.empty((PILOT_ROWS, sample))
+    for r0 in range(0, holdings.shape[0], PILOT_ROWS):
+        part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
+        losses(indptr, indices, data, pnl_t, part, r0)
+        part.partition(sample - j, axis=1)
+        state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
+    state.threshold[np.diff(indptr) == 0] = -np.inf
+    return state
+
+
+class FusedKernel:
+    """:class:`~.base.TailKernel` of the compiled CPU fast path (NumPy backend only)."""
+
+    label = "fused (numba)"
+    transposed = True          # streams column rows of pnl: [factors x scenarios]
+
+    def plan(self, m, n_scenarios, chunk):
+        pilot = pilot_size(m, n_scenarios, chunk)
+        return None if pilot is None else list(pilot)
+
+    def prepare(self, holdings):
+        return holdings
+
+    def start(self, holdings, first_pnl, m, plan):
+        return None if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
+
+    def fold(self, state, holdings, pnl_t, m):
+        if state is None:
+            state = empty_state(holdings.shape[0], m)
+        fold_chunk_fused(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE)
+        return state
+
+    def finish(self, state, holdings, pnls, m):
+        """The top m of every row; rows that kept fewer than m losses (a pilot threshold above
+        their m-th largest, rare by design) are folded again over every chunk with no threshold: exact."""
+        kept = top(state)
+        short = np.flatnonzero(state.count < m)
+        if short.size:
+            again, rows = None, holdings[short]
+            for p in pnls:
+                again = self.fold(again, rows, p, m)
+            kept[short] = top(again)
+        return kept, int(short.size)

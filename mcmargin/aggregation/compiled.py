@@ -17,12 +17,13 @@ exposures (docs/architecture.md, "Revaluation").  Netting linear columns
 first halves the work on a typical book and is exact up to rounding
 (the sum is regrouped, never approximated).
 
-Rows are, in order: the accounts, the margin groups with more than one
-member (sum of their members' holdings), a long and a short unit of
-every instrument (for standalone, isolated requirements), and a long and
-a short unit of every market asset held as collateral (for
-``collateral_im``, the collateral margined alone).  The collateral rows
-come last, so adding them moved no other row's figures.
+Rows are blocks of :data:`ROW_KINDS`, in that order, each present only
+when the run's margin models ask for it (:class:`~mcmargin.margin.MarginModel`):
+the accounts (always), the margin groups with more than one member (sum
+of their members' holdings), a long and a short unit of every instrument
+(for standalone, isolated requirements), and a long and a short unit of
+every market asset held as collateral (for ``collateral_im``, the
+collateral margined alone).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import black_scholes as pricing
 from ..inputs.book import Book
+from ..instruments import linear, options as option_family
 
-DAYS_PER_YEAR_OPTIONS = 365.0  # option time: (expiry - valuation_date) in days / 365
+#: Blocks of holdings rows, in row order: what a margin model may ask the engine to take tails of.
+ROW_KINDS = ("accounts", "groups", "long", "short", "collateral_long", "collateral_short")
 
 
 @dataclasses.dataclass
@@ -47,17 +49,7 @@ class CompiledBook:
     prices: np.ndarray                # [A] USD
     instruments: np.ndarray           # [I] ids, in column order
     instrument_column: dict           # instrument id -> column
-    # pricing blocks (NumPy arrays; moved to the backend by ``to_backend``)
-    opt_asset: np.ndarray
-    opt_spot: np.ndarray
-    opt_strike: np.ndarray
-    opt_expiry: np.ndarray            # T in years, before the horizon
-    opt_expiry_after: np.ndarray      # T' = T - horizon / 365
-    opt_vol: np.ndarray
-    opt_is_call: np.ndarray
-    opt_size: np.ndarray
-    opt_value: np.ndarray             # BS at valuation, per unit of underlying
-    rate: float
+    options: option_family.OptionBlock  # pricing arrays of the options (moved to a backend by revaluation)
     unit_value: np.ndarray            # [C] USD value of one unit of each column today
     holdings: sp.csr_matrix           # [R x C] rows: accounts, multi groups, +unit, -unit
     to_factors: sp.csr_matrix         # [C x F] USD exposure of one unit of a column to each factor
@@ -68,6 +60,7 @@ class CompiledBook:
     multi_groups: np.ndarray          # [Nm] groups with more than one member
     group_row: np.ndarray             # [Ng] row of H holding each group's losses
     group_of_account: np.ndarray      # [Na] index into ``groups`` of each account's group
+    row_kinds: tuple = ROW_KINDS      # the blocks of rows present, in order
 
     @property
     def n_columns(self) -> int:
@@ -82,19 +75,29 @@ class CompiledBook:
         return self.instruments.size
 
     def rows(self, kind: str) -> slice:
-        """Row range of ``kind``: accounts, groups (multi-member), long, short,
-        collateral_long, collateral_short (one unit of each market asset)."""
-        na, nm, ni, nc = self.accounts.size, self.multi_groups.size, self.instruments.size, self.assets.size
-        u = na + nm + 2 * ni
-        return {"accounts": slice(0, na), "groups": slice(na, na + nm),
-                "long": slice(na + nm, na + nm + ni), "short": slice(na + nm + ni, u),
-                "collateral_long": slice(u, u + nc), "collateral_short": slice(u + nc, u + 2 * nc)}[kind]
+        """Row range of ``kind`` (one of :data:`ROW_KINDS`); an empty slice if the block was not built."""
+        if kind not in ROW_KINDS:
+            raise KeyError(f"unknown row kind {kind!r}; known: {', '.join(ROW_KINDS)}")
+        start = 0
+        for k in ROW_KINDS:
+            size = self._block_size(k) if k in self.row_kinds else 0
+            if k == kind:
+                return slice(start, start + size)
+            start += size
+
+    def _block_size(self, kind: str) -> int:
+        return {"accounts": self.accounts.size, "groups": self.multi_groups.size,
+                "long": self.instruments.size, "short": self.instruments.size,
+                "collateral_long": self.assets.size, "collateral_short": self.assets.size}[kind]
 
 
-def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> CompiledBook:
-    """Build the arrays of ``book`` for shocks over ``horizon_days``."""
-    from scipy.special import ndtr
+def compile_book(book: Book, horizon_days: float, rate: float = 0.0, row_kinds=ROW_KINDS) -> CompiledBook:
+    """Build the arrays of ``book`` for shocks over ``horizon_days``.
 
+    ``row_kinds`` names the blocks of rows to build (accounts are always
+    built; the order is always that of :data:`ROW_KINDS`).
+    """
+    row_kinds = tuple(k for k in ROW_KINDS if k in set(row_kinds) | {"accounts"})
     m = book.market
     assets = m["asset"].to_numpy(dtype=object)
     asset_index = {a: i for i, a in enumerate(assets)}
@@ -111,23 +114,20 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     s0 = prices[u]
     n_linear = int((~is_opt).sum())
     lin, opt = slice(0, n_linear), slice(n_linear, len(ids))
-    # USD notional of one linear contract: size x S, or the face value of an inverse one.
-    notional = np.where(ins["inverse"].to_numpy(dtype=bool), size, size * s0)[lin]
+    notional = linear.usd_notional(size, s0, ins["inverse"].to_numpy(dtype=bool))[lin]
 
     days = (ins["expiry"] - pd.Timestamp(book.valuation_date)).dt.days.to_numpy(dtype=float)
-    t0 = days[opt] / DAYS_PER_YEAR_OPTIONS
     vol_override = ins["vol"].to_numpy(dtype=float)[opt]
     vol = np.where(np.isnan(vol_override), [market_vol[a] for a in ins["underlying"][opt]], vol_override)
-    is_call = (ins["option_type"].to_numpy(dtype=object)[opt] == "call")
-    opt_value = pricing.black_scholes(np, ndtr, s0[opt], ins["strike"].to_numpy(dtype=float)[opt], t0,
-                                      vol.astype(float), is_call, rate)
+    options = option_family.compile_options(
+        u[opt], s0[opt], ins["strike"].to_numpy(dtype=float)[opt], days[opt], vol.astype(float),
+        ins["option_type"].to_numpy(dtype=object)[opt] == "call", size[opt], horizon_days, rate)
 
-    # What one unit of each column is worth today: spot its price, settled
-    # futures and perpetuals nothing, options their premium, collateral its price.
+    # What one unit of each column is worth today: linear contracts by their
+    # family's rule, options their premium, collateral its price.
     unit_value = np.zeros(len(ids) + len(assets))
-    is_spot = (ins["kind"].to_numpy(dtype=object) == "spot")
-    unit_value[:len(ids)][is_spot] = (size * s0)[is_spot]
-    unit_value[opt] = size[opt] * opt_value
+    unit_value[lin] = linear.unit_value(ins["kind"].to_numpy(dtype=object)[lin], size[lin], s0[lin])
+    unit_value[opt] = size[opt] * options.value
     unit_value[len(ids):] = prices
 
     accounts = book.account_ids
@@ -144,7 +144,9 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     # One unit of each market asset as collateral, long and short (a negative amount is a loan).
     coll = sp.hstack([sp.csr_matrix((len(assets), len(ids))), sp.identity(len(assets), format="csr")],
                      format="csr")
-    holdings = sp.vstack([holdings_acc, holdings_grp, units, -units, coll, -coll], format="csr")
+    blocks = {"accounts": holdings_acc, "groups": holdings_grp, "long": units, "short": -units,
+              "collateral_long": coll, "collateral_short": -coll}
+    holdings = sp.vstack([blocks[k] for k in row_kinds], format="csr")
     holdings.sort_indices()
 
     to_factors = _factor_map(u[lin], notional, len(ids) - n_linear, prices, m["vol"].to_numpy(dtype=float))
@@ -157,15 +159,15 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0) -> Compiled
     first_member[members[::-1]] = np.arange(accounts.size)[::-1]
     group_row = first_member.copy()
     group_row[multi] = accounts.size + np.arange(multi.size)
+    if "groups" not in row_kinds:
+        group_row[multi] = -1          # pooled groups have no row of their own in this layout
 
     return CompiledBook(
         assets=assets, prices=prices, instruments=ids, instrument_column={k: i for i, k in enumerate(ids)},
-        opt_asset=u[opt], opt_spot=s0[opt], opt_strike=ins["strike"].to_numpy(dtype=float)[opt],
-        opt_expiry=t0, opt_expiry_after=t0 - float(horizon_days) / DAYS_PER_YEAR_OPTIONS,
-        opt_vol=vol.astype(float), opt_is_call=is_call, opt_size=size[opt], opt_value=opt_value, rate=float(rate),
-        unit_value=unit_value, holdings=holdings, to_factors=to_factors, exposures=exposures,
+        options=options, unit_value=unit_value, holdings=holdings, to_factors=to_factors, exposures=exposures,
         accounts=accounts, account_group=labels,
-        groups=groups, multi_groups=groups[multi], group_row=group_row, group_of_account=members)
+        groups=groups, multi_groups=groups[multi], group_row=group_row, group_of_account=members,
+        row_kinds=row_kinds)
 
 
 def _factor_map(linear_asset, linear_notional, n_options, prices, market_vol):
@@ -198,48 +200,3 @@ def _account_holdings(book, accounts, instruments, assets):
     h = sp.csr_matrix((v, (r, c)), shape=(accounts.size, instruments.size + assets.size))
     h.sum_duplicates()
     return h
-
-
-def revalue(backend, cb: "BackendBook", shock, vol_shock):
-    """P&L of every factor, ``[scenario x factor]`` (array API).
-
-    Asset factors: expm1(shock), the P&L of one USD of linear exposure.
-    Option factors: USD P&L of one contract.
-    """
-    xp = backend.xp
-    spot = cb.opt_spot * xp.exp(xp.take(shock, cb.opt_asset, axis=1))
-    vol = cb.opt_vol * xp.exp(xp.take(vol_shock, cb.opt_asset, axis=1))
-    value = pricing.black_scholes(xp, backend.norm_cdf, spot, cb.opt_strike, cb.opt_expiry_after, vol,
-                                  cb.opt_is_call, cb.rate)
-    opt = cb.opt_size * (value - cb.opt_value)
-    return xp.concat([xp.expm1(shock), opt], axis=1)
-
-
-@dataclasses.dataclass
-class BackendBook:
-    """The pricing arrays of a :class:`CompiledBook` on one backend."""
-
-    opt_asset: object
-    opt_spot: object
-    opt_strike: object
-    opt_expiry_after: object
-    opt_vol: object
-    opt_is_call: object
-    opt_size: object
-    opt_value: object
-    prices: object
-    rate: float
-
-
-def to_backend(book: CompiledBook, backend) -> BackendBook:
-    xp = backend.xp
-    f = backend.asarray
-
-    def idx(a):
-        return xp.asarray(f(a), dtype=xp.int64) if a.size else xp.zeros((0,), dtype=xp.int64)
-
-    return BackendBook(
-        opt_asset=idx(book.opt_asset), opt_spot=f(book.opt_spot),
-        opt_strike=f(book.opt_strike), opt_expiry_after=f(book.opt_expiry_after), opt_vol=f(book.opt_vol),
-        opt_is_call=f(book.opt_is_call.astype(float)) > 0.5, opt_size=f(book.opt_size),
-        opt_value=f(book.opt_value), prices=f(book.prices), rate=book.rate)

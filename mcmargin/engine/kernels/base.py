@@ -1,0 +1,90 @@
+"""The one interface of the fold kernels, and the one place a kernel is chosen.
+
+A *fold kernel* streams a row block's scenario losses ``-(H @ pnl.T)``
+through a tail state that keeps each row's worst losses (the definitions
+are in :mod:`mcmargin.tails`).  As ``arch`` keeps a compiled recursion
+beside its plain-Python reference behind one flag, two kernels share this
+interface:
+
+- :class:`~.reference.ReferenceKernel`: array-API code, any backend
+  (NumPy, JAX, CuPy, array-api-strict): the definition;
+- :class:`~.fused.FusedKernel`: the compiled CPU fast path (Numba), which
+  fuses aggregation and selection and starts from pilot thresholds.
+
+The scheduler (:mod:`mcmargin.engine.graph`) calls only these methods, in
+this order, per row block: :meth:`~TailKernel.prepare` once,
+:meth:`~TailKernel.start` once, :meth:`~TailKernel.fold` per scenario chunk
+(in scenario order), :meth:`~TailKernel.finish` once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class TailState:
+    """The worst losses a row block has kept so far: the state every kernel folds into.
+
+    Attributes
+    ----------
+    values : array [rows x slots]
+        Kept losses, on the kernel's backend.  The reference keeps exactly
+        its current top min(m, seen) in every slot; the fused kernel keeps
+        ``count[r]`` losses in the first slots of row r (top m, then staged
+        candidates).
+    count : numpy.ndarray [rows] of int64 or None
+        Losses held per row (None: every slot is held).
+    threshold : numpy.ndarray [rows] or None
+        A loss must exceed it to be kept (-inf: keep everything), or None
+        for kernels that select by sorting.
+    m : int
+        Tail size kept per row.
+    """
+
+    values: object
+    count: np.ndarray | None
+    threshold: np.ndarray | None
+    m: int
+
+
+class TailKernel(Protocol):
+    """What the scheduler needs of a fold kernel (see the module docstring)."""
+
+    #: Shown in the dataset's ``kernel`` attribute.
+    label: str
+    #: True when the kernel streams P&L as ``[factors x scenarios]`` (C-contiguous), else ``[scenarios x factors]``.
+    transposed: bool
+
+    def plan(self, m: int, n_scenarios: int, chunk: int):
+        """What :meth:`start` needs to know of the run (e.g. a pilot sample size), JSON-able, or None."""
+
+    def prepare(self, holdings):
+        """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""
+
+    def start(self, holdings, first_pnl, m: int, plan) -> TailState | None:
+        """The state before the first fold (None: the first fold makes it)."""
+
+    def fold(self, state: TailState | None, holdings, pnl, m: int) -> TailState:
+        """Fold one scenario chunk's losses into ``state`` (which may be updated in place) and return it."""
+
+    def finish(self, state: TailState, holdings, pnls, m: int) -> tuple[np.ndarray, int]:
+        """``(top, recomputed)``: each row's m worst losses as float64 NumPy ``[rows x m]`` (any order),
+        and how many rows had to be folded again over ``pnls`` (every chunk's P&L) to get them."""
+
+
+def select_kernel(backend_name: str, fast_path: bool) -> TailKernel:
+    """The kernel a run uses: the fused one on the NumPy backend when ``fast_path``, else the reference.
+
+    This is the only place the choice is made.
+    """
+    if fast_path and backend_name == "numpy":
+        from .fused import FusedKernel
+
+        return FusedKernel()
+    from .reference import ReferenceKernel
+
+    return ReferenceKernel(backend_name)

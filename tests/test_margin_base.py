@@ -1,0 +1,167 @@
+"""Margin models as plug-ins (mcmargin.margin.base): models defined here, in the test suite, run end to end.
+
+Each model below is registered from this file only, with no change to the
+library, and runs through ``run_stress`` and through the stress job.  Its
+figures are checked against a brute-force recompute of the book under the
+very scenarios drawn (tests/recompute.py prices every instrument on its own).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import recompute
+from conftest import SCENARIOS_2F, VALUATION, stress_config
+from mcmargin import build_scenarios, run_stress
+from mcmargin.errors import ConfigError
+from mcmargin.margin import (MarginInputs, MarginModel, MarginParams, Requirement, base, build_margin_model,
+                             known_models, register)
+
+
+class VarMargin(MarginModel):
+    """im = multiplier x max(0, VaR_q) x (1 + buffer): a tail model that needs no unit rows."""
+
+    rows = ("accounts", "groups")
+    reduction = "tail"
+    variables = ("var_multiplier",)
+    methodology = "test: scaled VaR"
+
+    def __init__(self, params=MarginParams(), multiplier=1.0):
+        super().__init__(params)
+        self.multiplier = multiplier
+
+    @classmethod
+    def from_config(cls, params, own):
+        own = dict(own)
+        multiplier = float(own.pop("multiplier", 1.0))
+        super().from_config(params, own)          # refuses any other key
+        return cls(params, multiplier)
+
+    def requirements(self, inputs: MarginInputs) -> Requirement:
+        book, tails = inputs.book, inputs.tails
+        k = list(tails.confidences).index(self.params.confidence)
+        scale = self.multiplier * (1.0 + self.params.buffer)
+        im = np.maximum(0.0, tails.var[book.rows("accounts"), k]) * scale
+        group_im = np.maximum(0.0, tails.var[book.group_row, k]) * scale
+        return Requirement(im, group_im, {"var_multiplier": ((), self.multiplier, {"long_name": "k", "units": "1"})})
+
+
+#: The grid of the scan model: every risky asset moves together by -15%, 0 or +15% (log), vol by -30% or +30%.
+GRID_MOVES = [(r, v) for r in (-0.15, 0.0, 0.15) for v in (-0.3, 0.3)]
+
+
+class Scan(MarginModel):
+    """im = max(0, worst loss over a fixed 6-scenario grid) x (1 + buffer): a grid model."""
+
+    rows = ("accounts", "groups")
+    reduction = "grid"
+    methodology = "test: 6-scenario scan"
+
+    def confidences(self):
+        return ()
+
+    def grid(self, assets, asset_vols):
+        risky = (np.asarray(asset_vols) > 0).astype(float)
+        shock = np.array([r * risky for r, _ in GRID_MOVES])
+        vol_shock = np.array([v * risky for _, v in GRID_MOVES])
+        return shock, vol_shock
+
+    def requirements(self, inputs):
+        book, worst = inputs.book, inputs.grid_losses.max(axis=1)
+        scale = 1.0 + self.params.buffer
+        return Requirement(np.maximum(0.0, worst[book.rows("accounts")]) * scale,
+                           np.maximum(0.0, worst[book.group_row]) * scale)
+
+
+@pytest.fixture(autouse=True)
+def plugins():
+    """Register the test models for one test, then leave the registry as it was."""
+    before = dict(base._REGISTRY)
+    register("var_margin")(VarMargin)
+    register("scan")(Scan)
+    yield
+    base._REGISTRY.clear()
+    base._REGISTRY.update(before)
+
+
+def _brute_force_losses(small_frames, shock, vol_shock, horizon_days):
+    """[account x scenario] losses of the small book (accounts a..e), every contract priced on its own."""
+    ins, mkt, pos, col, _ = small_frames
+    ins = ins.set_index("instrument")
+    mkt = mkt.set_index("asset")
+    units = recompute.unit_pnl(ins, mkt, shock, vol_shock, VALUATION, horizon_days)
+    accounts = sorted(set(pos["account"]) | set(col["account"]))
+    n = len(next(iter(shock.values())))
+    loss = np.zeros((len(accounts), n))
+    for r in pos.itertuples():
+        loss[accounts.index(r.account)] -= r.quantity * units[r.instrument][1]
+    for r in col.itertuples():
+        loss[accounts.index(r.account)] -= r.amount * mkt.loc[r.asset, "price"] * np.expm1(shock[r.asset])
+    return accounts, loss
+
+
+def test_a_tail_model_from_the_test_suite_runs_through_run_stress(small_book, small_frames):
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"])
+    model = VarMargin(MarginParams(confidence=0.99, buffer=0.1, maintenance_ratio=0.5), multiplier=1.5)
+    ds = run_stress(small_book, scen, margin=model, confidences=[0.99, 0.995])
+    shock, vol_shock = scen.draw_numpy()
+    assets = list(small_book.assets)
+    accounts, loss = _brute_force_losses(small_frames, {a: shock[:, i] for i, a in enumerate(assets)},
+                                         {a: vol_shock[:, i] for i, a in enumerate(assets)}, scen.horizon_days)
+    var, _ = recompute.var_es(loss, 0.99)
+    assert list(ds["account"].values) == accounts
+    np.testing.assert_allclose(ds["im"].values, 1.5 * 1.1 * np.maximum(0.0, var), rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(ds["mm"].values, 0.5 * ds["im"].values, rtol=1e-15)
+    assert ds.attrs["margin_model"] == "var_margin" and ds.attrs["methodology"] == "test: scaled VaR"
+    assert float(ds["var_multiplier"]) == 1.5
+    # Only the rows the model asked for were built: no unit rows, so no standalone figures.
+    assert "unit_es" not in ds and "isolated_im" not in ds
+    assert ds.attrs["margin_buffer"] == 0.1 and ds.attrs["maintenance_ratio"] == 0.5
+
+
+def test_a_grid_model_from_the_test_suite_takes_the_worst_grid_loss(small_book, small_frames):
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"])
+    ds = run_stress(small_book, scen, margin=Scan(MarginParams(buffer=0.2)), confidences=[0.99])
+    risky = {a: float(v > 0) for a, v in zip(small_book.assets, small_book.market["vol"])}
+    shock = {a: np.array([r * risky[a] for r, _ in GRID_MOVES]) for a in risky}
+    vol_shock = {a: np.array([v * risky[a] for _, v in GRID_MOVES]) for a in risky}
+    accounts, loss = _brute_force_losses(small_frames, shock, vol_shock, scen.horizon_days)
+    assert list(ds["account"].values) == accounts
+    np.testing.assert_allclose(ds["im"].values, 1.2 * np.maximum(0.0, loss.max(axis=1)), rtol=1e-9, atol=1e-6)
+    # G1 pools a and b: its grid loss is the sum of theirs, scenario by scenario.
+    pooled = loss[accounts.index("a")] + loss[accounts.index("b")]
+    np.testing.assert_allclose(float(ds["group_im"].sel(group="G1")), 1.2 * max(0.0, pooled.max()), rtol=1e-9)
+    assert (ds["im"].values > 0).any()
+
+
+def test_the_stress_job_runs_a_model_registered_by_the_test_suite():
+    from jobs.stress import run
+
+    ds = run(stress_config("margin.model=var_margin", "+margin.var_margin.multiplier=2.0", "scenarios.n=2000"))
+    k = list(ds["confidence"].values).index(0.99)
+    np.testing.assert_allclose(ds["im"].values, 2.0 * 1.1 * np.maximum(0.0, ds["var"].values[:, k]), rtol=1e-12)
+    np.testing.assert_allclose(ds["group_im"].values,
+                               2.0 * 1.1 * np.maximum(0.0, ds["group_var"].values[:, k]), rtol=1e-12)
+    assert ds.attrs["margin_model"] == "var_margin"
+    np.testing.assert_array_equal(ds["margin_call"].values, np.maximum(0.0, ds["im"].values - ds["equity"].values))
+
+
+def test_model_config_errors_name_the_key():
+    common = {"confidence": 0.99, "buffer": 0.1, "maintenance_ratio": 0.75}
+    with pytest.raises(ConfigError, match=r"margin\.var_margin\.multiplyer"):
+        build_margin_model({"model": "var_margin", **common, "var_margin": {"multiplyer": 2}})
+    with pytest.raises(ConfigError, match=r"margin\.model.*known: mc_es, scan, var_margin"):
+        build_margin_model({"model": "spun", **common})
+    with pytest.raises(ConfigError, match=r"margin\.buffer"):
+        build_margin_model({"model": "var_margin", "confidence": 0.99, "maintenance_ratio": 0.75})
+    assert isinstance(build_margin_model({"model": "var_margin", **common, "var_margin": {"multiplier": 3}}),
+                      VarMargin)
+    with pytest.raises(ValueError, match="reduction"):
+        register("bad")(type("Bad", (VarMargin,), {"reduction": "median"}))
+
+
+def test_mc_es_is_a_registered_model_with_its_rows():
+    models = known_models()
+    assert models["mc_es"].reduction == "tail"
+    assert set(models["mc_es"].rows) == {"accounts", "groups", "long", "short", "collateral_long",
+                                         "collateral_short"}
