@@ -30,7 +30,7 @@ _VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed"
 def run(cfg: DictConfig):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
-    Every setting is checked before any work (:mod:`mcmargin.settings`), and
+    Every setting is checked before any work (:mod:`mcmargin.common.settings`), and
     every figure after it (:func:`mcmargin.output.check_figures`).
     """
     c = OmegaConf.to_container(cfg, resolve=True)

@@ -1,7 +1,7 @@
 """mcmargin: Monte Carlo stress testing and margin for cross-margined derivatives books.
 
 The names below are imported on first use (PEP 562), so ``import mcmargin``
-or ``import mcmargin.config`` costs little, and a job pulls in the array
+or ``import mcmargin.pipeline.config`` costs little, and a job pulls in the array
 libraries only when it runs.
 """
 

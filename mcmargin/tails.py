@@ -13,9 +13,10 @@ a union is the top m of the union of top m's.  The measures are taken from
 the final tail sorted in descending order, so the sum behind ES is
 always formed in the same order and does not depend on the chunking.
 
-Two implementations share this state and these definitions:
-:func:`fold_chunk` is the array-API reference (any backend);
-:mod:`mcmargin.fastpath` fuses aggregation and selection on the CPU.
+The fold kernels that keep those worst losses live in
+:mod:`mcmargin.engine.kernels` (the array-API reference and the fused CPU
+kernel, one interface); this module holds only the definitions and
+:class:`TailResult`, what the engine hands the margin models.
 """
 
 from __future__ import annotations
@@ -45,31 +46,6 @@ class TailResult:
     tail_size: int               # m kept per row (the largest over the confidences)
     chunking: object             # the engine's Chunking: scenario chunk and row block sizes
     timings: dict
-
-
-def fold_chunk(backend, tail, holdings, pnl, m: int):
-    """Fold one scenario chunk into the tails of a block of rows (reference path).
-
-    Parameters
-    ----------
-    backend : Backend
-    tail : array [rows x k] or None
-        Current worst losses per row (k <= m, any order); None before the first chunk.
-    holdings : sparse or dense matrix [rows x columns] on the backend
-    pnl : array [scenarios x columns]
-        P&L per unit of each column.
-    m : int
-        Tail size to keep.
-
-    Returns
-    -------
-    array [rows x min(m, scenarios seen)]
-    """
-    xp = backend.xp
-    loss = -(holdings @ pnl.T)
-    if tail is not None:
-        loss = xp.concat([tail, loss], axis=1)
-    return backend.top_k(loss, min(m, loss.shape[1]))
 
 
 def sorted_tail(tail) -> np.ndarray:

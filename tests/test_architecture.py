@@ -47,3 +47,15 @@ def test_doc_pointers_resolve():
             assert re.search(rf"^#+\s+H\.{number}\s", docs[doc], re.M), \
                 f"{path.relative_to(ROOT)} cites docs/{doc} H.{number}, which it does not have"
     assert cited > 15
+
+
+def test_module_pointers_in_docstrings_resolve():
+    """Every :mod:`mcmargin.x.y` a docstring names is a module of the package (renamed modules leave none behind)."""
+    import importlib.util
+
+    named = set()
+    for path in list((ROOT / "mcmargin").rglob("*.py")) + list((ROOT / "jobs").rglob("*.py")):
+        named |= set(re.findall(r":mod:`(mcmargin(?:\.[a-z_]+)*)`", path.read_text()))
+    assert len(named) > 10
+    missing = sorted(name for name in named if importlib.util.find_spec(name) is None)
+    assert not missing, missing

@@ -123,7 +123,7 @@ def calibrate(history, cfg: Mapping | CalibrationSettings | None = None, *, asse
     Parameters
     ----------
     history : DataFrame or path
-        A price history (:func:`mcmargin.history.load_history`).  Only rows
+        A price history (:func:`mcmargin.inputs.history.load_history`).  Only rows
         up to the valuation date (``cfg.valuation_date``, else
         ``history.attrs["valuation_date"]``, else the last row) are used.
     cfg : mapping or CalibrationSettings

@@ -180,7 +180,7 @@ def _run_graph(dsk, keys, scheduler, progress):
     """Compute ``keys`` of the task graph on ``scheduler``, with progress on long runs.
 
     Progress always goes to stderr (stdout carries the job's summary): a bar
-    on a terminal, a few plain lines otherwise (:mod:`mcmargin.progress`).
+    on a terminal, a few plain lines otherwise (:mod:`mcmargin.engine.progress`).
     """
     from .progress import Progress, dask_callback, wait_for_futures
 

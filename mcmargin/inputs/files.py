@@ -7,7 +7,7 @@ ignored.  Every table goes through the same normalisation and validation
 whether it was read from a file (:func:`load_book`, :func:`load_book_dir`) or
 built in memory (:func:`book_from_frames`, used by :mod:`mcmargin.synthetic`),
 so the engine only ever sees tables with the columns and dtypes documented in
-:mod:`mcmargin.book`.
+:mod:`mcmargin.inputs.book`.
 
 Every problem is reported as an :class:`~mcmargin.errors.InputError` naming the
 file, the row as a spreadsheet shows it (header = row 1, first record = row 2)
@@ -243,7 +243,7 @@ def book_from_frames(instruments: pd.DataFrame, market: pd.DataFrame, positions:
     """Validate and normalise in-memory tables into a :class:`Book`.
 
     The same rules apply as for files: see the module docstring and
-    :mod:`mcmargin.book`.  Rows are reported as if the frame were written to
+    :mod:`mcmargin.inputs.book`.  Rows are reported as if the frame were written to
     a file (first record = row 2), whatever its index.
 
     Parameters

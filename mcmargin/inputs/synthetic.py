@@ -2,7 +2,7 @@
 
 :func:`synthetic_book` builds a whole book (instruments, market, positions,
 collateral, margin groups) from a seed, vectorised so that 100,000 accounts
-take a few seconds, and passes it through :func:`mcmargin.io.book_from_frames`
+take a few seconds, and passes it through :func:`mcmargin.inputs.files.book_from_frames`
 so it obeys exactly the rules of a book loaded from files.
 
 The exchange lists four coins and one stablecoin (:data:`SYNTHETIC_ASSETS`).
@@ -15,7 +15,7 @@ estimate (:func:`rough_margin`) so that most accounts are adequately
 collateralised and about 7% are short of margin; the engine, not this
 estimate, decides who actually gets a margin call.
 
-Sizes follow :mod:`mcmargin.pricing`: ``contract_size`` is in units of the
+Sizes follow :mod:`mcmargin.instruments`: ``contract_size`` is in units of the
 underlying for spot, linear contracts and options (inverse options too),
 and in USD face value for inverse perpetuals and futures.
 """
@@ -106,7 +106,7 @@ def synthetic_book(n_accounts: int = 5000, seed: int = 7, valuation_date: dt.dat
     Returns
     -------
     Book
-        Validated by :func:`mcmargin.io.book_from_frames`; sources name the
+        Validated by :func:`mcmargin.inputs.files.book_from_frames`; sources name the
         tables ``synthetic:<table>``.
     """
     if n_accounts < 1:
@@ -144,7 +144,7 @@ def account_archetypes(n_accounts: int = 5000, seed: int = 7) -> pd.Series:
 
 
 def export_book(book: Book, directory: str | os.PathLike, fmt: str = "csv") -> dict[str, Path]:
-    """Write a (synthetic) book as input files; see :func:`mcmargin.io.write_book`."""
+    """Write a (synthetic) book as input files; see :func:`mcmargin.inputs.files.write_book`."""
     return write_book(book, directory, fmt)
 
 

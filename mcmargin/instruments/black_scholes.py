@@ -9,7 +9,7 @@ for spot, linear contracts and options, in USD face value for inverse
 contracts; times in years of 365 days.  Spot, linear and inverse contracts
 and collateral are linear in expm1(shock) of their asset: size (S' - S) =
 size S expm1(r), face (1/S - 1/S') S' = face expm1(r); they are netted into
-asset factors by :mod:`mcmargin.exposure`.
+asset factors by :mod:`mcmargin.aggregation` (see :mod:`.linear`).
 """
 
 from __future__ import annotations

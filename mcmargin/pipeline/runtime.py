@@ -1,6 +1,6 @@
 """How a job runs under Hydra: per-job output paths in a sweep, a quiet cluster shutdown.
 
-Kept apart from :mod:`mcmargin.config` (config values to objects): these
+Kept apart from :mod:`mcmargin.pipeline.config` (config values to objects): these
 helpers concern the process a job runs in, not the figures.
 """
 
@@ -42,7 +42,7 @@ _DISTRIBUTED_LOGGERS = ("distributed", "distributed.nanny", "distributed.schedul
 
 @contextlib.contextmanager
 def job_scheduler(cluster):
-    """:func:`mcmargin.config.scheduler_from_config`, without ``distributed``'s noise.
+    """:func:`mcmargin.pipeline.config.scheduler_from_config`, without ``distributed``'s noise.
 
     ``distributed`` sets its loggers to INFO when imported, after Hydra has
     configured logging (conf/hydra/job_logging: WARNING), so they are put

@@ -1,4 +1,4 @@
-"""Compile the numba kernels ahead of the first run: ``python -m mcmargin.warmup``.
+"""Compile the numba kernels ahead of the first run: ``python -m mcmargin.pipeline.warmup``.
 
 The fused kernels (:mod:`mcmargin.engine.kernels.fused`) and the NumPy threefry draws
 (:mod:`mcmargin.scenarios.threefry`) are compiled by numba with
