@@ -165,3 +165,32 @@ def test_mc_es_is_a_registered_model_with_its_rows():
     assert models["mc_es"].reduction == "tail"
     assert set(models["mc_es"].rows) == {"accounts", "groups", "long", "short", "collateral_long",
                                          "collateral_short"}
+
+
+class GrossNotional(MarginModel):
+    """im = rate x gross USD exposure of the positions (a closed form: no scenario is read)."""
+
+    rows = ("accounts", "groups")
+    reduction = "closed_form"
+
+    def confidences(self):
+        return ()
+
+    def requirements(self, inputs):
+        assert inputs.grid_losses is None
+        book = inputs.book
+        gross = abs(book.exposures) @ np.ones(book.n_factors)      # |USD delta| per factor, summed
+        scale = 0.05 * (1.0 + self.params.buffer)
+        return Requirement(gross[book.rows("accounts")] * scale, gross[book.group_row] * scale)
+
+
+def test_a_closed_form_model_reads_the_book_alone(small_book):
+    register("gross")(GrossNotional)
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"])
+    ds = run_stress(small_book, scen, margin=GrossNotional(MarginParams(buffer=0.0)), confidences=[0.99])
+    # Account c: 10 ETH spot (30,000 USD) and -100 x 0.1 ETH futures (-30,000 USD) net to no ETH delta,
+    # plus 1,000 USDT cash (no factor): a closed form on net exposure charges nothing.
+    assert float(ds["im"].sel(account="c")) == 0.0
+    # Account d holds 2 ETH of collateral only: 6,000 USD of ETH delta.
+    assert float(ds["im"].sel(account="d")) == pytest.approx(0.05 * 6_000.0, rel=1e-12)
+    assert ds.attrs["margin_model"] == "gross"
