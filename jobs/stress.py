@@ -51,7 +51,7 @@ def run(cfg: DictConfig):
         history = load_history(c["history"])
     scen_cfg = dict(c["scenarios"], valuation_date=valuation)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
-    margin = mc.margin_model_from_config(c["margin"])
+    margin = mc.margin_models_from_config(c["margin"])
     chunking, budget = mc.chunking_from_config(c["engine"])
     from mcmargin.pipeline.runtime import job_scheduler
 

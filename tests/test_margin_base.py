@@ -43,7 +43,8 @@ class VarMargin(MarginModel):
         scale = self.multiplier * (1.0 + self.params.buffer)
         im = np.maximum(0.0, tails.var[book.rows("accounts"), k]) * scale
         group_im = np.maximum(0.0, tails.var[book.group_row, k]) * scale
-        return Requirement(im, group_im, {"var_multiplier": ((), self.multiplier, {"long_name": "k", "units": "1"})})
+        return Requirement(im, group_im,
+                           variables={"var_multiplier": ((), self.multiplier, {"long_name": "k", "units": "1"})})
 
 
 #: The grid of the scan model: every risky asset moves together by -15%, 0 or +15% (log), vol by -30% or +30%.
@@ -194,3 +195,52 @@ def test_a_closed_form_model_reads_the_book_alone(small_book):
     # Account d holds 2 ETH of collateral only: 6,000 USD of ETH delta.
     assert float(ds["im"].sel(account="d")) == pytest.approx(0.05 * 6_000.0, rel=1e-12)
     assert ds.attrs["margin_model"] == "gross"
+
+
+def test_several_models_in_one_pass_get_a_model_dimension(small_book):
+    """Each model's figures equal its run alone; equity and the tails stay model-free."""
+    from mcmargin.margin import McEs
+    from mcmargin.output.summary import summary
+
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"])
+    params = MarginParams(confidence=0.99, buffer=0.1, maintenance_ratio=0.6)
+    models = [McEs(params), VarMargin(params, multiplier=2.0), Scan(params)]
+    together = run_stress(small_book, scen, margin=models, confidences=[0.99, 0.995])
+    assert list(together["model"].values) == ["mc_es", "var_margin", "scan"]
+    assert together["im"].dims == ("model", "account") and together["group_im"].dims == ("model", "group")
+    assert together["equity"].dims == ("account",) and together["es"].dims == ("account", "confidence")
+    assert together.attrs["margin_model"] == "mc_es" and together.attrs["margin_models"] == "mc_es,var_margin,scan"
+    for model in models:
+        alone = run_stress(small_book, scen, margin=model, confidences=[0.99, 0.995])
+        got = together.sel(model=model.name)
+        for v in ("im", "mm", "margin_call", "group_im", "group_mm", "group_margin_call"):
+            np.testing.assert_array_equal(got[v].values, alone[v].values, err_msg=f"{model.name} {v}")
+        for v in ("equity", "var", "es", "group_es"):
+            np.testing.assert_array_equal(together[v].values, alone[v].values)
+    # Only mc_es margins positions alone: the others have NaN there, never a made-up figure.
+    assert np.isnan(together["isolated_im"].sel(model="scan")).all()
+    np.testing.assert_array_equal(together["unit_es"].values, run_stress(small_book, scen, margin=models[0],
+                                                                         confidences=[0.99])["unit_es"].values)
+    text = summary(together)
+    assert "margin models (primary first)" in text and "var_margin" in text and "scan" in text
+
+
+def test_margin_models_from_the_config():
+    common = {"confidence": 0.99, "buffer": 0.1, "maintenance_ratio": 0.75}
+    models = base.build_margin_models({"model": "mc_es", "models": ["scan", "mc_es"], **common, "mc_es": {}})
+    assert [m.name for m in models] == ["scan", "mc_es"]
+    with pytest.raises(ConfigError, match=r"margin\.models\[1\]"):
+        base.build_margin_models({"model": "mc_es", "models": ["mc_es", "spam"], **common})
+    with pytest.raises(ConfigError, match=r"margin\.models"):
+        base.build_margin_models({"model": "mc_es", "models": ["mc_es", "mc_es"], **common})
+    with pytest.raises(ConfigError, match=r"margin\.colour"):
+        base.build_margin_models({"model": "mc_es", **common, "colour": "red"})
+
+
+def test_the_stress_job_runs_several_models_and_prints_them(tmp_path):
+    from conftest import run_job
+
+    done = run_job("jobs.stress", "portfolio.n_accounts=60", "scenarios.n=1000", "backend=numpy",
+                   "margin.models=[mc_es]", f"output.path={tmp_path}/one.zarr")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "margin models" not in done.stdout

@@ -7,9 +7,11 @@
 - :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model.
 """
 
-from .base import (REDUCTIONS, MarginInputs, MarginModel, MarginParams, Requirement, as_model, build_margin_model,
-                   known_models, margin_dataset, register)
-from .mc_es import ROUNDING_FLOOR, McEs, margin_saving
+from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,
+                   as_model, as_models, build_margin_model, build_margin_models, known_models, margin_dataset,
+                   margin_saving, register)
+from .mc_es import McEs
 
-__all__ = ["REDUCTIONS", "ROUNDING_FLOOR", "MarginInputs", "MarginModel", "MarginParams", "McEs", "Requirement",
-           "as_model", "build_margin_model", "known_models", "margin_dataset", "margin_saving", "register"]
+__all__ = ["MODEL_VARIABLES", "REDUCTIONS", "ROUNDING_FLOOR", "MarginInputs", "MarginModel", "MarginParams", "McEs",
+           "Requirement", "as_model", "as_models", "build_margin_model", "build_margin_models", "known_models",
+           "margin_dataset", "margin_saving", "register"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from typing import ClassVar
 
@@ -78,12 +79,32 @@ class MarginInputs:
 
 @dataclasses.dataclass(frozen=True)
 class Requirement:
-    """A model's requirement per account and per group, plus the variables only it defines."""
+    """A model's requirement per account and per group, plus the variables only it defines.
 
-    im: np.ndarray                                        # [account] USD, before nothing: buffer included
-    group_im: np.ndarray                                  # [group]
-    variables: dict = dataclasses.field(default_factory=dict)   # name -> (dims, values, attrs)
-    coords: dict = dataclasses.field(default_factory=dict)      # extra coordinates its variables use
+    Attributes
+    ----------
+    im, group_im : numpy.ndarray
+        Initial margin of every account and every pool, USD, buffer included.
+    isolated_im : numpy.ndarray or None
+        Every position of the account margined alone under the same model,
+        summed (collateral excluded); gives ``netting_benefit`` and the
+        group counterparts.
+    adjusted_equity : numpy.ndarray or None
+        Equity with the model's collateral haircuts, for models that apply
+        them; margin calls are then taken against it.
+    variables : dict
+        The model's own variables, ``name -> (dims, values, attrs)``, named
+        ``<model>_<part>`` (the core's ``mc_es`` keeps its historical names).
+    coords : dict
+        Extra coordinates its variables use.
+    """
+
+    im: np.ndarray
+    group_im: np.ndarray
+    isolated_im: np.ndarray | None = None
+    adjusted_equity: np.ndarray | None = None
+    variables: dict = dataclasses.field(default_factory=dict)
+    coords: dict = dataclasses.field(default_factory=dict)
 
 
 class MarginModel(abc.ABC):
@@ -151,21 +172,45 @@ def known_models() -> dict[str, type[MarginModel]]:
     return dict(_REGISTRY)
 
 
-def build_margin_model(cfg: Mapping) -> MarginModel:
-    """The model the ``margin`` config section names, with the shared parameters and its own keys."""
+#: Keys of the ``margin`` section besides one section per model.
+SHARED_KEYS = ("model", "models", "confidence", "buffer", "maintenance_ratio")
+
+
+def build_margin_models(cfg: Mapping) -> list[MarginModel]:
+    """The models the ``margin`` config section runs, primary first.
+
+    ``margin.models`` (a list; default: ``[margin.model]``) names them in
+    order; each gets the shared parameters and its own section ``margin.<name>``.
+    """
     models = known_models()
-    name = cfg.get("model", "mc_es")
-    if name not in models:
-        raise ConfigError("margin.model", f"unknown margin model {name!r}; known: {', '.join(sorted(models))}")
     for key in ("confidence", "buffer", "maintenance_ratio"):
         if key not in cfg:
             raise ConfigError(f"margin.{key}", "is required")
+    names = cfg.get("models") or [cfg.get("model", "mc_es")]
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError("margin.models", f"must be a list of model names, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError("margin.models", f"names a model twice: {list(names)}")
+    for key in cfg:
+        if key not in SHARED_KEYS and key not in models:
+            raise ConfigError(f"margin.{key}", f"is not a margin setting nor a model; models: {', '.join(sorted(models))}")
     params = MarginParams(confidence=cfg["confidence"], buffer=cfg["buffer"],
                           maintenance_ratio=cfg["maintenance_ratio"])
-    own = cfg.get(name) or {}
-    if not isinstance(own, Mapping):
-        raise ConfigError(f"margin.{name}", f"must be a mapping of the {name} model's settings, got {own!r}")
-    return models[name].from_config(params, dict(own))
+    out = []
+    for i, name in enumerate(names):
+        key = "margin.model" if "models" not in cfg or not cfg.get("models") else f"margin.models[{i}]"
+        if name not in models:
+            raise ConfigError(key, f"unknown margin model {name!r}; known: {', '.join(sorted(models))}")
+        own = cfg.get(name) or {}
+        if not isinstance(own, Mapping):
+            raise ConfigError(f"margin.{name}", f"must be a mapping of the {name} model's settings, got {own!r}")
+        out.append(models[name].from_config(params, dict(own)))
+    return out
+
+
+def build_margin_model(cfg: Mapping) -> MarginModel:
+    """The primary model of the ``margin`` config section (the first of :func:`build_margin_models`)."""
+    return build_margin_models(cfg)[0]
 
 
 def as_model(margin) -> MarginModel:
@@ -177,44 +222,130 @@ def as_model(margin) -> MarginModel:
     raise TypeError(f"margin must be a MarginModel or MarginParams, got {type(margin).__name__}")
 
 
+def as_models(margin) -> list[MarginModel]:
+    """A list of models, primary first, from one model, parameters, or a sequence of models."""
+    if isinstance(margin, (MarginModel, MarginParams)):
+        return [as_model(margin)]
+    models = [as_model(m) for m in margin]
+    if not models:
+        raise ValueError("no margin model to run")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a margin model is named twice: {names}")
+    return models
+
+
 def _da(values, dims, long_name, units="USD", **attrs):
     return (dims, values, {"long_name": long_name, "units": units, **attrs})
+
+
+#: Relative size below which a difference of two margins is rounding, reported as exactly 0.
+#: A single-position account's ``im`` (the ES of q x unit losses) and its ``isolated_im``
+#: (|q| x the unit ES) are equal by definition but summed in another order, so they differ by
+#: a few ulps (1e-16 relative); this floor keeps such exact cancellations exact, whatever the
+#: chunking.  Real netting is many orders of magnitude larger.
+ROUNDING_FLOOR = 1e-12
+
+
+def margin_saving(apart, together):
+    """``apart - together``, exactly 0 where the two differ by no more than rounding (ROUNDING_FLOOR)."""
+    diff = apart - together
+    scale = np.maximum(np.abs(apart), np.abs(together))
+    return np.where(np.abs(diff) <= ROUNDING_FLOOR * scale, 0.0, diff)
+
+
+#: Variables that depend on the margin model: with several models they get a leading ``model`` dimension.
+MODEL_VARIABLES = ("im", "mm", "margin_call", "isolated_im", "netting_benefit", "adjusted_equity",
+                   "group_im", "group_mm", "group_margin_call", "group_isolated_im", "group_netting_benefit",
+                   "group_adjusted_equity")
+
+
+def _requirement_variables(book, model: MarginModel, req: Requirement, equity, group_equity, haircuts: bool):
+    """The model-dependent variables of one model (:data:`MODEL_VARIABLES` it defines)."""
+    group_index = book.group_of_account
+    mr = model.params.maintenance_ratio
+    im, group_im = req.im, req.group_im
+    adjusted = equity if req.adjusted_equity is None else req.adjusted_equity
+    group_adjusted = (group_equity if req.adjusted_equity is None else
+                      np.bincount(group_index, weights=adjusted, minlength=book.groups.size))
+    out = {
+        "im": _da(im, ("account",), "initial margin requirement"),
+        "mm": _da(im * mr, ("account",), "maintenance margin requirement"),
+        "margin_call": _da(np.maximum(0.0, im - adjusted), ("account",),
+                           "margin call: max(0, im - equity)" if not haircuts else
+                           "margin call: max(0, im - adjusted_equity)"),
+        "group_im": _da(group_im, ("group",), "initial margin of the pooled group"),
+        "group_mm": _da(group_im * mr, ("group",), "maintenance margin of the pooled group"),
+        "group_margin_call": _da(np.maximum(0.0, group_im - group_adjusted), ("group",),
+                                 "group margin call: max(0, group_im - group_equity)" if not haircuts else
+                                 "group margin call: max(0, group_im - group_adjusted_equity)"),
+    }
+    if haircuts:
+        out["adjusted_equity"] = _da(adjusted, ("account",), "account equity with the model's collateral haircuts")
+        out["group_adjusted_equity"] = _da(group_adjusted, ("group",), "sum of member adjusted_equity")
+    if req.isolated_im is not None:
+        isolated = req.isolated_im
+        group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)
+        group_sum_im = np.bincount(group_index, weights=im, minlength=book.groups.size)
+        out["isolated_im"] = _da(isolated, ("account",), "initial margin of each position margined alone, summed")
+        out["netting_benefit"] = _da(margin_saving(isolated, im), ("account",), "isolated_im minus im")
+        out["group_isolated_im"] = _da(group_isolated, ("group",), "sum of member isolated_im")
+        out["group_netting_benefit"] = _da(margin_saving(group_sum_im, group_im), ("group",),
+                                           "sum of member im (margined apart) minus group_im (pooled)")
+    return out
+
+
+def _stack(per_model: list[dict], names: list[str]) -> dict:
+    """One variable per name with a leading ``model`` dimension; a model that lacks one gets NaN there."""
+    out = {}
+    for name in [v for v in MODEL_VARIABLES if any(v in m for m in per_model)]:
+        dims, values, attrs = next(m[name] for m in per_model if name in m)
+        stacked = np.stack([np.asarray(m[name][1], dtype=float) if name in m else np.full(np.shape(values), np.nan)
+                            for m in per_model])
+        out[name] = (("model",) + tuple(dims), stacked, attrs)
+    return out
 
 
 def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
     """The account, group and model figures of a run as an xarray Dataset (docs/architecture.md, "Output").
 
-    ``inputs`` is a :class:`MarginInputs` (or a run's :class:`~mcmargin.tails.TailResult`);
-    ``margin`` a :class:`MarginModel` or :class:`MarginParams` (the ``mc_es`` model).
+    Parameters
+    ----------
+    inputs : MarginInputs or TailResult, or a sequence of them (one per model)
+        What the models read (a run's :class:`~mcmargin.tails.TailResult` alone for tail models);
+        every item has the same book and tails, a grid model's its own grid losses.
+    margin : MarginModel, MarginParams or sequence of MarginModel
+        The model(s), primary first; parameters alone mean ``mc_es`` with them.  With one model
+        no variable has a ``model`` dimension; with several, every variable of
+        :data:`MODEL_VARIABLES` gets a leading one (coordinate: the model names in order).
     """
-    model = as_model(margin)
-    if isinstance(inputs, TailResult):
-        inputs = MarginInputs(inputs.book, inputs)
-    book, result = inputs.book, inputs.tails
-    req = model.requirements(inputs)
+    models = as_models(margin)
+    each = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] * len(models)
+    if len(each) != len(models):
+        raise ValueError(f"{len(each)} inputs for {len(models)} models")
+    each = [MarginInputs(i.book, i) if isinstance(i, TailResult) else i for i in each]
+    book, result = each[0].book, each[0].tails
+    reqs = [m.requirements(i) for m, i in zip(models, each)]
     acc = book.rows("accounts")
     equity = book.holdings[acc] @ book.unit_value
     group_index = book.group_of_account
     group_equity = np.bincount(group_index, weights=equity, minlength=book.groups.size)
     members = np.bincount(group_index, minlength=book.groups.size)
-    mr = model.params.maintenance_ratio
-    im, group_im = req.im, req.group_im
+    haircuts = any(r.adjusted_equity is not None for r in reqs)
+    per_model = [_requirement_variables(book, m, r, equity, group_equity, haircuts) for m, r in zip(models, reqs)]
     data = {
         "equity": _da(equity, ("account",), "account equity: collateral plus position value"),
-        "im": _da(im, ("account",), "initial margin requirement"),
-        "mm": _da(im * mr, ("account",), "maintenance margin requirement"),
-        "margin_call": _da(np.maximum(0.0, im - equity), ("account",), "margin call: max(0, im - equity)"),
         "account_group": (("account",), book.account_group.astype(str),
                           {"long_name": "margin group of the account (its own id when it has none)", "units": "1"}),
         "group_equity": _da(group_equity, ("group",), "sum of member equity"),
-        "group_im": _da(group_im, ("group",), "initial margin of the pooled group"),
-        "group_mm": _da(group_im * mr, ("group",), "maintenance margin of the pooled group"),
-        "group_margin_call": _da(np.maximum(0.0, group_im - group_equity), ("group",),
-                                 "group margin call: max(0, group_im - group_equity)"),
         "group_members": (("group",), members, {"long_name": "number of member accounts", "units": "1"}),
     }
+    data.update(per_model[0] if len(models) == 1 else _stack(per_model, [m.name for m in models]))
     coords = {"account": book.accounts.astype(str), "group": book.groups.astype(str),
               "asset": book.assets.astype(str), "instrument": book.instruments.astype(str)}
+    if len(models) > 1:
+        coords["model"] = ("model", np.array([m.name for m in models]),
+                           {"long_name": "margin model (the first is the primary one)", "units": "1"})
     if result is not None:
         grp = book.group_row
         data["var"] = _da(result.var[acc], ("account", "confidence"), "value at risk: m-th largest loss")
@@ -223,12 +354,16 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
         data["group_es"] = _da(result.es[grp], ("group", "confidence"), "expected shortfall of the pooled group")
         coords["confidence"] = ("confidence", np.array(list(result.confidences), dtype=float),
                                 {"long_name": "confidence level q", "units": "1"})
-    data.update(req.variables)
-    coords.update(req.coords)
+    for req in reqs:
+        data.update(req.variables)
+        coords.update(req.coords)
     ds = xr.Dataset(data, coords=coords)
     if "confidence" in ds.coords:
         ds["confidence"].attrs.update(long_name="confidence level q", units="1")
-    ds.attrs.update(model.attrs())
+    ds.attrs.update(models[0].attrs())
+    if len(models) > 1:
+        ds.attrs.update(margin_models=",".join(m.name for m in models),
+                        methodologies=json.dumps({m.name: m.methodology for m in models}))
     if result is not None:
         ds.attrs.update(n_scenarios=result.n_scenarios,
                         tail_definition="m = ceil(N (1 - q) - 1e-9); VaR = m-th largest loss; ES = mean of m largest")

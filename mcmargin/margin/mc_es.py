@@ -26,26 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import MarginInputs, MarginModel, MarginParams, Requirement, _da, register
+from .base import ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement, _da, margin_saving, register
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
 
 __all__ = ["METHODOLOGY", "ROUNDING_FLOOR", "MarginParams", "McEs", "margin_saving"]
-
-
-#: Relative size below which a difference of two margins is rounding, reported as exactly 0.
-#: A single-position account's ``im`` (the ES of q x unit losses) and its ``isolated_im``
-#: (|q| x the unit ES) are equal by definition but summed in another order, so they differ by
-#: a few ulps (1e-16 relative); this floor keeps such exact cancellations exact, whatever the
-#: chunking.  Real netting is many orders of magnitude larger.
-ROUNDING_FLOOR = 1e-12
-
-
-def margin_saving(apart, together):
-    """``apart - together``, exactly 0 where the two differ by no more than rounding (ROUNDING_FLOOR)."""
-    diff = apart - together
-    scale = np.maximum(np.abs(apart), np.abs(together))
-    return np.where(np.abs(diff) <= ROUNDING_FLOOR * scale, 0.0, diff)
 
 
 @register("mc_es")
@@ -54,8 +39,7 @@ class McEs(MarginModel):
 
     rows = ("accounts", "groups", "long", "short", "collateral_long", "collateral_short")
     reduction = "tail"
-    variables = ("isolated_im", "netting_benefit", "collateral_im", "group_isolated_im", "group_netting_benefit",
-                 "unit_es", "collateral_unit_es")
+    variables = ("collateral_im", "unit_es", "collateral_unit_es")
     methodology = METHODOLOGY
 
     def requirements(self, inputs: MarginInputs) -> Requirement:
@@ -85,20 +69,13 @@ class McEs(MarginModel):
         per_asset = np.abs(coll.data) * np.maximum(0.0, unit_coll[coll.col, cside])
         collateral_im = np.bincount(coll.row, weights=per_asset, minlength=book.accounts.size) * scale
 
-        group_index = book.group_of_account
         group_im = np.maximum(0.0, es[grp, k]) * scale
-        group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)
-        group_sum_im = np.bincount(group_index, weights=im, minlength=book.groups.size)
         variables = {
-            "isolated_im": _da(isolated, ("account",), "initial margin of each position margined alone, summed"),
-            "netting_benefit": _da(margin_saving(isolated, im), ("account",), "isolated_im minus im"),
             "collateral_im": _da(collateral_im, ("account",),
                                  "initial margin of the account's collateral margined alone (positions excluded)"),
-            "group_isolated_im": _da(group_isolated, ("group",), "sum of member isolated_im"),
-            "group_netting_benefit": _da(margin_saving(group_sum_im, group_im), ("group",),
-                                         "sum of member im (margined apart) minus group_im (pooled)"),
             "unit_es": _da(unit_es, ("instrument", "side"), "standalone ES of one contract at margin.confidence"),
             "collateral_unit_es": _da(unit_coll, ("asset", "side"),
                                       "standalone ES of one unit of the asset held as collateral at margin.confidence"),
         }
-        return Requirement(im, group_im, variables, {"side": np.array(["long", "short"])})
+        return Requirement(im, group_im, isolated_im=isolated, variables=variables,
+                           coords={"side": np.array(["long", "short"])})

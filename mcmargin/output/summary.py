@@ -15,26 +15,38 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
 
     Every figure printed is a sum of a dataset variable (or a difference of
     two such sums), named beside it, so it can be checked against the dataset.
+    With several margin models (a ``model`` dimension) a table compares them
+    and the rest describes the primary (first) model.
     """
+    models = []
+    if "model" in ds.dims:
+        models = _models_table(ds)
+        ds = ds.isel(model=0)
     q = float(ds.attrs.get("margin_confidence", ds["confidence"][0]))
     singles = ds["group_members"] == 1
     pooled = ds["group"][~singles]
-    iso, im, gim = (float(ds[v].sum()) for v in ("isolated_im", "im", "group_im"))
+    im, gim = float(ds["im"].sum()), float(ds["group_im"].sum())
+    name = ds.attrs.get("margin_model", "mc_es")
+    label = f"(ES{q:g})" if name == "mc_es" else f"({name})"
     lines = [
         f"mcmargin stress run: {ds.sizes['account']:,} accounts, {int(pooled.size):,} multi-account groups, "
         f"{ds.attrs.get('n_scenarios', '?'):,} scenarios, backend {ds.attrs.get('backend', '?')}",
         f"  total equity                 {_money(float(ds['equity'].sum())):>20} USD",
-        f"  total initial margin (ES{q:g}) {_money(im):>20} USD (sum of im: accounts margined apart)",
+        f"  total initial margin {label:<9}{_money(im):>20} USD (sum of im: accounts margined apart)",
         f"  total group initial margin   {_money(gim):>20} USD (sum of group_im: groups pooled)",
-        f"  total isolated margin        {_money(iso):>20} USD (sum of isolated_im: each position alone, "
-        "collateral excluded)",
-        f"  netting benefit, accounts    {_money(float(ds['netting_benefit'].sum())):>20} USD "
-        f"(sum of netting_benefit = isolated_im - im; {_pct(1 - im / max(iso, 1e-300))} of isolated)",
-        f"  netting benefit, groups      {_money(iso - gim):>20} USD "
-        f"(isolated_im - group_im, summed; {_pct(1 - gim / max(iso, 1e-300))} of isolated)",
-        f"  cross-margin benefit         {_money(float(ds['group_netting_benefit'].sum())):>20} USD "
-        "(sum of group_netting_benefit: pooling groups vs margining members apart)",
     ]
+    if "isolated_im" in ds:
+        iso = float(ds["isolated_im"].sum())
+        lines += [
+            f"  total isolated margin        {_money(iso):>20} USD (sum of isolated_im: each position alone, "
+            "collateral excluded)",
+            f"  netting benefit, accounts    {_money(float(ds['netting_benefit'].sum())):>20} USD "
+            f"(sum of netting_benefit = isolated_im - im; {_pct(1 - im / max(iso, 1e-300))} of isolated)",
+            f"  netting benefit, groups      {_money(iso - gim):>20} USD "
+            f"(isolated_im - group_im, summed; {_pct(1 - gim / max(iso, 1e-300))} of isolated)",
+            f"  cross-margin benefit         {_money(float(ds['group_netting_benefit'].sum())):>20} USD "
+            "(sum of group_netting_benefit: pooling groups vs margining members apart)",
+        ]
     if "collateral_im" in ds:
         negative = int((ds["netting_benefit"] < 0).sum())
         lines += [
@@ -44,12 +56,26 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
             "together, isolated_im positions only, so risky collateral (not USD cash) raises im above "
             "isolated_im; collateral_im is that collateral's own requirement",
         ]
+    lines += models
     lines.append(f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
                  f"{_money(float(ds['group_margin_call'].sum()))} USD (sum of group_margin_call)")
     lines += _table("largest requirements (group_im)", ds["group_im"], ds["group_equity"], top)
     lines += _table("largest margin calls (group_margin_call)", ds["group_margin_call"], ds["group_im"], top,
                     second="group_im")
     return "\n".join(lines)
+
+
+def _models_table(ds: xr.Dataset) -> list[str]:
+    """Per model: sums of im, group_im, isolated_im, the pooled netting benefit and group margin calls."""
+    out = [f"  margin models (primary first): {'':<8}{'sum im':>18} {'sum group_im':>18} {'sum isolated_im':>18} "
+           f"{'netting benefit':>18} {'sum group calls':>18}"]
+    for name in ds["model"].values:
+        m = ds.sel(model=name)
+        iso = float(m["isolated_im"].sum()) if "isolated_im" in m else float("nan")
+        gim = float(m["group_im"].sum())
+        out.append(f"    {str(name):<36}{_money(float(m['im'].sum())):>18} {_money(gim):>18} {_money(iso):>18} "
+                   f"{_money(iso - gim):>18} {_money(float(m['group_margin_call'].sum())):>18}")
+    return out
 
 
 def _pct(x: float) -> str:

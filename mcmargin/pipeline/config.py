@@ -15,7 +15,7 @@ from pathlib import Path
 from ..inputs.book import Book
 from ..engine.graph import TASK_BUDGET, Chunking
 from ..errors import ConfigError
-from ..margin import MarginModel, MarginParams, build_margin_model
+from ..margin import MarginModel, MarginParams, build_margin_models
 from ..common.settings import STRESS_RULES, check_settings, one_of, real_number, whole_number
 
 log = logging.getLogger(__name__)
@@ -77,22 +77,26 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     return book
 
 
-def margin_model_from_config(margin: Mapping) -> MarginModel:
-    """The margin model ``margin.model`` names (any registered model), checked key by key."""
+def margin_models_from_config(margin: Mapping) -> list[MarginModel]:
+    """The margin models ``margin.models`` names (default ``[margin.model]``), primary first, checked key by key."""
     check_settings({"margin": dict(margin)}, STRESS_RULES)
-    return build_margin_model(margin)
+    return build_margin_models(margin)
 
 
 def margin_from_config(margin: Mapping) -> MarginParams:
     """The parameters every margin model shares (``margin.confidence``, ``buffer``, ``maintenance_ratio``)."""
-    return margin_model_from_config(margin).params
+    return margin_models_from_config(margin)[0].params
 
 
-def confidences_from_config(output: Mapping, margin: MarginParams | MarginModel) -> list[float]:
+def confidences_from_config(output: Mapping, margin) -> list[float]:
+    """``output.confidence`` with every confidence the margin model(s) read (parameters: their confidence)."""
     qs = output.get("confidence") or []
     check_settings({"output": {"confidence": qs}}, STRESS_RULES)
-    own = margin.confidences() if isinstance(margin, MarginModel) else (margin.confidence,)
-    return sorted({float(q) for q in qs} | set(own))
+    models = [margin] if isinstance(margin, (MarginModel, MarginParams)) else list(margin)
+    own = set()
+    for m in models:
+        own |= set(m.confidences()) if isinstance(m, MarginModel) else {m.confidence}
+    return sorted({float(q) for q in qs} | own)
 
 
 def chunking_from_config(engine: Mapping) -> tuple[Chunking, int]:

@@ -23,7 +23,7 @@ from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
 from ..instruments import revaluation
-from ..margin import MarginInputs, MarginModel, MarginParams, as_model, margin_dataset
+from ..margin import MarginInputs, MarginModel, MarginParams, as_models, margin_dataset
 from ..tails import tail_size
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def note_unused_haircuts(book: Book) -> str | None:
             "the haircut-based margin models")
 
 
-def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = MarginParams(),
+def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                confidences=(0.99, 0.995),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
@@ -73,8 +73,10 @@ def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = Ma
     book : Book
     scenarios : ScenarioModel
         Its ``assets`` must be the book's market assets, in order.
-    margin : MarginModel or MarginParams
-        The margin model (:mod:`mcmargin.margin`); parameters alone mean ``mc_es`` with them.
+    margin : MarginModel, MarginParams or sequence of MarginModel
+        The margin model(s) (:mod:`mcmargin.margin`), primary first; parameters alone mean
+        ``mc_es`` with them.  Several models run in one pass over the same scenarios and give
+        every model-dependent variable a leading ``model`` dimension.
     confidences : sequence of float
         q values of ``var``/``es``; the model's own confidences are always included.
     backend : str
@@ -104,11 +106,11 @@ def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = Ma
     """
     if tuple(scenarios.assets) != tuple(book.assets):
         raise ValueError("scenario columns must be the book's market assets in order")
-    model = as_model(margin)
-    confidences = sorted(set(float(q) for q in confidences) | set(model.confidences()))
+    models = as_models(margin)
+    confidences = sorted(set(float(q) for q in confidences).union(*(m.confidences() for m in models)))
     for warning in check_tail_sizes(scenarios.n, confidences):
         log.warning(warning)
-    note = note_unused_haircuts(book) if model.name == "mc_es" else None
+    note = note_unused_haircuts(book) if "mc_es" in [m.name for m in models] else None
     if note:
         log.info(note)
     t0 = time.perf_counter()
@@ -116,13 +118,14 @@ def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = Ma
     # Every account's and group's tails are reported (var, es); the model asks for any other rows.
     # Option time decay is in calendar days; history models count rows (trading days).
     compiled = compile_book(book, getattr(scenarios, "horizon_calendar_days", scenarios.horizon_days), rate,
-                            row_kinds=("accounts", "groups") + tuple(model.rows))
+                            row_kinds=("accounts", "groups") + sum((tuple(m.rows) for m in models), ()))
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
                            blocks_in_flight=blocks_in_flight)
     t2 = time.perf_counter()
-    ds = margin_dataset(MarginInputs(compiled, result, grid_losses(compiled, model, book.market["vol"].to_numpy(dtype=float))), model)
+    vols = book.market["vol"].to_numpy(dtype=float)
+    ds = margin_dataset([_model_inputs(compiled, result, m, vols) for m in models], models)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -141,6 +144,10 @@ def run_stress(book: Book, scenarios, *, margin: MarginModel | MarginParams = Ma
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
+
+
+def _model_inputs(compiled, result, model: MarginModel, asset_vols) -> MarginInputs:
+    return MarginInputs(compiled, result, grid_losses(compiled, model, asset_vols))
 
 
 def grid_losses(compiled, model: MarginModel, asset_vols):
