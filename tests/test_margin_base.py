@@ -61,8 +61,8 @@ class Scan(MarginModel):
     def confidences(self):
         return ()
 
-    def grid(self, assets, asset_vols):
-        risky = (np.asarray(asset_vols) > 0).astype(float)
+    def grid(self, inputs):
+        risky = (inputs.portfolio.market["vol"].to_numpy() > 0).astype(float)
         shock = np.array([r * risky for r, _ in GRID_MOVES])
         vol_shock = np.array([v * risky for _, v in GRID_MOVES])
         return shock, vol_shock

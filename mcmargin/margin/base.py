@@ -70,11 +70,17 @@ class MarginInputs:
         VaR and ES of every row at ``tails.confidences`` (``"tail"`` models).
     grid_losses : numpy.ndarray or None
         ``[rows x grid scenarios]`` losses under the model's own grid (``"grid"`` models).
+    portfolio : Book or None
+        The validated input book (instrument terms, market prices, vols and haircuts, positions).
+    scenarios : ScenarioModel or None
+        The run's scenario model, for defaults derived from it (``describe()``, ``horizon_days``).
     """
 
     book: object
     tails: TailResult | None = None
     grid_losses: np.ndarray | None = None
+    portfolio: object = None
+    scenarios: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +141,29 @@ class MarginModel(abc.ABC):
         """Confidences whose tails the model reads (``"tail"`` models)."""
         return (self.params.confidence,)
 
-    def grid(self, assets, asset_vols):
-        """``(shock, vol_shock)`` ``[grid x asset]`` of a ``"grid"`` model; None for the others."""
+    def grid(self, inputs: "MarginInputs"):
+        """``(shock, vol_shock)`` ``[grid x asset]`` (log-returns, log vol changes) of a ``"grid"`` model."""
         return None
+
+    def grid_losses(self, inputs: "MarginInputs") -> np.ndarray | None:
+        """``[rows x grid]`` losses of every holdings row under :meth:`grid`, else None.
+
+        A grid is a handful of deterministic scenarios (SPAN-style scans), so
+        its losses are materialised and :meth:`requirements` reduces them as
+        the model defines.  A model whose scenarios are not per-asset shocks
+        (e.g. vol shocks scaled by each option's tenor) overrides this.
+        """
+        grid = self.grid(inputs) if self.reduction == "grid" else None
+        if grid is None:
+            return None
+        from ..backend import get_backend
+        from ..instruments import revaluation
+
+        book = inputs.book
+        shock, vol_shock = (np.asarray(a, dtype=float) for a in grid)
+        nb = get_backend("numpy")
+        pnl = revaluation.revalue(nb, revaluation.to_backend(book, nb), shock, vol_shock)
+        return -np.asarray(book.exposures @ np.asarray(pnl).T)
 
     @abc.abstractmethod
     def requirements(self, inputs: MarginInputs) -> Requirement:

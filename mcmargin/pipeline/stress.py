@@ -10,6 +10,7 @@ Usable from Python without Hydra::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,8 +23,7 @@ from ..backend import get_backend
 from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
-from ..instruments import revaluation
-from ..margin import MarginInputs, MarginModel, MarginParams, as_models, margin_dataset
+from ..margin import MarginInputs, MarginParams, as_models, margin_dataset
 from ..tails import tail_size
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
                            blocks_in_flight=blocks_in_flight)
     t2 = time.perf_counter()
-    vols = book.market["vol"].to_numpy(dtype=float)
-    ds = margin_dataset([_model_inputs(compiled, result, m, vols) for m in models], models)
+    inputs = MarginInputs(compiled, result, portfolio=book, scenarios=scenarios)
+    ds = margin_dataset([dataclasses.replace(inputs, grid_losses=m.grid_losses(inputs)) for m in models], models)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -144,22 +144,3 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
-
-
-def _model_inputs(compiled, result, model: MarginModel, asset_vols) -> MarginInputs:
-    return MarginInputs(compiled, result, grid_losses(compiled, model, asset_vols))
-
-
-def grid_losses(compiled, model: MarginModel, asset_vols):
-    """``[rows x grid]`` losses of every holdings row under a ``"grid"`` model's own scenarios, else None.
-
-    A grid is a handful of deterministic scenarios (SPAN-style scans), so
-    its losses are materialised and the model reduces them as it defines.
-    """
-    grid = model.grid(compiled.assets, asset_vols) if model.reduction == "grid" else None
-    if grid is None:
-        return None
-    shock, vol_shock = (np.asarray(a, dtype=float) for a in grid)
-    nb = get_backend("numpy")
-    pnl = revaluation.revalue(nb, revaluation.to_backend(compiled, nb), shock, vol_shock)
-    return -np.asarray(compiled.exposures @ np.asarray(pnl).T)
