@@ -503,8 +503,8 @@ def test_written_csv_is_plain(tmp_path):
     write_book(book, tmp_path / "out")
     text = (tmp_path / "out" / "instruments.csv").read_text().splitlines()
     assert text[0] == ",".join(INSTRUMENT_COLUMNS)
-    assert text[1] == "BTC-USDT,spot,BTC,USDT,false,1.0,,,,"
-    assert text[5] == "BTC-C,option,BTC,USDT,false,1.0,2025-03-28,90000.0,call,"
+    assert text[1] == "BTC-USDT,spot,BTC,USDT,false,1.0,,,,,"      # vol and spread empty: none given
+    assert text[5] == "BTC-C,option,BTC,USDT,false,1.0,2025-03-28,90000.0,call,,"
 
 
 def test_csv_record_with_too_many_cells(tmp_path):
@@ -593,3 +593,23 @@ def test_export_replaces_its_own_export(tmp_path, small_book):
     write_book(small_book, tmp_path / "out", "csv")
     write_book(small_book, tmp_path / "out", "csv")
     assert (tmp_path / "out" / ".mcmargin-export").is_file()
+
+
+def test_optional_adv_and_spread_are_read_checked_and_written_back(tmp_path):
+    from conftest import small_frames_data
+
+    ins, mkt, pos, col, acc = small_frames_data()
+    mkt = mkt.assign(adv=[25_000.0, np.nan, 1e9])
+    ins = ins.assign(spread=[0.0002, np.nan, 0.05, 0.08, 0.001, 0.0005, 0.2])
+    book = book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+    assert book.market["adv"].iloc[0] == 25_000.0 and np.isnan(book.market["adv"].iloc[1])
+    assert book.instruments.set_index("instrument").loc["BTC-C", "spread"] == 0.05
+    write_book(book, tmp_path / "out")
+    again = load_book_dir(tmp_path / "out", VALUATION)
+    np.testing.assert_array_equal(again.market["adv"].to_numpy(), book.market["adv"].to_numpy())
+    np.testing.assert_array_equal(again.instruments["spread"].to_numpy(), book.instruments["spread"].to_numpy())
+    with pytest.raises(InputError, match="adv") as info:
+        book_from_frames(ins, mkt.assign(adv=[25_000.0, 0.0, 1.0]), pos, col, acc, VALUATION)
+    assert info.value.column == "adv" and info.value.row is not None
+    with pytest.raises(InputError, match="spread"):
+        book_from_frames(ins.assign(spread=[0.0, -0.1, 0, 0, 0, 0, 0]), mkt, pos, col, acc, VALUATION)

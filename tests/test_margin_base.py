@@ -219,6 +219,9 @@ def test_several_models_in_one_pass_get_a_model_dimension(small_book):
             np.testing.assert_array_equal(together[v].values, alone[v].values)
     # Only mc_es margins positions alone: the others have NaN there, never a made-up figure.
     assert np.isnan(together["isolated_im"].sel(model="scan")).all()
+    assert together["isolated_im"].attrs["nonfinite"].startswith("nan:")
+    from mcmargin.output.store import check_figures
+    check_figures(together)                   # the NaN it declares is accepted, and no other
     np.testing.assert_array_equal(together["unit_es"].values, run_stress(small_book, scen, margin=models[0],
                                                                          confidences=[0.99])["unit_es"].values)
     text = summary(together)

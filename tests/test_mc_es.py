@@ -187,3 +187,99 @@ def test_correlation_repair_warns_through_the_log_only(caplog):
         fixed = nearest_correlation(bad)
     assert np.linalg.eigvalsh(fixed).min() > -1e-10
     assert "repaired by nearest-correlation projection" in caplog.text
+
+
+# ---------------------------------------------------------------- add-ons (docs/methodology.md, section 6)
+
+def _addon_run(small_book, **add_ons):
+    from mcmargin.margin import McEs
+    from mcmargin.margin.mc_es import AddOns
+
+    scen = build_scenarios(dict(SCENARIOS_2F, n=2000), small_book.assets, small_book.market["vol"].to_numpy())
+    params = MarginParams(confidence=0.99, buffer=0.1, maintenance_ratio=0.6)
+    return run_stress(small_book, scen, margin=McEs(params, AddOns(**add_ons)), confidences=(0.99,))
+
+
+def _bs_call_and_delta(s, k, t, vol):
+    """Black-Scholes call value and delta at rate 0, by hand (math.erf), for the add-on oracles."""
+    n = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+    d1 = (math.log(s / k) + 0.5 * vol * vol * t) / (vol * math.sqrt(t))
+    return s * n(d1) - k * n(d1 - vol * math.sqrt(t)), n(d1)
+
+
+@pytest.fixture(scope="module")
+def addon_book():
+    """The conftest small book with an ADV of 1 BTC and 1 ETH a day and bid-ask spreads on every instrument."""
+    from conftest import VALUATION, small_frames_data
+    from mcmargin.inputs.files import book_from_frames
+
+    ins, mkt, pos, col, acc = small_frames_data()
+    mkt = mkt.assign(adv=[1.0, 1.0, np.nan])
+    ins = ins.assign(spread=[0.0002, 0.0004, 0.05, 0.08, 0.001, 0.0005, 0.2])
+    return book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+
+
+def test_add_ons_are_off_by_default_and_change_nothing(addon_book):
+    plain, on_nothing = _addon_run(addon_book), _addon_run(addon_book, max_netting=None)
+    for v in ("im", "group_im", "isolated_im", "netting_benefit"):
+        np.testing.assert_array_equal(plain[v].values, on_nothing[v].values)
+    assert not [v for v in plain.data_vars if "mc_es_" in v]
+
+
+def test_liquidity_addon_by_hand(addon_book):
+    plain = _addon_run(addon_book)
+    ds = _addon_run(addon_book, liquidity=True, liquidity_coefficient=0.1, liquidity_free_fraction=0.1)
+    addon = ds["mc_es_liquidity_addon"]
+    # d holds 2 ETH of collateral: Q = 2 ETH, e = 2 - 0.1 x 1 = 1.9, cost = 0.1 x 3000 x 1.9 x sqrt(1.9 / 1).
+    assert float(addon.sel(account="d")) == pytest.approx(0.1 * 3000 * 1.9 * math.sqrt(1.9), rel=1e-12)
+    # c: 10 ETH spot against -100 x 0.1 ETH futures nets to no ETH: no add-on (USDT has no ADV).
+    assert float(addon.sel(account="c")) == 0.0
+    # a: 1.5 BTC perpetual and -2 calls (K 95,000, 30 days, vol 0.5): Q = 1.5 - 2 N(d1) BTC.
+    _, delta = _bs_call_and_delta(90_000.0, 95_000.0, 30 / 365, 0.5)
+    q = abs(1.5 - 2 * delta)
+    e = max(0.0, q - 0.1)
+    assert float(addon.sel(account="a")) == pytest.approx(0.1 * 90_000 * e * math.sqrt(e), rel=1e-9)
+    np.testing.assert_allclose(ds["im"].values, plain["im"].values + addon.values, rtol=1e-14)
+    np.testing.assert_allclose(ds["group_im"].values, plain["group_im"].values + ds["group_mc_es_liquidity_addon"].values,
+                               rtol=1e-14)
+
+
+def test_closeout_cost_by_hand(addon_book):
+    plain = _addon_run(addon_book)
+    ds = _addon_run(addon_book, closeout=True)
+    cost = ds["mc_es_closeout_cost"]
+    # c: 10 ETH spot at 3,000 (spread 0.001) and 100 futures of 0.1 ETH (spread 0.0005): half-spreads.
+    assert float(cost.sel(account="c")) == pytest.approx(10 * 3000 * 0.001 / 2 + 100 * 0.1 * 3000 * 0.0005 / 2, rel=1e-12)
+    # a: 1.5 BTC perpetual (spread 0.0002) and 2 calls at their Black-Scholes premium (spread 0.05).
+    premium, _ = _bs_call_and_delta(90_000.0, 95_000.0, 30 / 365, 0.5)
+    assert float(cost.sel(account="a")) == pytest.approx(1.5 * 90_000 * 0.0002 / 2 + 2 * premium * 0.05 / 2, rel=1e-9)
+    assert float(cost.sel(account="d")) == 0.0                        # collateral only
+    # The pool G1 (a and b) closes its net position per instrument: no common instrument, so the sum.
+    g1 = float(ds["group_mc_es_closeout_cost"].sel(group="G1"))
+    assert g1 == pytest.approx(float(cost.sel(account="a")) + float(cost.sel(account="b")), rel=1e-12)
+    np.testing.assert_allclose(ds["im"].values, plain["im"].values + cost.values, rtol=1e-14)
+
+
+def test_netting_cap(addon_book):
+    plain = _addon_run(addon_book)
+    ds = _addon_run(addon_book, max_netting=0.25)
+    # Cross-margin may save at most 25% of isolated_im - im: im' = im + 0.75 max(0, isolated_im - im).
+    want = plain["im"].values + 0.75 * np.maximum(0.0, plain["isolated_im"].values - plain["im"].values)
+    np.testing.assert_allclose(ds["im"].values, want, rtol=1e-14)
+    saved = plain["group_isolated_im"].values - plain["group_im"].values
+    np.testing.assert_allclose(ds["group_im"].values, plain["group_im"].values + 0.75 * np.maximum(0.0, saved),
+                               rtol=1e-14)
+    assert (ds["mc_es_netting_cap"] > 0).any()
+    full = _addon_run(addon_book, max_netting=1.0)                   # a cap at 100% caps nothing
+    np.testing.assert_array_equal(full["im"].values, plain["im"].values)
+
+
+def test_add_on_keys_through_the_job():
+    from jobs.stress import run
+    from conftest import stress_config
+
+    ds = run(stress_config("margin.mc_es.max_netting=0.5", "margin.mc_es.closeout_cost=true"))
+    assert "mc_es_netting_cap" in ds
+    assert (ds["mc_es_closeout_cost"] == 0).all()     # the synthetic book quotes no spreads
+    with pytest.raises(ConfigError, match=r"margin\.mc_es\.max_netting"):
+        run(stress_config("margin.mc_es.max_netting=1.5"))

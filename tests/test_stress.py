@@ -37,9 +37,10 @@ import oracles  # noqa: E402
 
 def output_confidences():
     """Every confidence the job reports by default: output.confidence plus margin.confidence."""
-    out = OmegaConf.load(CONF / "output" / "stress.yaml")
-    margin = OmegaConf.load(CONF / "margin" / "mc_es.yaml")
-    return sorted(set(float(q) for q in out["confidence"]) | {float(margin["confidence"])})
+    from conftest import stress_config
+
+    cfg = stress_config()          # composed as the job composes it (margin options share conf/margin_common.yaml)
+    return sorted(set(float(q) for q in cfg.output.confidence) | {float(cfg.margin.confidence)})
 
 
 S0, SIGMA = 50_000.0, 0.8

@@ -13,10 +13,14 @@ instruments
     asset), ``inverse`` (bool), ``contract_size`` (float64 > 0), ``expiry``
     (datetime64[ns], NaT for spot/perpetual), ``strike`` (float64, NaN unless
     option), ``option_type`` (str: call | put, "" unless option), ``vol``
-    (float64, NaN when the market vol applies).
+    (float64, NaN when the market vol applies), ``spread`` (float64 >= 0,
+    relative bid-ask spread, of the price for linear contracts and of the
+    premium for options; NaN when not given).
 market
     ``asset`` (str, unique), ``price`` (float64 > 0, USD), ``vol`` (float64
-    >= 0, annualised implied vol; 0 for cash), ``haircut`` (float64 in [0, 1]).
+    >= 0, annualised implied vol; 0 for cash), ``haircut`` (float64 in [0, 1]),
+    ``adv`` (float64 > 0, average daily volume in units of the asset; NaN
+    when not given).
 positions
     ``account`` (str), ``instrument`` (str), ``quantity`` (float64, signed).
 collateral
@@ -39,8 +43,8 @@ from ..instruments import KINDS as INSTRUMENT_KINDS  # noqa: E402  (every family
 from ..instruments.options import OPTION_TYPES  # noqa: E402
 
 INSTRUMENT_COLUMNS = ("instrument", "kind", "underlying", "settle", "inverse", "contract_size",
-                      "expiry", "strike", "option_type", "vol")
-MARKET_COLUMNS = ("asset", "price", "vol", "haircut")
+                      "expiry", "strike", "option_type", "vol", "spread")
+MARKET_COLUMNS = ("asset", "price", "vol", "haircut", "adv")
 POSITION_COLUMNS = ("account", "instrument", "quantity")
 COLLATERAL_COLUMNS = ("account", "asset", "amount")
 ACCOUNT_COLUMNS = ("account", "group")

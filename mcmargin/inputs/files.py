@@ -548,7 +548,10 @@ def _normalise_market(table: _Table) -> pd.DataFrame:
     # cell is ambiguous (forgotten, or none?), so each row must say.
     haircut = _haircuts(table) if table.has("haircut") else np.zeros(len(asset))
     _check(table, (haircut < 0) | (haircut > 1), "haircut", "haircut must be in [0, 1], got {value}")
-    return _frame({"asset": asset, "price": price, "vol": vol, "haircut": haircut})
+    # Average daily volume (units of the asset), for the liquidity add-on; an empty cell means none known.
+    adv = _numbers(table, "adv", default=np.nan) if table.has("adv") else np.full(len(asset), np.nan)
+    _check(table, adv <= 0, "adv", "adv (average daily volume) must be > 0, got {value}")
+    return _frame({"asset": asset, "price": price, "vol": vol, "haircut": haircut, "adv": adv})
 
 
 def _haircuts(table: _Table) -> np.ndarray:
@@ -607,9 +610,13 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
                                                                          effective_vol, underlying):
         _check(table, bad, column, message)
 
+    # Relative bid-ask spread, for the close-out cost; an empty cell means none known.
+    spread = _numbers(table, "spread", default=np.nan) if table.has("spread") else np.full(n, np.nan)
+    _check(table, spread < 0, "spread", "spread (relative bid-ask spread) must be >= 0, got {value}")
     return _frame({"instrument": instrument, "kind": kind, "underlying": underlying, "settle": settle,
                    "inverse": inverse.astype(bool), "contract_size": contract_size, "expiry": expiry,
-                   "strike": np.where(option, strike, np.nan), "option_type": option_type, "vol": vol})
+                   "strike": np.where(option, strike, np.nan), "option_type": option_type, "vol": vol,
+                   "spread": spread})
 
 
 def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: str, row_name: str

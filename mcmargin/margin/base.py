@@ -34,6 +34,7 @@ import xarray as xr
 
 from ..common.settings import real_number
 from ..errors import ConfigError
+from ..output.store import NONFINITE
 from ..tails import TailResult
 
 REDUCTIONS = ("tail", "grid", "closed_form")
@@ -328,6 +329,9 @@ def _stack(per_model: list[dict], names: list[str]) -> dict:
         dims, values, attrs = next(m[name] for m in per_model if name in m)
         stacked = np.stack([np.asarray(m[name][1], dtype=float) if name in m else np.full(np.shape(values), np.nan)
                             for m in per_model])
+        if not all(name in m for m in per_model):
+            missing = ", ".join(n for n, m in zip(names, per_model) if name not in m)
+            attrs = {**attrs, NONFINITE: f"nan: not defined by the model(s) {missing}"}
         out[name] = (("model",) + tuple(dims), stacked, attrs)
     return out
 

@@ -20,12 +20,22 @@ Per account, at confidence q = ``margin.confidence``:
 
 A margin group's loss is the sum of its members' losses; its figures follow
 the same formulas.
+
+Add-ons, each off by default and each its own variable (docs/methodology.md,
+section 6): a liquidity / concentration add-on, a bid-ask close-out cost
+and a cap on the diversification benefit; ``im`` (and ``group_im``) is the
+ES requirement plus the add-ons that are on.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
 
+import numpy as np
+import scipy.sparse as sp
+
+from ..common.settings import flag, real_number
+from ..instruments.black_scholes import black_scholes_delta
 from .base import ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement, _da, margin_saving, register
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
@@ -33,9 +43,45 @@ METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md sectio
 __all__ = ["METHODOLOGY", "ROUNDING_FLOOR", "MarginParams", "McEs", "margin_saving"]
 
 
+@dataclasses.dataclass(frozen=True)
+class AddOns:
+    """The ``mc_es`` add-ons (docs/methodology.md, section 6); all off by default."""
+
+    liquidity: bool = False              # margin.mc_es.liquidity_addon
+    liquidity_coefficient: float = 0.1   # k: cost of closing one ADV beyond the free part, as a share of price
+    liquidity_free_fraction: float = 0.1  # f: the share of ADV closed at no extra cost
+    closeout: bool = False               # margin.mc_es.closeout_cost
+    max_netting: float | None = None     # share of isolated_im - im cross-margin may save (None: no cap)
+
+    @classmethod
+    def from_config(cls, own: dict) -> "AddOns":
+        """Reads (and removes) the add-on keys of ``margin.mc_es``."""
+        key = "margin.mc_es."
+        out = cls(
+            liquidity=flag(own.pop("liquidity_addon", False), key + "liquidity_addon"),
+            liquidity_coefficient=real_number(own.pop("liquidity_coefficient", 0.1), key + "liquidity_coefficient",
+                                              0.0),
+            liquidity_free_fraction=real_number(own.pop("liquidity_free_fraction", 0.1),
+                                                key + "liquidity_free_fraction", 0.0),
+            closeout=flag(own.pop("closeout_cost", False), key + "closeout_cost"),
+            max_netting=real_number(own.pop("max_netting", None), key + "max_netting", 0.0, 1.0, allow_none=True))
+        return out
+
+
 @register("mc_es")
 class McEs(MarginModel):
     """Monte Carlo expected shortfall of every account and pool; standalone requirements from unit tails."""
+
+    def __init__(self, params: MarginParams = MarginParams(), add_ons: AddOns = AddOns()):
+        super().__init__(params)
+        self.add_ons = add_ons
+
+    @classmethod
+    def from_config(cls, params, own):
+        own = dict(own)
+        add_ons = AddOns.from_config(own)
+        super().from_config(params, own)          # refuses any key left
+        return cls(params, add_ons)
 
     rows = ("accounts", "groups", "long", "short", "collateral_long", "collateral_short")
     reduction = "tail"
@@ -77,5 +123,83 @@ class McEs(MarginModel):
             "collateral_unit_es": _da(unit_coll, ("asset", "side"),
                                       "standalone ES of one unit of the asset held as collateral at margin.confidence"),
         }
+        im, group_im = self._add_ons(inputs, im, group_im, isolated, variables)
         return Requirement(im, group_im, isolated_im=isolated, variables=variables,
                            coords={"side": np.array(["long", "short"])})
+
+    def _add_ons(self, inputs, im, group_im, isolated, variables):
+        """``im`` and ``group_im`` plus the add-ons that are on; each add-on is also written as a variable."""
+        a, book = self.add_ons, inputs.book
+        rows = {"": book.rows("accounts"), "group_": book.group_row}
+        dims = {"": ("account",), "group_": ("group",)}
+        extra = {"": np.zeros_like(im), "group_": np.zeros_like(group_im)}
+        if a.max_netting is not None:
+            group_isolated = np.bincount(book.group_of_account, weights=isolated, minlength=book.groups.size)
+            for p, (iso, base) in {"": (isolated, im), "group_": (group_isolated, group_im)}.items():
+                cap = np.maximum(0.0, (1.0 - a.max_netting) * (iso - base))
+                variables[f"{p}mc_es_netting_cap"] = _da(cap, dims[p], "add-on capping the netting benefit at "
+                                                         "margin.mc_es.max_netting of isolated_im - im")
+                extra[p] += cap
+        if a.liquidity:
+            cost = liquidity_addon(book, inputs.portfolio, a.liquidity_coefficient, a.liquidity_free_fraction)
+            for p, r in rows.items():
+                variables[f"{p}mc_es_liquidity_addon"] = _da(cost[r], dims[p], "liquidity / concentration add-on: "
+                                                             "square-root cost of the net delta beyond a free share "
+                                                             "of average daily volume")
+                extra[p] += cost[r]
+        if a.closeout:
+            cost = closeout_cost(book, inputs.portfolio)
+            for p, r in rows.items():
+                variables[f"{p}mc_es_closeout_cost"] = _da(cost[r], dims[p], "bid-ask close-out cost: half the "
+                                                           "relative spread of each net position's value")
+                extra[p] += cost[r]
+        return im + extra[""], group_im + extra["group_"]
+
+
+def usd_delta(book) -> sp.csr_matrix:
+    """[rows x assets] USD delta of every holdings row: linear exposure plus options' Black-Scholes deltas."""
+    n_assets = book.assets.size
+    o = book.options
+    if o.n:
+        from scipy.special import ndtr
+
+        per_contract = o.size * o.spot * black_scholes_delta(np, ndtr, o.spot, o.strike, o.expiry, o.vol, o.is_call,
+                                                             o.rate)
+        to_asset = sp.csr_matrix((per_contract, (np.arange(o.n), o.asset)), shape=(o.n, n_assets))
+        return (book.exposures[:, :n_assets] + book.exposures[:, n_assets:] @ to_asset).tocsr()
+    return book.exposures[:, :n_assets].tocsr()
+
+
+def liquidity_addon(book, portfolio, coefficient: float, free_fraction: float) -> np.ndarray:
+    """Per holdings row: sum over assets with an ``adv`` of ``k S e sqrt(e / ADV)``, ``e = max(0, |Q| - f ADV)``.
+
+    Q is the row's net delta-equivalent position in units of the asset (USD
+    delta / price), collateral included (it is sold or bought back with the
+    rest); assets without an average daily volume in the market file
+    carry no add-on.
+    """
+    adv = portfolio.market["adv"].to_numpy(dtype=float) if "adv" in portfolio.market else np.full(book.assets.size,
+                                                                                                 np.nan)
+    known = np.isfinite(adv)
+    if not known.any():
+        return np.zeros(book.exposures.shape[0])
+    q = np.abs(usd_delta(book)[:, known].toarray()) / book.prices[known]
+    excess = np.maximum(0.0, q - free_fraction * adv[known])
+    return (coefficient * book.prices[known] * excess * np.sqrt(excess / adv[known])).sum(axis=1)
+
+
+def closeout_cost(book, portfolio) -> np.ndarray:
+    """Per holdings row: sum over instruments of ``|net quantity| x contract value x spread / 2``.
+
+    The contract value is the USD notional of a linear contract (size x S,
+    or its face value) and the premium of an option; instruments without a
+    ``spread`` carry no cost.
+    """
+    spread = (portfolio.instruments.set_index("instrument")["spread"].reindex(book.instruments).to_numpy(dtype=float)
+              if "spread" in portfolio.instruments else np.full(book.n_instruments, np.nan))
+    n_linear = book.n_instruments - book.options.n
+    value = np.empty(book.n_instruments)
+    value[:n_linear] = np.abs(book.to_factors[:n_linear].toarray()).sum(axis=1)
+    value[n_linear:] = np.abs(book.unit_value[n_linear:book.n_instruments])
+    per_contract = np.where(np.isfinite(spread), value * spread / 2.0, 0.0)
+    return abs(book.holdings[:, :book.n_instruments]) @ per_contract
