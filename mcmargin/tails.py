@@ -34,9 +34,49 @@ def tail_size(n_scenarios: int, confidence: float) -> int:
     return max(1, math.ceil(n_scenarios * (1.0 - confidence) - 1e-9))
 
 
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Loss limits (a pool's margin) whose exceedances a run counts, in the same pass as the tails.
+
+    For each row and limit t: the number of scenarios whose loss exceeds t,
+    and the sum over all scenarios of ``max(0, loss - t)``.
+
+    Attributes
+    ----------
+    fixed : numpy.ndarray [rows x K1]
+        Limits known before the run (a grid or closed-form model's margin);
+        NaN where a row is not counted.
+    from_tails : list of (confidence, scale, offset)
+        Limits known only from the row's own tail: ``scale x max(0, ES_q) + offset[row]``
+        (a tail model's margin), counted from the kept worst losses: exact
+        because such a limit is at least ES_q, hence above every loss the
+        tail leaves out.  ``offset`` is an array [rows] (NaN: not counted).
+    """
+
+    fixed: np.ndarray | None = None
+    from_tails: tuple = ()
+
+    @property
+    def count(self) -> int:
+        return (0 if self.fixed is None else self.fixed.shape[1]) + len(self.from_tails)
+
+
+def exceedances_from_tail(ordered: np.ndarray, limit: np.ndarray):
+    """(hits, excess) of ``limit`` per row from the row's kept worst losses (``ordered``, ascending).
+
+    Exact where ``limit`` is at least the smallest kept loss (every loss
+    above it was kept); NaN elsewhere, and where the limit is NaN.
+    """
+    above = ordered > limit[:, None]
+    hits = above.sum(axis=1).astype(float)
+    excess = np.where(above, ordered - limit[:, None], 0.0).sum(axis=1)
+    exact = limit >= ordered[:, 0]
+    return np.where(exact, hits, np.nan), np.where(exact, excess, np.nan)
+
+
 @dataclasses.dataclass
 class TailResult:
-    """VaR and ES of every row of the holdings at each confidence."""
+    """VaR and ES of every row of the holdings at each confidence (and exceedances of its limits)."""
 
     book: object                 # the CompiledBook whose rows these are
     confidences: list
@@ -46,6 +86,8 @@ class TailResult:
     tail_size: int               # m kept per row (the largest over the confidences)
     chunking: object             # the engine's Chunking: scenario chunk and row block sizes
     timings: dict
+    hits: np.ndarray | None = None      # [rows x limits] scenarios whose loss exceeds each limit (NaN: not counted)
+    excess: np.ndarray | None = None    # [rows x limits] sum over scenarios of max(0, loss - limit)
 
 
 def sorted_tail(tail) -> np.ndarray:

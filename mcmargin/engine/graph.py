@@ -68,7 +68,8 @@ def _clamp(x, lo, hi):
 
 def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
-                  budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0) -> TailResult:
+                  budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0,
+                  limits: tails.Limits | None = None) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
@@ -92,6 +93,10 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     blocks_in_flight : int
         Row blocks whose tails are folded at once (0 = twice the scheduler's
         threads).  Bounds the memory of the tails in flight; changes no result.
+    limits : Limits, optional
+        Loss limits whose exceedances are counted in the same pass
+        (``TailResult.hits`` and ``excess``, one column per limit: the fixed
+        ones, then those from the tails).
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
@@ -116,32 +121,44 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         dsk[pnl[-1]] = (_revalue_chunk, f"priced-{run}", f"scenarios-{run}", b.name, s,
                         min(s + ch.scenarios, n), kernel.transposed)
     plan = kernel.plan(m, n, ch.scenarios)
+    limits = limits or tails.Limits()
+    index = {q: j for j, q in enumerate(confidences)}
+    from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
+                  for q, scale, offset in limits.from_tails]
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
     out = []
     for i, r0 in enumerate(blocks):
         # Block i starts once block i - lanes is done: only `lanes` tails are
         # alive at a time, and a finished block's memory (warm, already
         # mapped) serves the next one.
-        out.append(_block_tasks(dsk, kernel, book.exposures[r0:r0 + ch.rows], starts, pnl, m, sizes, plan,
-                                f"{run}-{r0}", out[i - lanes] if i >= lanes else None))
+        r1 = r0 + ch.rows
+        out.append(_block_tasks(dsk, kernel, book.exposures[r0:r1], starts, pnl, m, sizes, plan,
+                                f"{run}-{r0}", out[i - lanes] if i >= lanes else None,
+                                None if limits.fixed is None else limits.fixed[r0:r1],
+                                [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails]))
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
     es = np.concatenate([r[1] for r in results], axis=0)
     redone = sum(r[2] for r in results)
+    hits = np.concatenate([r[3] for r in results], axis=0)
+    excess = np.concatenate([r[4] for r in results], axis=0)
     if redone:
         log.debug("%d row(s) fell below their pilot threshold and were recomputed without it", redone)
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(plan or ()), "rows_recomputed": int(redone)})
+                       "pilot": list(plan or ()), "rows_recomputed": int(redone)}, hits, excess)
 
 
-def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None):
+def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None, limits=None,
+                 from_tails=()):
     """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
-    Returns the key of the block's (var, es, rows recomputed).
+    ``limits`` [block rows x K1] are counted in the folds, ``from_tails``
+    (confidence index, scale, offset [block rows]) from the final tail.
+    Returns the key of the block's (var, es, rows recomputed, hits, excess).
     """
     if after is not None:
         dsk[f"lane-{key}"] = (_after, h, after)
@@ -149,14 +166,12 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     # The block's holdings in the kernel's form (on the device) once, not once per chunk.
     dsk[f"holdings-{key}"] = (kernel.prepare, h)
     h = f"holdings-{key}"
-    state = None
-    if plan is not None:
-        state = f"start-{key}"
-        dsk[state] = (kernel.start, h, pnl[0], m, plan)
+    state = f"start-{key}"
+    dsk[state] = (kernel.start, h, pnl[0], m, plan, limits)
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes)
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, list(from_tails))
     return f"tail-{key}"
 
 
@@ -221,10 +236,12 @@ def _to_backend(book, backend_name):
     return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _finish(kernel: TailKernel, state, holdings, pnl, sizes):
-    """(var, es, rows recomputed) of a row block from its final tail state.
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes, from_tails=()):
+    """(var, es, rows recomputed, hits, excess) of a row block from its final tail state.
 
-    VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
+    VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`;
+    hits and excess [rows x limits]: the limits counted in the folds, then
+    those taken from each row's own tail (:class:`mcmargin.tails.Limits`).
     """
     m = max(sizes)
     top, recomputed = kernel.finish(state, holdings, pnl, m)
@@ -233,4 +250,9 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes):
     es = np.empty_like(var)
     for j, k in enumerate(sizes):
         var[:, j], es[:, j] = tails.var_es(ordered, k)
-    return var, es, recomputed
+    hits, excess = [state.hits], [state.excess]
+    for k, scale, offset in from_tails:
+        h, e = tails.exceedances_from_tail(ordered, scale * np.maximum(0.0, es[:, k]) + offset)
+        hits.append(h[:, None])
+        excess.append(e[:, None])
+    return var, es, recomputed, np.concatenate(hits, axis=1), np.concatenate(excess, axis=1)

@@ -75,6 +75,9 @@ class MarginInputs:
         The validated input book (instrument terms, market prices, vols and haircuts, positions).
     scenarios : ScenarioModel or None
         The run's scenario model, for defaults derived from it (``describe()``, ``horizon_days``).
+    pool_exceedance : (numpy.ndarray, numpy.ndarray) or None
+        Per group, under the run's scenarios: the share whose pool loss exceeds
+        the model's ``group_im``, and the mean of ``max(0, loss - group_im)``.
     """
 
     book: object
@@ -82,6 +85,7 @@ class MarginInputs:
     grid_losses: np.ndarray | None = None
     portfolio: object = None
     scenarios: object = None
+    pool_exceedance: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +173,13 @@ class MarginModel(abc.ABC):
     @abc.abstractmethod
     def requirements(self, inputs: MarginInputs) -> Requirement:
         """Initial margin of every account and group, and the model's own variables."""
+
+    def pool_limit_from_tails(self, inputs: "MarginInputs"):
+        """``(confidence, scale, offset[group])`` when a ``"tail"`` model's ``group_im`` is
+        ``scale x max(0, ES_confidence(pool)) + offset`` with ``offset`` known before the run (from
+        the book alone); its exceedances are then counted from the kept tail in the same pass.
+        None (the default): they are counted in a pass of their own once ``group_im`` is known."""
+        return None
 
     def attrs(self) -> dict:
         """Dataset attributes (names that scripts read: keep them)."""
@@ -284,10 +295,11 @@ def margin_saving(apart, together):
 #: Variables that depend on the margin model: with several models they get a leading ``model`` dimension.
 MODEL_VARIABLES = ("im", "mm", "margin_call", "isolated_im", "netting_benefit", "adjusted_equity",
                    "group_im", "group_mm", "group_margin_call", "group_isolated_im", "group_netting_benefit",
-                   "group_adjusted_equity")
+                   "group_adjusted_equity", "group_exceedance_prob", "group_expected_excess")
 
 
-def _requirement_variables(book, model: MarginModel, req: Requirement, equity, group_equity, haircuts: bool):
+def _requirement_variables(book, model: MarginModel, req: Requirement, equity, group_equity, haircuts: bool,
+                           exceedance=None):
     """The model-dependent variables of one model (:data:`MODEL_VARIABLES` it defines)."""
     group_index = book.group_of_account
     mr = model.params.maintenance_ratio
@@ -310,6 +322,11 @@ def _requirement_variables(book, model: MarginModel, req: Requirement, equity, g
     if haircuts:
         out["adjusted_equity"] = _da(adjusted, ("account",), "account equity with the model's collateral haircuts")
         out["group_adjusted_equity"] = _da(group_adjusted, ("group",), "sum of member adjusted_equity")
+    if exceedance is not None:
+        prob, expected = exceedance
+        out["group_exceedance_prob"] = _da(prob, ("group",), "share of scenarios whose pool loss exceeds group_im",
+                                           units="1")
+        out["group_expected_excess"] = _da(expected, ("group",), "mean over scenarios of max(0, pool loss - group_im)")
     if req.isolated_im is not None:
         isolated = req.isolated_im
         group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)
@@ -362,7 +379,8 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
     group_equity = np.bincount(group_index, weights=equity, minlength=book.groups.size)
     members = np.bincount(group_index, minlength=book.groups.size)
     haircuts = any(r.adjusted_equity is not None for r in reqs)
-    per_model = [_requirement_variables(book, m, r, equity, group_equity, haircuts) for m, r in zip(models, reqs)]
+    per_model = [_requirement_variables(book, m, r, equity, group_equity, haircuts, i.pool_exceedance)
+                 for m, r, i in zip(models, reqs, each)]
     data = {
         "equity": _da(equity, ("account",), "account equity: collateral plus position value"),
         "account_group": (("account",), book.account_group.astype(str),

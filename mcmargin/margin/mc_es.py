@@ -127,6 +127,24 @@ class McEs(MarginModel):
         return Requirement(im, group_im, isolated_im=isolated, variables=variables,
                            coords={"side": np.array(["long", "short"])})
 
+    def pool_limit_from_tails(self, inputs: MarginInputs):
+        """group_im = (1 + buffer) max(0, ES_q) + the add-ons known from the book (none with a netting cap,
+        which depends on other rows' tails)."""
+        if self.add_ons.max_netting is not None:
+            return None
+        return (self.params.confidence, 1.0 + self.params.buffer,
+                self._book_add_ons(inputs)[inputs.book.group_row])
+
+    def _book_add_ons(self, inputs) -> np.ndarray:
+        """Per holdings row, the add-ons that depend on the book alone (liquidity, close-out)."""
+        a, book = self.add_ons, inputs.book
+        total = np.zeros(book.exposures.shape[0])
+        if a.liquidity:
+            total += liquidity_addon(book, inputs.portfolio, a.liquidity_coefficient, a.liquidity_free_fraction)
+        if a.closeout:
+            total += closeout_cost(book, inputs.portfolio)
+        return total
+
     def _add_ons(self, inputs, im, group_im, isolated, variables):
         """``im`` and ``group_im`` plus the add-ons that are on; each add-on is also written as a variable."""
         a, book = self.add_ons, inputs.book

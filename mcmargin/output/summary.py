@@ -56,6 +56,10 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
             "together, isolated_im positions only, so risky collateral (not USD cash) raises im above "
             "isolated_im; collateral_im is that collateral's own requirement",
         ]
+    if not models and "group_exceedance_prob" in ds:
+        over, excess = _exceedance(ds, q)
+        lines.append(f"  under the run's scenarios     {over:>19} pools exceed group_im more often than 1 - q; "
+                     f"expected excess {excess} USD (sum of group_expected_excess)")
     lines += models
     lines.append(f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
                  f"{_money(float(ds['group_margin_call'].sum()))} USD (sum of group_margin_call)")
@@ -66,16 +70,27 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
 
 
 def _models_table(ds: xr.Dataset) -> list[str]:
-    """Per model: sums of im, group_im, isolated_im, the pooled netting benefit and group margin calls."""
-    out = [f"  margin models (primary first): {'':<8}{'sum im':>18} {'sum group_im':>18} {'sum isolated_im':>18} "
-           f"{'netting benefit':>18} {'sum group calls':>18}"]
+    """Per model: total margin, netting benefit, pools exceeded too often, the venue's expected excess."""
+    q = float(ds.attrs.get("margin_confidence", 0.99))
+    out = [f"  margin models (primary first; pools exceeded = group_exceedance_prob > {1 - q:.4g}):",
+           f"    {'model':<12}{'sum group_im':>18}{'sum isolated_im':>18}{'netting benefit':>18}"
+           f"{'pools exceeded':>16}{'expected excess':>18}{'sum group calls':>18}"]
     for name in ds["model"].values:
         m = ds.sel(model=name)
         iso = float(m["isolated_im"].sum()) if "isolated_im" in m else float("nan")
         gim = float(m["group_im"].sum())
-        out.append(f"    {str(name):<36}{_money(float(m['im'].sum())):>18} {_money(gim):>18} {_money(iso):>18} "
-                   f"{_money(iso - gim):>18} {_money(float(m['group_margin_call'].sum())):>18}")
+        over, excess = _exceedance(m, q)
+        out.append(f"    {str(name):<12}{_money(gim):>18}{_money(iso):>18}{_money(iso - gim):>18}"
+                   f"{over:>16}{excess:>18}{_money(float(m['group_margin_call'].sum())):>18}")
     return out
+
+
+def _exceedance(ds: xr.Dataset, q: float) -> tuple[str, str]:
+    """(pools whose exceedance probability is above 1 - q, sum of group_expected_excess), as printed."""
+    if "group_exceedance_prob" not in ds:
+        return "-", "-"
+    over = int((ds["group_exceedance_prob"] > 1 - q + 1e-12).sum())
+    return f"{over:,}", _money(float(ds["group_expected_excess"].sum()))
 
 
 def _pct(x: float) -> str:

@@ -24,7 +24,7 @@ from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
 from ..margin import MarginInputs, MarginParams, as_models, margin_dataset
-from ..tails import tail_size
+from ..tails import Limits, tail_size
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +119,21 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     # Option time decay is in calendar days; history models count rows (trading days).
     compiled = compile_book(book, getattr(scenarios, "horizon_calendar_days", scenarios.horizon_days), rate,
                             row_kinds=("accounts", "groups") + sum((tuple(m.rows) for m in models), ()))
+    # What each model reads besides the tails (its grid losses), and the pool limits (each model's
+    # group_im) whose exceedances the pass counts: known before it for grid and closed-form models.
+    inputs = MarginInputs(compiled, None, portfolio=book, scenarios=scenarios)
+    each = [dataclasses.replace(inputs, grid_losses=m.grid_losses(inputs)) for m in models]
+    limits, columns = pool_limits(compiled, models, each)
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
-                           blocks_in_flight=blocks_in_flight)
+                           blocks_in_flight=blocks_in_flight, limits=limits)
     t2 = time.perf_counter()
-    inputs = MarginInputs(compiled, result, portfolio=book, scenarios=scenarios)
-    ds = margin_dataset([dataclasses.replace(inputs, grid_losses=m.grid_losses(inputs)) for m in models], models)
+    each = [dataclasses.replace(i, tails=result) for i in each]
+    each = _with_exceedances(compiled, scenarios, models, each, result, columns,
+                             dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
+                                  budget=budget, blocks_in_flight=blocks_in_flight))
+    ds = margin_dataset(each, models)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -144,3 +152,58 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
+
+
+def pool_limits(compiled, models, each):
+    """The :class:`~mcmargin.tails.Limits` of a run: every model's ``group_im`` on its pool's row.
+
+    Returns ``(limits, columns)``: ``columns[i]`` is model i's column of the
+    run's exceedance counts, or None when they need a pass of their own
+    (a tail model whose pool limit is not a function of the pool's own tail).
+    """
+    n_rows, pools = compiled.exposures.shape[0], compiled.group_row
+    fixed, from_tails, where = [], [], []
+    for model, inputs in zip(models, each):
+        if model.reduction != "tail":
+            limit = np.full(n_rows, np.nan)
+            limit[pools] = model.requirements(inputs).group_im
+            fixed.append(limit)
+            where.append(("fixed", len(fixed) - 1))
+            continue
+        spec = model.pool_limit_from_tails(inputs)
+        if spec is None:
+            where.append(None)
+            continue
+        q, scale, offset = spec
+        on_rows = np.full(n_rows, np.nan)
+        on_rows[pools] = offset
+        from_tails.append((float(q), float(scale), on_rows))
+        where.append(("tails", len(from_tails) - 1))
+    limits = Limits(np.stack(fixed, axis=1) if fixed else None, tuple(from_tails))
+    columns = [None if w is None else (w[1] if w[0] == "fixed" else len(fixed) + w[1]) for w in where]
+    return limits, columns
+
+
+def _with_exceedances(compiled, scenarios, models, each, result, columns, engine):
+    """Each model's inputs with its pools' exceedance share and expected excess (``pool_exceedance``).
+
+    Counted in the tail pass where the limits allowed; the other models'
+    ``group_im`` are counted now, in one more pass over the scenarios.
+    """
+    n, pools = scenarios.n, compiled.group_row
+    late = [i for i, c in enumerate(columns) if c is None]
+    hits, excess = result.hits, result.excess
+    if late:
+        limit = np.full((compiled.exposures.shape[0], len(late)), np.nan)
+        for j, i in enumerate(late):
+            limit[pools, j] = models[i].requirements(each[i]).group_im
+        log.info("margin model(s) %s: exceedances counted in a pass of their own",
+                 ", ".join(models[i].name for i in late))
+        # A one-loss tail: the pass is there to count, not to select.
+        again = compute_tails(compiled, scenarios, [1.0 - 1.0 / (n + 1)], limits=Limits(limit), **engine)
+        columns = list(columns)
+        for j, i in enumerate(late):
+            columns[i] = hits.shape[1] + j
+        hits, excess = np.concatenate([hits, again.hits], axis=1), np.concatenate([excess, again.excess], axis=1)
+    return [dataclasses.replace(inputs, pool_exceedance=(hits[pools, c] / n, excess[pools, c] / n))
+            for inputs, c in zip(each, columns)]

@@ -43,12 +43,26 @@ class TailState:
         for kernels that select by sorting.
     m : int
         Tail size kept per row.
+    limits : numpy.ndarray [rows x K] or None
+        Loss limits whose exceedances are counted as the losses stream by
+        (:class:`mcmargin.tails.Limits`); NaN: not counted.
+    hits, excess : numpy.ndarray [rows x K] or None
+        Scenarios whose loss exceeded each limit, and the sum of the excess.
     """
 
     values: object
     count: np.ndarray | None
     threshold: np.ndarray | None
     m: int
+    limits: np.ndarray | None = None
+    hits: np.ndarray | None = None
+    excess: np.ndarray | None = None
+
+    def with_limits(self, limits, rows: int) -> "TailState":
+        """This state counting exceedances of ``limits`` [rows x K] from now on (none counted so far)."""
+        limits = np.zeros((rows, 0)) if limits is None else np.ascontiguousarray(limits, dtype=float)
+        self.limits, self.hits, self.excess = limits, np.zeros(limits.shape), np.zeros(limits.shape)
+        return self
 
 
 class TailKernel(Protocol):
@@ -65,8 +79,8 @@ class TailKernel(Protocol):
     def prepare(self, holdings):
         """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""
 
-    def start(self, holdings, first_pnl, m: int, plan) -> TailState | None:
-        """The state before the first fold (None: the first fold makes it)."""
+    def start(self, holdings, first_pnl, m: int, plan, limits=None) -> TailState:
+        """The state before the first fold, counting exceedances of ``limits`` [rows x K] (None: none)."""
 
     def fold(self, state: TailState | None, holdings, pnl, m: int) -> TailState:
         """Fold one scenario chunk's losses into ``state`` (which may be updated in place) and return it."""

@@ -154,13 +154,31 @@ def _screen(buf, w, thr, row, c):
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
+def _count_exceedances(buf, w, limits, hits, excess, r):
+    """Add the exceedances of row r's limits by the losses -buf[:w] (a NaN limit is never exceeded)."""
+    for k in range(limits.shape[1]):
+        t = limits[r, k]
+        nt = -t
+        c = 0.0
+        e = 0.0
+        for s in range(w):
+            if buf[s] < nt:
+                c += 1.0
+                e += -buf[s] - t
+        hits[r, k] += c
+        excess[r, k] += e
+
+
+@numba.njit(nogil=True, cache=True)
+def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile, limits, hits, excess):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
     ``pnl_t`` is ``[columns x scenarios]``, C-contiguous, so each holding adds
     a contiguous row slice to the buffer (vectorised by LLVM).  Rows are the
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
-    ``values`` must have room for m + stage + tile losses per row.
+    ``values`` must have room for m + stage + tile losses per row.  The
+    exceedances of ``limits`` [rows x K] (K may be 0) are counted from the
+    same buffer into ``hits`` and ``excess``: the same pass.
     """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
@@ -172,6 +190,8 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
         w = min(tile, n - s0)
         for r in range(n_rows):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+            if limits.shape[1]:
+                _count_exceedances(buf, w, limits, hits, excess, r)
             c = count[r]
             thr = threshold[r]
             row = values[r]
@@ -272,13 +292,15 @@ class FusedKernel:
     def prepare(self, holdings):
         return holdings
 
-    def start(self, holdings, first_pnl, m, plan):
-        return None if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
+    def start(self, holdings, first_pnl, m, plan, limits=None):
+        state = empty_state(holdings.shape[0], m) if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
+        return state.with_limits(limits, holdings.shape[0])
 
     def fold(self, state, holdings, pnl_t, m):
         if state is None:
-            state = empty_state(holdings.shape[0], m)
-        fold_chunk_fused(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE)
+            state = empty_state(holdings.shape[0], m).with_limits(None, holdings.shape[0])
+        fold_chunk_fused(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
+                         state.limits, state.hits, state.excess)
         return state
 
     def finish(self, state, holdings, pnls, m):

@@ -14,7 +14,7 @@ from ...backend import get_backend
 from .base import TailState
 
 
-def fold_chunk(backend, tail, holdings, pnl, m: int):
+def fold_chunk(backend, tail, holdings, pnl, m: int, limits=None, hits=None, excess=None):
     """Fold one scenario chunk into the tails of a block of rows.
 
     Parameters
@@ -27,16 +27,32 @@ def fold_chunk(backend, tail, holdings, pnl, m: int):
         P&L per unit of each column.
     m : int
         Tail size to keep.
+    limits, hits, excess : arrays [rows x K] of the backend, optional
+        Loss limits (NaN: not counted); their exceedance counts and excess
+        sums so far, returned updated (new arrays: JAX arrays are immutable).
 
     Returns
     -------
-    array [rows x min(m, scenarios seen)]
+    array [rows x min(m, scenarios seen)], or with limits
+    (tail, hits, excess)
     """
     xp = backend.xp
     loss = -(holdings @ pnl.T)
+    if limits is not None and limits.shape[1]:
+        for k in range(limits.shape[1]):
+            t = limits[:, k:k + 1]
+            over = loss > t                     # a NaN limit is never exceeded
+            hits = _set_column(xp, hits, k, hits[:, k] + xp.sum(xp.astype(over, xp.float64), axis=1))
+            excess = _set_column(xp, excess, k, excess[:, k] + xp.sum(xp.where(over, loss - t, 0.0), axis=1))
     if tail is not None:
         loss = xp.concat([tail, loss], axis=1)
-    return backend.top_k(loss, min(m, loss.shape[1]))
+    top = backend.top_k(loss, min(m, loss.shape[1]))
+    return top if limits is None else (top, hits, excess)
+
+
+def _set_column(xp, a, k, column):
+    """``a`` with column k replaced (a new array: JAX arrays are immutable)."""
+    return xp.concat([a[:, :k], column[:, None], a[:, k + 1:]], axis=1)
 
 
 class ReferenceKernel:
@@ -64,13 +80,20 @@ class ReferenceKernel:
             return jsp.BCSR.from_scipy_sparse(holdings)
         return b.asarray(holdings.toarray())
 
-    def start(self, holdings, first_pnl, m, plan):
-        return None
+    def start(self, holdings, first_pnl, m, plan, limits=None):
+        b = get_backend(self.backend_name)
+        state = TailState(None, None, None, m).with_limits(limits, holdings.shape[0])
+        state.limits, state.hits, state.excess = (b.asarray(a) for a in (state.limits, state.hits, state.excess))
+        return state
 
     def fold(self, state, holdings, pnl, m):
-        values = fold_chunk(get_backend(self.backend_name), None if state is None else state.values, holdings, pnl, m)
-        return TailState(values, None, None, m)
+        b = get_backend(self.backend_name)
+        state.values, state.hits, state.excess = fold_chunk(b, state.values, holdings, pnl, m, state.limits,
+                                                            state.hits, state.excess)
+        return state
 
     def finish(self, state, holdings, pnls, m):
-        top = np.asarray(get_backend(self.backend_name).to_numpy(state.values), dtype=np.float64)
+        b = get_backend(self.backend_name)
+        top = np.asarray(b.to_numpy(state.values), dtype=np.float64)
+        state.hits, state.excess = (np.asarray(b.to_numpy(a), dtype=np.float64) for a in (state.hits, state.excess))
         return top, 0
