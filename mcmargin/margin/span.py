@@ -279,10 +279,12 @@ class Span(MarginModel):
     # ----------------------------------------------------------------- parameters
     def parameters(self, inputs: MarginInputs) -> SpanParameters:
         """The SPAN parameters of the run: the file's, else derived from the scenario model (section 6.3)."""
-        key = (id(inputs.portfolio), id(inputs.scenarios), id(inputs.book))
-        if key not in self._cache:
-            self._cache = {key: self._parameters(inputs)}
-        return self._cache[key]
+        # Kept with the objects themselves (not their ids, which a later run may reuse).
+        key = (inputs.portfolio, inputs.scenarios, inputs.book)
+        cached = self._cache.get("key")
+        if cached is None or any(a is not b for a, b in zip(cached, key)):
+            self._cache = {"key": key, "value": self._parameters(inputs)}
+        return self._cache["value"]
 
     def _underlyings(self, inputs) -> list[str]:
         """The combined commodities: market assets that move, and any underlying of an option."""
