@@ -64,7 +64,7 @@ def test_margin_keys():
     p = mc.margin_from_config({"model": "mc_es", "confidence": 0.995, "buffer": 0.25, "maintenance_ratio": 0.5})
     assert (p.confidence, p.buffer, p.maintenance_ratio) == (0.995, 0.25, 0.5)
     with pytest.raises(ConfigError, match="margin.model"):
-        mc.margin_from_config({"model": "span", "confidence": 0.99, "buffer": 0, "maintenance_ratio": 1})
+        mc.margin_from_config({"model": "spun", "confidence": 0.99, "buffer": 0, "maintenance_ratio": 1})
     with pytest.raises(ConfigError, match="output.confidence"):
         mc.confidences_from_config({"confidence": [0.99, 1.5]}, p)
     assert mc.confidences_from_config({"confidence": [0.99]}, p) == [0.99, 0.995]

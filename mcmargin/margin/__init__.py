@@ -4,14 +4,16 @@
   (:func:`register`, :func:`build_margin_model`), :class:`MarginParams`
   shared by every model, and :func:`margin_dataset`, the figures every
   model's dataset has;
-- :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model.
+- :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model;
+- :mod:`.span`: SPAN-style 16-scenario scanning (docs/methodology.md, section 7).
 """
 
 from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,
                    as_model, as_models, build_margin_model, build_margin_models, known_models, margin_dataset,
                    margin_saving, register)
 from .mc_es import McEs
+from .span import Span
 
 __all__ = ["MODEL_VARIABLES", "REDUCTIONS", "ROUNDING_FLOOR", "MarginInputs", "MarginModel", "MarginParams", "McEs",
-           "Requirement", "as_model", "as_models", "build_margin_model", "build_margin_models", "known_models",
+           "Requirement", "Span", "as_model", "as_models", "build_margin_model", "build_margin_models", "known_models",
            "margin_dataset", "margin_saving", "register"]

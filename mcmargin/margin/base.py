@@ -108,6 +108,8 @@ class Requirement:
         ``<model>_<part>`` (the core's ``mc_es`` keeps its historical names).
     coords : dict
         Extra coordinates its variables use.
+    attrs : dict
+        Dataset attributes of its own (named ``<model>_<what>``), e.g. the parameters it used.
     """
 
     im: np.ndarray
@@ -116,6 +118,7 @@ class Requirement:
     adjusted_equity: np.ndarray | None = None
     variables: dict = dataclasses.field(default_factory=dict)
     coords: dict = dataclasses.field(default_factory=dict)
+    attrs: dict = dataclasses.field(default_factory=dict)
 
 
 class MarginModel(abc.ABC):
@@ -205,7 +208,7 @@ def register(name: str) -> Callable:
 
 def known_models() -> dict[str, type[MarginModel]]:
     """Every registered model: the built-in ones and any registered since (a test's, a user's)."""
-    from . import mc_es  # noqa: F401  (registers the built-in models)
+    from . import mc_es, span  # noqa: F401  (registers the built-in models)
 
     return dict(_REGISTRY)
 
@@ -412,6 +415,8 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
     if len(models) > 1:
         ds.attrs.update(margin_models=",".join(m.name for m in models),
                         methodologies=json.dumps({m.name: m.methodology for m in models}))
+    for req in reqs:
+        ds.attrs.update(req.attrs)
     if result is not None:
         ds.attrs.update(n_scenarios=result.n_scenarios,
                         tail_definition="m = ceil(N (1 - q) - 1e-9); VaR = m-th largest loss; ES = mean of m largest")
