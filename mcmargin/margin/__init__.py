@@ -4,7 +4,8 @@
   (:func:`register`, :func:`build_margin_model`), :class:`MarginParams`
   shared by every model, and :func:`margin_dataset`, the figures every
   model's dataset has;
-- :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model.
+- :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model;
+- :mod:`.pm_grid`: crypto portfolio-margin grid (docs/methodology.md, section 6).
 """
 
 from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,
