@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES"]
+__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
+           "PM_GRID_RULES"]
 
 
 def plain(cfg) -> dict:
@@ -200,6 +201,38 @@ _HISTORY_RULES: dict[str, Rule] = {
     "fit_dof": _flag,
 }
 
+def _moves(v, k):
+    """A non-empty list of relative price moves, each in (-1, 100] and not 0 (the pm_grid extended table)."""
+    if not isinstance(v, (list, tuple)) or not v:
+        raise ConfigError(k, f"expected a non-empty list of relative price moves, e.g. [-0.66, 0.5], got {v!r}")
+    out = tuple(real_number(x, f"{k}[{i}]", -1.0, 100.0, low_open=True) for i, x in enumerate(v))
+    if any(m == 0 for m in out):
+        raise ConfigError(k, f"a move of 0 is no extended move, got {list(v)!r}")
+    return out
+
+
+#: Settings of the ``pm_grid`` margin model (``margin.pm_grid.*``, docs/methodology.md section 6), parsed
+#: by mcmargin/margin/pm_grid.py with these very rules.
+PM_GRID_RULES: dict[str, Rule] = {
+    "mode": lambda v, k: one_of(v, k, ("cross", "segregated")),
+    "price_range": _real(0, 1, low_open=True, high_open=True),
+    "buckets": _whole(1, 100),
+    "vol_up": _real(0, 10),
+    "vol_down": _real(0, 1, high_open=True),
+    "vega_power_short": _real(0, 2),
+    "vega_power_long": _real(0, 2),
+    "min_days": _real(0, 365, low_open=True),
+    "max_vol_up": _real(0, 10),
+    "max_vol_down": _real(0, 1, high_open=True),
+    "extended_moves": _moves,
+    "extended_fraction": _real(0, 1),
+    "short_option_contingency": _real(0, 1),
+    "futures_contingency": _real(0, 1),
+    "vega_contingency": _real(0, 10),
+    "correlation": _real(-1, 1, allow_none=True),
+}
+
+
 #: Every setting of ``jobs.stress`` with a type or range; keys may hold ``*`` for one level.
 STRESS_RULES: dict[str, Rule] = {
     "valuation_date": _text,
@@ -240,6 +273,8 @@ STRESS_RULES: dict[str, Rule] = {
     "margin.span.scan_quantile": _real(0.5, 1, low_open=True, high_open=True),
     "margin.span.credit_min_correlation": _real(-1, 1),
     "margin.span.params": _text,
+    **{f"margin.pm_grid.{k}": r for k, r in PM_GRID_RULES.items()},
+    "margin.pm_grid.extended_moves.*": _real(-1, 100, low_open=True),
     "output.path": _path,
     "output.confidence": _number_list,
     "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),

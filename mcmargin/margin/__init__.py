@@ -6,6 +6,7 @@
   model's dataset has;
 - :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model;
 - :mod:`.span`: SPAN-style 16-scenario scanning (docs/methodology.md, section 7).
+- :mod:`.pm_grid`: crypto portfolio-margin grid (docs/methodology.md, section 8).
 """
 
 from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,
