@@ -227,6 +227,7 @@ STRESS_RULES: dict[str, Rule] = {
     "margin.confidence": _real(0.5, 1, low_open=True, high_open=True),
     "margin.buffer": _real(0, 10),
     "margin.maintenance_ratio": _real(0, 1, low_open=True),
+    "margin.mc_es.liquidation_price": _flag,
     "output.path": _path,
     "output.confidence": _number_list,
     "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),

@@ -126,6 +126,9 @@ class MarginModel(abc.ABC):
     variables: ClassVar[tuple[str, ...]] = ()
     #: One line for the dataset's ``methodology`` attribute (with the section of docs/methodology.md).
     methodology: ClassVar[str] = ""
+    #: Whether the dataset gets ``liquidation_price(group, asset)`` against this model's ``group_mm``
+    #: (:mod:`.liquidation`, docs/methodology.md section 7); a model may set it per instance.
+    liquidation_price: bool = False
 
     def __init__(self, params: MarginParams = MarginParams()):
         self.params = params
@@ -283,7 +286,7 @@ def margin_saving(apart, together):
 #: Variables that depend on the margin model: with several models they get a leading ``model`` dimension.
 MODEL_VARIABLES = ("im", "mm", "margin_call", "isolated_im", "netting_benefit", "adjusted_equity",
                    "group_im", "group_mm", "group_margin_call", "group_isolated_im", "group_netting_benefit",
-                   "group_adjusted_equity")
+                   "group_adjusted_equity", "liquidation_price")
 
 
 def _requirement_variables(book, model: MarginModel, req: Requirement, equity, group_equity, haircuts: bool):
@@ -309,6 +312,10 @@ def _requirement_variables(book, model: MarginModel, req: Requirement, equity, g
     if haircuts:
         out["adjusted_equity"] = _da(adjusted, ("account",), "account equity with the model's collateral haircuts")
         out["group_adjusted_equity"] = _da(group_adjusted, ("group",), "sum of member adjusted_equity")
+    if model.liquidation_price:
+        from . import liquidation
+
+        out["liquidation_price"] = liquidation.dataset_variable(book, group_im * mr)
     if req.isolated_im is not None:
         isolated = req.isolated_im
         group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)

@@ -19,13 +19,15 @@ Per account, at confidence q = ``margin.confidence``:
 - ``margin_call = max(0, im - equity)``.
 
 A margin group's loss is the sum of its members' losses; its figures follow
-the same formulas.
+the same formulas.  ``margin.mc_es.liquidation_price: true`` (default false)
+adds liquidation prices against ``group_mm`` (docs/methodology.md, section 7).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..common.settings import flag
 from .base import ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement, _da, margin_saving, register
 
 METHODOLOGY = "mc_es: Monte Carlo expected shortfall (docs/methodology.md section 5)"
@@ -41,6 +43,14 @@ class McEs(MarginModel):
     reduction = "tail"
     variables = ("collateral_im", "unit_es", "collateral_unit_es")
     methodology = METHODOLOGY
+
+    @classmethod
+    def from_config(cls, params, own):
+        own = dict(own)
+        liquidation = flag(own.pop("liquidation_price", False), "margin.mc_es.liquidation_price")
+        model = super().from_config(params, own)          # refuses any other key
+        model.liquidation_price = liquidation
+        return model
 
     def requirements(self, inputs: MarginInputs) -> Requirement:
         book, result, params = inputs.book, inputs.tails, self.params
