@@ -151,7 +151,7 @@ def test_model_config_errors_name_the_key():
     common = {"confidence": 0.99, "buffer": 0.1, "maintenance_ratio": 0.75}
     with pytest.raises(ConfigError, match=r"margin\.var_margin\.multiplyer"):
         build_margin_model({"model": "var_margin", **common, "var_margin": {"multiplyer": 2}})
-    with pytest.raises(ConfigError, match=r"margin\.model.*known: mc_es, scan, var_margin"):
+    with pytest.raises(ConfigError, match=r"margin\.model.*known: mc_es, scan, (\w+, )*var_margin"):
         build_margin_model({"model": "spun", **common})
     with pytest.raises(ConfigError, match=r"margin\.buffer"):
         build_margin_model({"model": "var_margin", "confidence": 0.99, "maintenance_ratio": 0.75})

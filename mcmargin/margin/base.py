@@ -196,7 +196,7 @@ def register(name: str) -> Callable:
 
 def known_models() -> dict[str, type[MarginModel]]:
     """Every registered model: the built-in ones and any registered since (a test's, a user's)."""
-    from . import mc_es  # noqa: F401  (registers the built-in models)
+    from . import mc_es, tiered  # noqa: F401  (registers the built-in models)
 
     return dict(_REGISTRY)
 
