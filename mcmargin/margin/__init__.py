@@ -5,8 +5,10 @@
   shared by every model, and :func:`margin_dataset`, the figures every
   model's dataset has;
 - :mod:`.mc_es`: Monte Carlo expected shortfall, the core's model;
-- :mod:`.span`: SPAN-style 16-scenario scanning (docs/methodology.md, section 7).
-- :mod:`.pm_grid`: crypto portfolio-margin grid (docs/methodology.md, section 8).
+- :mod:`.span`: SPAN-style 16-scenario scanning (docs/methodology.md, section 7);
+- :mod:`.pm_grid`: crypto portfolio-margin grid (docs/methodology.md, section 8);
+- :mod:`.tiered`: perpetual-exchange tiers on net notional (docs/methodology.md, section 9);
+- :mod:`.liquidation`: liquidation prices of pools for any model (docs/methodology.md, section 10).
 """
 
 from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,

@@ -134,6 +134,9 @@ class MarginModel(abc.ABC):
     variables: ClassVar[tuple[str, ...]] = ()
     #: One line for the dataset's ``methodology`` attribute (with the section of docs/methodology.md).
     methodology: ClassVar[str] = ""
+    #: Whether the dataset gets ``liquidation_price(group, asset)`` against this model's ``group_mm``
+    #: (:mod:`.liquidation`, docs/methodology.md section 10); a model may set it per instance.
+    liquidation_price: bool = False
 
     def __init__(self, params: MarginParams = MarginParams()):
         self.params = params
@@ -208,7 +211,7 @@ def register(name: str) -> Callable:
 
 def known_models() -> dict[str, type[MarginModel]]:
     """Every registered model: the built-in ones and any registered since (a test's, a user's)."""
-    from . import mc_es, pm_grid, span  # noqa: F401  (registers the built-in models)
+    from . import mc_es, pm_grid, span, tiered  # noqa: F401  (registers the built-in models)
 
     return dict(_REGISTRY)
 
@@ -298,7 +301,7 @@ def margin_saving(apart, together):
 #: Variables that depend on the margin model: with several models they get a leading ``model`` dimension.
 MODEL_VARIABLES = ("im", "mm", "margin_call", "isolated_im", "netting_benefit", "adjusted_equity",
                    "group_im", "group_mm", "group_margin_call", "group_isolated_im", "group_netting_benefit",
-                   "group_adjusted_equity", "group_exceedance_prob", "group_expected_excess")
+                   "group_adjusted_equity", "group_exceedance_prob", "group_expected_excess", "liquidation_price")
 
 
 def _requirement_variables(book, model: MarginModel, req: Requirement, equity, group_equity, haircuts: bool,
@@ -330,6 +333,10 @@ def _requirement_variables(book, model: MarginModel, req: Requirement, equity, g
         out["group_exceedance_prob"] = _da(prob, ("group",), "share of scenarios whose pool loss exceeds group_im",
                                            units="1")
         out["group_expected_excess"] = _da(expected, ("group",), "mean over scenarios of max(0, pool loss - group_im)")
+    if model.liquidation_price:
+        from . import liquidation
+
+        out["liquidation_price"] = liquidation.dataset_variable(book, group_im * mr)
     if req.isolated_im is not None:
         isolated = req.isolated_im
         group_isolated = np.bincount(group_index, weights=isolated, minlength=book.groups.size)

@@ -24,7 +24,9 @@ the same formulas.
 Add-ons, each off by default and each its own variable (docs/methodology.md,
 section 6): a liquidity / concentration add-on, a bid-ask close-out cost
 and a cap on the diversification benefit; ``im`` (and ``group_im``) is the
-ES requirement plus the add-ons that are on.
+ES requirement plus the add-ons that are on.  ``margin.mc_es.liquidation_price:
+true`` (default false) adds liquidation prices against ``group_mm``
+(docs/methodology.md, section 10).
 """
 
 from __future__ import annotations
@@ -80,8 +82,11 @@ class McEs(MarginModel):
     def from_config(cls, params, own):
         own = dict(own)
         add_ons = AddOns.from_config(own)
+        liquidation = flag(own.pop("liquidation_price", False), "margin.mc_es.liquidation_price")
         super().from_config(params, own)          # refuses any key left
-        return cls(params, add_ons)
+        model = cls(params, add_ons)
+        model.liquidation_price = liquidation
+        return model
 
     rows = ("accounts", "groups", "long", "short", "collateral_long", "collateral_short")
     reduction = "tail"
