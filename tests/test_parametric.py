@@ -324,3 +324,73 @@ def test_params_file_supplies_the_fitted_vols_and_correlation(fitted_history, tm
     assert m.vol[2] == 0.9
     assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
     assert m.correlation[0, 2] == 0.0
+
+
+# ----------------------------------------- on-the-fly calibration (history=..., no scenarios.params)
+def history_cfg(**over):
+    """A gaussian config with no configured factors: every moving asset is fitted or takes default_factor."""
+    return dict(dict(model="gaussian", n=100, seed=1, horizon_days=2,
+                     default_factor={"vol": None, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}), **over)
+
+
+def test_history_fit_uses_the_scenario_calibration_settings(fitted_history):
+    """The on-the-fly fit takes its settings from the scenarios section (here a short look-back and a faster
+    EWMA decay), not the calibration defaults."""
+    from mcmargin.calibration import calibrate
+    from mcmargin.calibration.fit import CalibrationSettings
+    assets, vols = ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0)
+    c = history_cfg(lookback=120, ewma_lambda=0.8)
+    m = build_scenarios(c, assets, vols, fitted_history)
+    want = calibrate(fitted_history, CalibrationSettings.from_cfg(c, "scenarios", fit_dof=False),
+                     assets=["BTC", "ETH", "SOL"])
+    default = calibrate(fitted_history, None, assets=["BTC", "ETH", "SOL"])
+    np.testing.assert_allclose(m.vol, want["vol"].values, rtol=1e-12)
+    np.testing.assert_allclose(m.correlation, want["correlation"].values, rtol=1e-12)
+    assert not np.allclose(m.vol, default["vol"].values, rtol=1e-3)
+    assert not np.allclose(m.correlation, default["correlation"].values, rtol=1e-3)
+
+
+@pytest.mark.parametrize("fit_dof", [False, True])
+def test_history_fit_fits_the_dof_only_when_asked(fitted_history, fit_dof):
+    """fit_dof=False (gaussian) skips the Student-t dof fit: no marginal or joint dof comes back; fit_dof=True
+    (student_t, t_copula) returns them."""
+    from mcmargin.scenarios.parametric import _factor_params
+    factors, p, _ = _factor_params(history_cfg(), ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0),
+                                   fitted_history, fit_dof=fit_dof)
+    assert factors == ["BTC", "ETH", "SOL"] and p["source"] == ["fitted"] * 3
+    if fit_dof:
+        assert all(d is not None and math.isfinite(d) and d > 2 for d in p["dof"])
+        assert p["mvt_dof"] is not None and math.isfinite(p["mvt_dof"])
+    else:
+        assert p["dof"] == [None, None, None] and p["mvt_dof"] is None
+
+
+@pytest.mark.parametrize("key,value", [("vol_method", "nope"), ("ewma_lambda", 1.5), ("lookback", 1)])
+def test_history_fit_errors_name_the_scenarios_key(fitted_history, key, value):
+    """An invalid calibration setting of the on-the-fly fit is reported under its scenarios.* key, both by the
+    settings check of build_scenarios and by the fit's own settings parser (reached directly through
+    _factor_params, as the t-copula does)."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = history_cfg(**{key: value})
+    with pytest.raises(ConfigError) as exc:
+        build_scenarios(c, ("BTC", "USDT"), (0.55, 0.0), fitted_history)
+    assert exc.value.key == f"scenarios.{key}"
+    with pytest.raises(ConfigError) as exc:
+        _factor_params(c, ("BTC", "USDT"), (0.55, 0.0), fitted_history)
+    assert exc.value.key == f"scenarios.{key}"
+
+
+def test_history_fit_leaves_out_implied_vol_columns_and_absent_assets(fitted_history):
+    """A history column named in scenarios.implied_vol_columns is an implied vol, not a price: a book asset of
+    that name is not fitted from it (it takes default_factor, here its market vol), nor is an asset the history
+    lacks (BNB); the price columns are fitted."""
+    assets, vols = ("BTC", "ETH", "VOL", "BNB", "USDT"), (0.55, 0.7, 0.45, 0.65, 0.0)
+    from mcmargin.scenarios.parametric import _factor_params
+    c = history_cfg(implied_vol_columns={"BTC": "VOL"})
+    factors, p, corr = _factor_params(c, assets, vols, fitted_history)
+    assert factors == ["BTC", "ETH", "VOL", "BNB"]
+    assert p["source"] == ["fitted", "fitted", "default", "default"]
+    assert p["vol"][2:] == [0.45, 0.65]
+    np.testing.assert_array_equal(corr[2:, :], np.eye(4)[2:, :])
+    m = build_scenarios(c, assets, vols, fitted_history)
+    assert list(m.vol[2:]) == [0.45, 0.65]
