@@ -394,3 +394,25 @@ def test_history_fit_leaves_out_implied_vol_columns_and_absent_assets(fitted_his
     np.testing.assert_array_equal(corr[2:, :], np.eye(4)[2:, :])
     m = build_scenarios(c, assets, vols, fitted_history)
     assert list(m.vol[2:]) == [0.45, 0.65]
+
+
+def test_params_file_columns_map_to_book_assets(fitted_history, tmp_path):
+    """scenarios.asset_map relabels the calibration dataset's assets: a column named for one asset supplies the
+    fitted vol and correlation of the book asset it is mapped to; errors about the file name its path."""
+    from mcmargin.calibration import calibrate, save_params
+    ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
+    path = save_params(ds, tmp_path / "vendor.nc")
+    assets, vols = ("WBTC", "ETH", "USDT"), (0.4, 0.3, 0.0)
+    c = dict(model="gaussian", n=100, seed=1, horizon_days=2, params=str(path),
+             risk_factors={"WBTC": {"vol": 0.1}, "ETH": {"vol": 0.2}})
+    m = build_scenarios(dict(c, asset_map={"BTC": "WBTC"}), assets, vols)
+    np.testing.assert_allclose(m.vol, ds["vol"].sel(asset=["BTC", "ETH"]).values, rtol=1e-12)
+    assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
+    # unmapped, the file covers no WBTC: the error names the file and the asset
+    with pytest.raises(ConfigError, match="risky asset.s. WBTC") as exc:
+        build_scenarios(c, assets, vols)
+    assert str(path) in str(exc.value)
+    # a mapped column the file lacks: the error names the file
+    with pytest.raises(ConfigError, match="scenarios.asset_map") as exc:
+        build_scenarios(dict(c, asset_map={"XBT": "WBTC"}), assets, vols)
+    assert str(path) in str(exc.value) and "XBT" in str(exc.value)
