@@ -391,6 +391,7 @@ def test_history_fit_leaves_out_implied_vol_columns_and_absent_assets(fitted_his
     assert factors == ["BTC", "ETH", "VOL", "BNB"]
     assert p["source"] == ["fitted", "fitted", "default", "default"]
     assert p["vol"][2:] == [0.45, 0.65]
+    assert p["dof"] == [None] * 4 and p["mvt_dof"] is None     # fit_dof defaults to False
     np.testing.assert_array_equal(corr[2:, :], np.eye(4)[2:, :])
     m = build_scenarios(c, assets, vols, fitted_history)
     assert list(m.vol[2:]) == [0.45, 0.65]
@@ -416,3 +417,72 @@ def test_params_file_columns_map_to_book_assets(fitted_history, tmp_path):
     with pytest.raises(ConfigError, match="scenarios.asset_map") as exc:
         build_scenarios(dict(c, asset_map={"XBT": "WBTC"}), assets, vols)
     assert str(path) in str(exc.value) and "XBT" in str(exc.value)
+
+
+# ------------------------------------------------ which value applies to each factor (_factor_params)
+def test_factor_source_and_fallbacks(fitted_history):
+    """Each factor's parameters come from the fit, else its risk_factors entry, else default_factor; an entry
+    without vol_of_vol or spot_vol_corr (and no default_factor) has neither: 0 and 0."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = dict(risk_factors={"BNB": {"vol": 0.6, "vol_of_vol": 1.2, "spot_vol_corr": -0.2}, "DOGE": {"vol": 0.9}},
+             default_factor={"vol": None, "vol_of_vol": 1.0, "spot_vol_corr": -0.3})
+    factors, p, _ = _factor_params(c, ("BTC", "BNB", "XRP", "USDT"), (0.55, 0.6, 0.7, 0.0), fitted_history)
+    assert factors == ["BTC", "BNB", "XRP"] and p["source"] == ["fitted", "config", "default"]
+    assert p["vol"][1:] == [0.6, 0.7] and p["vol_of_vol"][1:] == [1.2, 1.0] and p["spot_vol_corr"][1:] == [-0.2, -0.3]
+    m = build_scenarios(dict(model="gaussian", n=10, seed=1, horizon_days=1, risk_factors={"DOGE": {"vol": 0.9}}),
+                        ("DOGE",), (0.8,))
+    assert list(m.vol) == [0.9] and list(m.vol_of_vol) == [0.0] and list(m.spot_vol_corr) == [0.0]
+
+
+def test_unnamed_factor_without_default_is_an_error_unless_fitted(fitted_history):
+    """Without default_factor, a risky asset needs a risk_factors entry, unless the fit covers it."""
+    c = dict(model="gaussian", n=10, seed=1, horizon_days=1, risk_factors={"BTC": {"vol": 0.6}})
+    with pytest.raises(ConfigError, match="have vol > 0 but no risk factor") as exc:
+        build_scenarios(c, ("BTC", "XRP", "USDT"), (0.55, 0.7, 0.0))
+    assert exc.value.key == "scenarios.risk_factors" and "XRP" in str(exc.value)
+    m = build_scenarios(dict(c, risk_factors={}), ("BTC", "ETH", "USDT"), (0.55, 0.7, 0.0), fitted_history)
+    assert m.factors == ("BTC", "ETH")
+
+
+def test_invalid_value_in_a_params_file_names_the_file(fitted_history, tmp_path):
+    """A params file's vol_of_vol or spot_vol_corr out of range is an error that names the file it came from."""
+    from mcmargin.calibration import calibrate, save_params
+    ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
+    for var, bad in (("spot_vol_corr", 1.5), ("vol_of_vol", -0.5)):
+        d = ds.copy(deep=True)
+        d[var] = ("asset", np.array([0.0, bad]))
+        path = save_params(d, tmp_path / f"{var}.nc")
+        c = dict(model="gaussian", n=10, seed=1, horizon_days=1, params=str(path), risk_factors={})
+        with pytest.raises(ConfigError, match=f"invalid value {bad}") as exc:
+            build_scenarios(c, ("BTC", "ETH", "USDT"), (0.55, 0.7, 0.0))
+        assert exc.value.key == f"scenarios.risk_factors.ETH.{var}"
+        assert f"scenarios.params ({path})" in str(exc.value)
+
+
+@pytest.mark.parametrize("where,key,bad", [("risk_factors", "vol", -0.1), ("risk_factors", "vol_of_vol", -1.0),
+                                           ("risk_factors", "vol", math.inf), ("risk_factors", "spot_vol_corr", 1.5),
+                                           ("risk_factors", "spot_vol_corr", -1.01),
+                                           ("default_factor", "vol", -0.1), ("default_factor", "vol_of_vol", math.inf),
+                                           ("default_factor", "spot_vol_corr", -2.0)])
+def test_invalid_factor_value_names_its_key(where, key, bad):
+    """_factor_params checks every value it applies (also when reached without the job's settings check) and
+    names the config key it came from; the range ends (vol 0, vol_of_vol 0, spot_vol_corr +-1) are valid."""
+    from mcmargin.scenarios.parametric import _factor_params
+    good = {"vol": 0.0, "vol_of_vol": 0.0, "spot_vol_corr": -1.0}
+    for ok in (good, dict(good, spot_vol_corr=1.0)):
+        assert _factor_params(dict(risk_factors={"BTC": ok}), ("BTC",), (0.5,))[1]["vol"] == [0.0]
+        assert _factor_params(dict(default_factor=ok), ("BTC",), (0.5,))[1]["spot_vol_corr"] == [ok["spot_vol_corr"]]
+    entry = {**good, "vol": 0.5, key: bad}
+    c = {"risk_factors": {"BTC": entry}} if where == "risk_factors" else {"default_factor": entry}
+    want = f"scenarios.risk_factors.BTC.{key}" if where == "risk_factors" else f"scenarios.default_factor.{key}"
+    with pytest.raises(ConfigError, match=f"invalid value") as exc:
+        _factor_params(c, ("BTC",), (0.5,))
+    assert exc.value.key == want and f"({want})" in str(exc.value)
+
+
+def test_infinite_market_vol_is_an_error_naming_the_asset():
+    """default_factor vol: null takes the asset's market vol, which must be finite: the error says so."""
+    from mcmargin.scenarios.parametric import _factor_params
+    with pytest.raises(ConfigError, match=r"invalid value inf \(market vol of BTC\)") as exc:
+        _factor_params(dict(default_factor={"vol": None}), ("BTC",), (math.inf,))
+    assert exc.value.key == "scenarios.risk_factors.BTC.vol"
