@@ -486,3 +486,15 @@ def test_infinite_market_vol_is_an_error_naming_the_asset():
     with pytest.raises(ConfigError, match=r"invalid value inf \(market vol of BTC\)") as exc:
         _factor_params(dict(default_factor={"vol": None}), ("BTC",), (math.inf,))
     assert exc.value.key == "scenarios.risk_factors.BTC.vol"
+
+
+def test_marginal_dof_from_the_fit_else_the_risk_factor_entry(fitted_history):
+    """A factor's marginal Student-t dof (used by the t-copula) is the fitted one where the fit covers it, else
+    its risk_factors entry's dof, else None."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = dict(risk_factors={"BTC": {"vol": 0.5, "dof": 4.5}, "BNB": {"vol": 0.6, "dof": 3.5}, "XRP": {"vol": 0.7}})
+    assets, vols = ("BTC", "BNB", "XRP", "USDT"), (0.5, 0.6, 0.7, 0.0)
+    assert _factor_params(c, assets, vols)[1]["dof"] == [4.5, 3.5, None]
+    _, p, _ = _factor_params(c, assets, vols, fitted_history, fit_dof=True)
+    assert p["source"] == ["fitted", "config", "config"]
+    assert p["dof"][1:] == [3.5, None] and p["dof"][0] != 4.5 and math.isfinite(p["dof"][0])
