@@ -359,10 +359,16 @@ def test_history_fit_fits_the_dof_only_when_asked(fitted_history, fit_dof):
                                    fitted_history, fit_dof=fit_dof)
     assert factors == ["BTC", "ETH", "SOL"] and p["source"] == ["fitted"] * 3
     if fit_dof:
+        from mcmargin.calibration import calibrate
+        from mcmargin.calibration.fit import CalibrationSettings
+        want = calibrate(fitted_history, CalibrationSettings.from_cfg(history_cfg(), "scenarios", fit_dof=True),
+                         assets=factors)
         assert all(d is not None and math.isfinite(d) and d > 2 for d in p["dof"])
-        assert p["mvt_dof"] is not None and math.isfinite(p["mvt_dof"])
+        assert p["dof"] == [float(want["dof"].sel(asset=a)) for a in factors]
+        assert p["mvt_dof"] == float(want["mvt_dof"]) and math.isfinite(p["mvt_dof"])
+        assert p["copula_dof"] == float(want["copula_dof"]) and math.isfinite(p["copula_dof"])
     else:
-        assert p["dof"] == [None, None, None] and p["mvt_dof"] is None
+        assert p["dof"] == [None, None, None] and p["mvt_dof"] is None and p["copula_dof"] is None
 
 
 @pytest.mark.parametrize("key,value", [("vol_method", "nope"), ("ewma_lambda", 1.5), ("lookback", 1)])
