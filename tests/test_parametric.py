@@ -504,3 +504,25 @@ def test_marginal_dof_from_the_fit_else_the_risk_factor_entry(fitted_history):
     _, p, _ = _factor_params(c, assets, vols, fitted_history, fit_dof=True)
     assert p["source"] == ["fitted", "config", "config"]
     assert p["dof"][1:] == [3.5, None] and p["dof"][0] != 4.5 and math.isfinite(p["dof"][0])
+
+
+def test_mixed_fitted_and_configured_correlations_are_repaired(fitted_history):
+    """Fitted correlations between fitted assets and configured ones elsewhere can mix into a matrix that is not
+    PSD: it is replaced by the nearest correlation matrix (a PSD mix is kept as it is)."""
+    from mcmargin.scenarios.parametric import _factor_params
+    from mcmargin.stats.correlation import nearest_correlation
+    h = fitted_history.drop(columns=["SOL"])
+    names = ["BTC", "ETH", "SOL"]
+    c = dict(risk_factors={a: {"vol": 0.5} for a in names},
+             correlation=[[1.0, -0.8, 0.85], [-0.8, 1.0, -0.85], [0.85, -0.85, 1.0]])
+    factors, p, corr = _factor_params(c, (*names, "USDT"), (0.5, 0.6, 0.7, 0.0), h)
+    assert p["source"] == ["fitted", "fitted", "config"]
+    from mcmargin.calibration import calibrate
+    from mcmargin.calibration.fit import CalibrationSettings
+    fitted = calibrate(h, CalibrationSettings.from_cfg(c, "scenarios", fit_dof=False), assets=["BTC", "ETH"])
+    fit = float(fitted["correlation"].sel(asset="ETH", asset_b="BTC"))
+    assert fit > 0.5                                    # the fit (about 0.8) replaces the configured -0.8
+    raw = np.array([[1.0, fit, 0.85], [fit, 1.0, -0.85], [0.85, -0.85, 1.0]])
+    assert np.linalg.eigvalsh(raw).min() < -0.1
+    np.testing.assert_allclose(corr, nearest_correlation(raw), rtol=0, atol=1e-12)
+    assert np.linalg.eigvalsh(corr).min() > -1e-10 and not np.allclose(corr, raw, atol=1e-3)
