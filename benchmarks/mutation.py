@@ -83,6 +83,8 @@ EQUIVALENT: dict[str, str] = {
         "blocks (configured: check_correlation; fitted: devolatized_correlation / load_params repair it; identity "
         "for the rest), and nearest_correlation returns a PSD input as (c + c.T) / 2, bit for bit c for the "
         "symmetric corr built here",
+    **{f"mcmargin.scenarios.parametric.x__factor_params__mutmut_{i}": "check_correlation converts the matrix with "
+       "np.asarray(matrix, dtype=float) itself, so the dtype of the asarray before it changes nothing" for i in (232, 234)},
     "mcmargin.scenarios.parametric.x__factor_params__mutmut_263": "mixed = bool(fit_assets) and mixed |= bool(fit_assets) "
         "agree: mixed starts False and fit_assets does not change inside the loop",
 }
