@@ -27,7 +27,8 @@ RESULTS = HERE / "RESULTS.md"
 _DEAD = "the placeholder only keeps lanes finite that the final where() replaces (expired: intrinsic; zero sd: flat)"
 EQUIVALENT: dict[str, str] = {
     "mcmargin.tails.x_sorted_tail__mutmut_5": "np.sort's default axis is the last, which is axis 1 of a 2-D tail",
-    "mcmargin.instruments.exposure.xǁCompiledBookǁrows__mutmut_4": "slice(None, na) is slice(0, na)",
+    "mcmargin.instruments.exposure.xǁCompiledBookǁrows__mutmut_9": "slice(None, na) is slice(0, na)",
+    "mcmargin.instruments.exposure.xǁCompiledBookǁrows__mutmut_11": "slice(na) is slice(0, na)",
     "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_3":
         "expiry exactly 0 (>= instead of >): the alive lane has sd 0, so the flat branch returns the intrinsic value "
         "(discount exp(0) = 1), the same as the expired branch",
@@ -35,14 +36,14 @@ EQUIVALENT: dict[str, str] = {
     "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_23":
         "sd >= 0 keeps a zero sd, making d1 nan where vol sqrt(t) = 0; those lanes are replaced by the flat value",
     "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_25": _DEAD,
-    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_93": "vol / sqrt(t) > 0 iff vol > 0 on alive lanes (t > 0); dead lanes "
+    "mcmargin.instruments.black_scholes.x_black_scholes__mutmut_101": "vol / sqrt(t) > 0 iff vol > 0 on alive lanes (t > 0); dead lanes "
                                                     "are replaced by the intrinsic value",
     "mcmargin.margin.mc_es.x_margin_dataset__mutmut_41": "a zero quantity is never stored in the sparse holdings (and would "
                                                    "weigh |0|), so q <= 0 and q < 0 pick the same side",
-    **{f"mcmargin.margin.mc_es.mc_es.x_margin_dataset__mutmut_{i}": "groups are the sorted distinct labels of the accounts: the "
-       "last group index always occurs, so bincount already has groups.size entries" for i in (66, 78, 85, 92)},
-    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_373": "the confidence coordinate was created with this long_name",
-    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_374": "the confidence coordinate was created with these units",
+    **{f"mcmargin.margin.mc_es.x_margin_dataset__mutmut_{i}": "groups are the sorted distinct labels of the accounts: the "
+       "last group index always occurs, so bincount already has groups.size entries" for i in (99, 111, 118, 125)},
+    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_431": "the confidence coordinate was created with this long_name",
+    "mcmargin.margin.mc_es.x_margin_dataset__mutmut_432": "the confidence coordinate was created with these units",
     **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "reset_index(drop=False) keeps the old index as an extra "
        "'index' column, which nothing reads (columns by name)" for i in (32, 37)},
     "mcmargin.instruments.exposure.x_compile_book__mutmut_127": "astype(None) is astype(float64)",
@@ -59,16 +60,33 @@ EQUIVALENT: dict[str, str] = {
     **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "scipy's vstack of CSR blocks returns CSR without format='csr'"
        for i in (195, 197)},
     **{f"mcmargin.instruments.exposure.x_compile_book__mutmut_{i}": "the -1 start of first_member is overwritten for every group "
-       "(each has a member)" for i in (222, 223)},
-    "mcmargin.instruments.exposure.x_compile_book__mutmut_235": "CompiledBook.prices only reaches BackendBook.prices, which the "
+       "(each has a member)" for i in (237, 238)},
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_250": "CompiledBook.prices only reaches BackendBook.prices, which the "
                                                     "kernels never read",
-    "mcmargin.instruments.exposure.x_compile_book__mutmut_241": "CompiledBook.opt_expiry is a record: revaluation uses "
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_256": "CompiledBook.opt_expiry is a record: revaluation uses "
                                                     "opt_expiry_after and today's value opt_value",
-    "mcmargin.instruments.exposure.x_compile_book__mutmut_289": "astype(None) is astype(float64)",
+    "mcmargin.instruments.exposure.x_compile_book__mutmut_304": "astype(None) is astype(float64)",
     "mcmargin.instruments.exposure.x_to_backend__mutmut_14": "with no options every pricing array is empty: a one-element index "
                                                  "broadcasts against them to an empty result",
     "mcmargin.instruments.exposure.x_to_backend__mutmut_4": "an empty index array through asarray(dtype=int64) is the same empty "
                                                 "int64 array as zeros((0,), int64)",
+    **{f"mcmargin.scenarios.parametric.x__fitted_params__mutmut_{i}": "cfg.get('params_fallback', None) and "
+       "cfg.get('params_fallback') are None when the key is absent, and bool(None) is bool(False)" for i in (30, 32)},
+    "mcmargin.scenarios.parametric.x__fitted_params__mutmut_61": "CalibrationSettings.from_cfg's prefix defaults to "
+                                                              "'scenarios', the value dropped",
+    **{f"mcmargin.scenarios.parametric.x__factor_params__mutmut_{i}": "changes only the label 'calibration' of an invalid "
+       "value fitted on the fly, which calibrate cannot return: vol and vol_of_vol are finite and >= 0 or NaN (NaN is "
+       "dropped by fitted_value), spot_vol_corr is a np.corrcoef value, clipped to [-1, 1]; with scenarios.params "
+       "the label is unchanged" for i in (104, 111, 112)},
+    "mcmargin.scenarios.parametric.x__factor_params__mutmut_239": "mixed=True from the start only adds a "
+        "nearest_correlation() call where no fitted and configured values mix: that matrix is block-diagonal in PSD "
+        "blocks (configured: check_correlation; fitted: devolatized_correlation / load_params repair it; identity "
+        "for the rest), and nearest_correlation returns a PSD input as (c + c.T) / 2, bit for bit c for the "
+        "symmetric corr built here",
+    **{f"mcmargin.scenarios.parametric.x__factor_params__mutmut_{i}": "check_correlation converts the matrix with "
+       "np.asarray(matrix, dtype=float) itself, so the dtype of the asarray before it changes nothing" for i in (232, 234)},
+    "mcmargin.scenarios.parametric.x__factor_params__mutmut_263": "mixed = bool(fit_assets) and mixed |= bool(fit_assets) "
+        "agree: mixed starts False and fit_assets does not change inside the loop",
 }
 
 

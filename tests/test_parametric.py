@@ -324,3 +324,205 @@ def test_params_file_supplies_the_fitted_vols_and_correlation(fitted_history, tm
     assert m.vol[2] == 0.9
     assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
     assert m.correlation[0, 2] == 0.0
+
+
+# ----------------------------------------- on-the-fly calibration (history=..., no scenarios.params)
+def history_cfg(**over):
+    """A gaussian config with no configured factors: every moving asset is fitted or takes default_factor."""
+    return dict(dict(model="gaussian", n=100, seed=1, horizon_days=2,
+                     default_factor={"vol": None, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}), **over)
+
+
+def test_history_fit_uses_the_scenario_calibration_settings(fitted_history):
+    """The on-the-fly fit takes its settings from the scenarios section (here a short look-back and a faster
+    EWMA decay), not the calibration defaults."""
+    from mcmargin.calibration import calibrate
+    from mcmargin.calibration.fit import CalibrationSettings
+    assets, vols = ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0)
+    c = history_cfg(lookback=120, ewma_lambda=0.8)
+    m = build_scenarios(c, assets, vols, fitted_history)
+    want = calibrate(fitted_history, CalibrationSettings.from_cfg(c, "scenarios", fit_dof=False),
+                     assets=["BTC", "ETH", "SOL"])
+    default = calibrate(fitted_history, None, assets=["BTC", "ETH", "SOL"])
+    np.testing.assert_allclose(m.vol, want["vol"].values, rtol=1e-12)
+    np.testing.assert_allclose(m.correlation, want["correlation"].values, rtol=1e-12)
+    assert not np.allclose(m.vol, default["vol"].values, rtol=1e-3)
+    assert not np.allclose(m.correlation, default["correlation"].values, rtol=1e-3)
+
+
+@pytest.mark.parametrize("fit_dof", [False, True])
+def test_history_fit_fits_the_dof_only_when_asked(fitted_history, fit_dof):
+    """fit_dof=False (gaussian) skips the Student-t dof fit: no marginal or joint dof comes back; fit_dof=True
+    (student_t, t_copula) returns them."""
+    from mcmargin.scenarios.parametric import _factor_params
+    factors, p, _ = _factor_params(history_cfg(), ("BTC", "ETH", "SOL", "USDT"), (0.55, 0.7, 0.9, 0.0),
+                                   fitted_history, fit_dof=fit_dof)
+    assert factors == ["BTC", "ETH", "SOL"] and p["source"] == ["fitted"] * 3
+    if fit_dof:
+        from mcmargin.calibration import calibrate
+        from mcmargin.calibration.fit import CalibrationSettings
+        want = calibrate(fitted_history, CalibrationSettings.from_cfg(history_cfg(), "scenarios", fit_dof=True),
+                         assets=factors)
+        assert all(d is not None and math.isfinite(d) and d > 2 for d in p["dof"])
+        assert p["dof"] == [float(want["dof"].sel(asset=a)) for a in factors]
+        assert p["mvt_dof"] == float(want["mvt_dof"]) and math.isfinite(p["mvt_dof"])
+        assert p["copula_dof"] == float(want["copula_dof"]) and math.isfinite(p["copula_dof"])
+    else:
+        assert p["dof"] == [None, None, None] and p["mvt_dof"] is None and p["copula_dof"] is None
+
+
+@pytest.mark.parametrize("key,value", [("vol_method", "nope"), ("ewma_lambda", 1.5), ("lookback", 1)])
+def test_history_fit_errors_name_the_scenarios_key(fitted_history, key, value):
+    """An invalid calibration setting of the on-the-fly fit is reported under its scenarios.* key, both by the
+    settings check of build_scenarios and by the fit's own settings parser (reached directly through
+    _factor_params, as the t-copula does)."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = history_cfg(**{key: value})
+    with pytest.raises(ConfigError) as exc:
+        build_scenarios(c, ("BTC", "USDT"), (0.55, 0.0), fitted_history)
+    assert exc.value.key == f"scenarios.{key}"
+    with pytest.raises(ConfigError) as exc:
+        _factor_params(c, ("BTC", "USDT"), (0.55, 0.0), fitted_history)
+    assert exc.value.key == f"scenarios.{key}"
+
+
+def test_history_fit_leaves_out_implied_vol_columns_and_absent_assets(fitted_history):
+    """A history column named in scenarios.implied_vol_columns is an implied vol, not a price: a book asset of
+    that name is not fitted from it (it takes default_factor, here its market vol), nor is an asset the history
+    lacks (BNB); the price columns are fitted."""
+    assets, vols = ("BTC", "ETH", "VOL", "BNB", "USDT"), (0.55, 0.7, 0.45, 0.65, 0.0)
+    from mcmargin.scenarios.parametric import _factor_params
+    c = history_cfg(implied_vol_columns={"BTC": "VOL"})
+    factors, p, corr = _factor_params(c, assets, vols, fitted_history)
+    assert factors == ["BTC", "ETH", "VOL", "BNB"]
+    assert p["source"] == ["fitted", "fitted", "default", "default"]
+    assert p["vol"][2:] == [0.45, 0.65]
+    assert p["dof"] == [None] * 4 and p["mvt_dof"] is None     # fit_dof defaults to False
+    np.testing.assert_array_equal(corr[2:, :], np.eye(4)[2:, :])
+    m = build_scenarios(c, assets, vols, fitted_history)
+    assert list(m.vol[2:]) == [0.45, 0.65]
+
+
+def test_params_file_columns_map_to_book_assets(fitted_history, tmp_path):
+    """scenarios.asset_map relabels the calibration dataset's assets: a column named for one asset supplies the
+    fitted vol and correlation of the book asset it is mapped to; errors about the file name its path."""
+    from mcmargin.calibration import calibrate, save_params
+    ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
+    path = save_params(ds, tmp_path / "vendor.nc")
+    assets, vols = ("WBTC", "ETH", "USDT"), (0.4, 0.3, 0.0)
+    c = dict(model="gaussian", n=100, seed=1, horizon_days=2, params=str(path),
+             risk_factors={"WBTC": {"vol": 0.1}, "ETH": {"vol": 0.2}})
+    m = build_scenarios(dict(c, asset_map={"BTC": "WBTC"}), assets, vols)
+    np.testing.assert_allclose(m.vol, ds["vol"].sel(asset=["BTC", "ETH"]).values, rtol=1e-12)
+    assert m.correlation[0, 1] == pytest.approx(float(ds["correlation"].sel(asset="ETH", asset_b="BTC")), rel=1e-12)
+    # unmapped, the file covers no WBTC: the error names the file and the asset
+    with pytest.raises(ConfigError, match="risky asset.s. WBTC") as exc:
+        build_scenarios(c, assets, vols)
+    assert str(path) in str(exc.value)
+    # a mapped column the file lacks: the error names the file
+    with pytest.raises(ConfigError, match="scenarios.asset_map") as exc:
+        build_scenarios(dict(c, asset_map={"XBT": "WBTC"}), assets, vols)
+    assert str(path) in str(exc.value) and "XBT" in str(exc.value)
+
+
+# ------------------------------------------------ which value applies to each factor (_factor_params)
+def test_factor_source_and_fallbacks(fitted_history):
+    """Each factor's parameters come from the fit, else its risk_factors entry, else default_factor; an entry
+    without vol_of_vol or spot_vol_corr (and no default_factor) has neither: 0 and 0."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = dict(risk_factors={"BNB": {"vol": 0.6, "vol_of_vol": 1.2, "spot_vol_corr": -0.2}, "DOGE": {"vol": 0.9}},
+             default_factor={"vol": None, "vol_of_vol": 1.0, "spot_vol_corr": -0.3})
+    factors, p, _ = _factor_params(c, ("BTC", "BNB", "XRP", "USDT"), (0.55, 0.6, 0.7, 0.0), fitted_history)
+    assert factors == ["BTC", "BNB", "XRP"] and p["source"] == ["fitted", "config", "default"]
+    assert p["vol"][1:] == [0.6, 0.7] and p["vol_of_vol"][1:] == [1.2, 1.0] and p["spot_vol_corr"][1:] == [-0.2, -0.3]
+    m = build_scenarios(dict(model="gaussian", n=10, seed=1, horizon_days=1, risk_factors={"DOGE": {"vol": 0.9}}),
+                        ("DOGE",), (0.8,))
+    assert list(m.vol) == [0.9] and list(m.vol_of_vol) == [0.0] and list(m.spot_vol_corr) == [0.0]
+
+
+def test_unnamed_factor_without_default_is_an_error_unless_fitted(fitted_history):
+    """Without default_factor, a risky asset needs a risk_factors entry, unless the fit covers it."""
+    c = dict(model="gaussian", n=10, seed=1, horizon_days=1, risk_factors={"BTC": {"vol": 0.6}})
+    with pytest.raises(ConfigError, match="have vol > 0 but no risk factor") as exc:
+        build_scenarios(c, ("BTC", "XRP", "USDT"), (0.55, 0.7, 0.0))
+    assert exc.value.key == "scenarios.risk_factors" and "XRP" in str(exc.value)
+    m = build_scenarios(dict(c, risk_factors={}), ("BTC", "ETH", "USDT"), (0.55, 0.7, 0.0), fitted_history)
+    assert m.factors == ("BTC", "ETH")
+
+
+def test_invalid_value_in_a_params_file_names_the_file(fitted_history, tmp_path):
+    """A params file's vol_of_vol or spot_vol_corr out of range is an error that names the file it came from."""
+    from mcmargin.calibration import calibrate, save_params
+    ds = calibrate(fitted_history, {"lookback": 400}, assets=["BTC", "ETH"])
+    for var, bad in (("spot_vol_corr", 1.5), ("vol_of_vol", -0.5)):
+        d = ds.copy(deep=True)
+        d[var] = ("asset", np.array([0.0, bad]))
+        path = save_params(d, tmp_path / f"{var}.nc")
+        c = dict(model="gaussian", n=10, seed=1, horizon_days=1, params=str(path), risk_factors={})
+        with pytest.raises(ConfigError, match=f"invalid value {bad}") as exc:
+            build_scenarios(c, ("BTC", "ETH", "USDT"), (0.55, 0.7, 0.0))
+        assert exc.value.key == f"scenarios.risk_factors.ETH.{var}"
+        assert f"scenarios.params ({path})" in str(exc.value)
+
+
+@pytest.mark.parametrize("where,key,bad", [("risk_factors", "vol", -0.1), ("risk_factors", "vol_of_vol", -1.0),
+                                           ("risk_factors", "vol", math.inf), ("risk_factors", "spot_vol_corr", 1.5),
+                                           ("risk_factors", "spot_vol_corr", -1.01),
+                                           ("default_factor", "vol", -0.1), ("default_factor", "vol_of_vol", math.inf),
+                                           ("default_factor", "spot_vol_corr", -2.0)])
+def test_invalid_factor_value_names_its_key(where, key, bad):
+    """_factor_params checks every value it applies (also when reached without the job's settings check) and
+    names the config key it came from; the range ends (vol 0, vol_of_vol 0, spot_vol_corr +-1) are valid."""
+    from mcmargin.scenarios.parametric import _factor_params
+    good = {"vol": 0.0, "vol_of_vol": 0.0, "spot_vol_corr": -1.0}
+    for ok in (good, dict(good, spot_vol_corr=1.0)):
+        assert _factor_params(dict(risk_factors={"BTC": ok}), ("BTC",), (0.5,))[1]["vol"] == [0.0]
+        assert _factor_params(dict(default_factor=ok), ("BTC",), (0.5,))[1]["spot_vol_corr"] == [ok["spot_vol_corr"]]
+    entry = {**good, "vol": 0.5, key: bad}
+    c = {"risk_factors": {"BTC": entry}} if where == "risk_factors" else {"default_factor": entry}
+    want = f"scenarios.risk_factors.BTC.{key}" if where == "risk_factors" else f"scenarios.default_factor.{key}"
+    with pytest.raises(ConfigError, match=f"invalid value") as exc:
+        _factor_params(c, ("BTC",), (0.5,))
+    assert exc.value.key == want and f"({want})" in str(exc.value)
+
+
+def test_infinite_market_vol_is_an_error_naming_the_asset():
+    """default_factor vol: null takes the asset's market vol, which must be finite: the error says so."""
+    from mcmargin.scenarios.parametric import _factor_params
+    with pytest.raises(ConfigError, match=r"invalid value inf \(market vol of BTC\)") as exc:
+        _factor_params(dict(default_factor={"vol": None}), ("BTC",), (math.inf,))
+    assert exc.value.key == "scenarios.risk_factors.BTC.vol"
+
+
+def test_marginal_dof_from_the_fit_else_the_risk_factor_entry(fitted_history):
+    """A factor's marginal Student-t dof (used by the t-copula) is the fitted one where the fit covers it, else
+    its risk_factors entry's dof, else None."""
+    from mcmargin.scenarios.parametric import _factor_params
+    c = dict(risk_factors={"BTC": {"vol": 0.5, "dof": 4.5}, "BNB": {"vol": 0.6, "dof": 3.5}, "XRP": {"vol": 0.7}})
+    assets, vols = ("BTC", "BNB", "XRP", "USDT"), (0.5, 0.6, 0.7, 0.0)
+    assert _factor_params(c, assets, vols)[1]["dof"] == [4.5, 3.5, None]
+    _, p, _ = _factor_params(c, assets, vols, fitted_history, fit_dof=True)
+    assert p["source"] == ["fitted", "config", "config"]
+    assert p["dof"][1:] == [3.5, None] and p["dof"][0] != 4.5 and math.isfinite(p["dof"][0])
+
+
+def test_mixed_fitted_and_configured_correlations_are_repaired(fitted_history):
+    """Fitted correlations between fitted assets and configured ones elsewhere can mix into a matrix that is not
+    PSD: it is replaced by the nearest correlation matrix (a PSD mix is kept as it is)."""
+    from mcmargin.scenarios.parametric import _factor_params
+    from mcmargin.stats.correlation import nearest_correlation
+    h = fitted_history.drop(columns=["SOL"])
+    names = ["BTC", "ETH", "SOL"]
+    c = dict(risk_factors={a: {"vol": 0.5} for a in names},
+             correlation=[[1.0, -0.8, 0.85], [-0.8, 1.0, -0.85], [0.85, -0.85, 1.0]])
+    factors, p, corr = _factor_params(c, (*names, "USDT"), (0.5, 0.6, 0.7, 0.0), h)
+    assert p["source"] == ["fitted", "fitted", "config"]
+    from mcmargin.calibration import calibrate
+    from mcmargin.calibration.fit import CalibrationSettings
+    fitted = calibrate(h, CalibrationSettings.from_cfg(c, "scenarios", fit_dof=False), assets=["BTC", "ETH"])
+    fit = float(fitted["correlation"].sel(asset="ETH", asset_b="BTC"))
+    assert fit > 0.5                                    # the fit (about 0.8) replaces the configured -0.8
+    raw = np.array([[1.0, fit, 0.85], [fit, 1.0, -0.85], [0.85, -0.85, 1.0]])
+    assert np.linalg.eigvalsh(raw).min() < -0.1
+    np.testing.assert_allclose(corr, nearest_correlation(raw), rtol=0, atol=1e-12)
+    assert np.linalg.eigvalsh(corr).min() > -1e-10 and not np.allclose(corr, raw, atol=1e-3)
