@@ -146,9 +146,46 @@ def test_pilot_thresholds_are_order_statistics_of_the_sample(book, scen):
     assert empty.any(), "the fixture should have rows without holdings (cash-only accounts)"
     pnl_t = engine._revalue_chunk(engine._to_backend(cb, "numpy"), scen, "numpy", 0, 1000, True)
     state = engine._pilot_state(h, pnl_t, 30, (700, 9))
-    brute = -np.sort(h @ pnl_t[:, :700], axis=1)[:, 8]         # 9th largest loss of the first 700
+    losses = -np.asarray(h @ pnl_t[:, :700])
+    brute = np.sort(losses, axis=1)[:, -9]                      # 9th largest loss of the first 700
     np.testing.assert_array_equal(state.threshold[~empty], brute[~empty])
-    assert np.all(state.threshold[empty] == -np.inf)
+    # The sample is folded in by the pilot (the first chunk's fold starts after it): a row holds
+    # exactly its sample losses above the threshold, and a row without holdings (no pilot) has
+    # warmed up on the sample like any fold without a threshold, to its m-th largest loss, 0.
+    for r in np.flatnonzero(~empty):
+        kept = np.sort(state.values[r, :state.count[r]])
+        np.testing.assert_array_equal(kept, np.sort(losses[r][losses[r] > brute[r]]))
+    assert np.all(state.count[empty] == 30) and np.all(state.threshold[empty] == 0)
+
+
+def test_pilot_changes_no_bit(book, scen):
+    """With a pilot (its sample folded in by the pilot, the first fold starting after it) or
+    without one (a single chunk), every row's VaR and ES are the same numbers, bit for bit."""
+    cb = exposure.compile_book(book, scen.horizon_days)
+    runs = {}
+    for name, chunking in (("pilot", Chunking(700, 64)), ("pilot, tiny blocks", Chunking(1200, 5)),
+                           ("none", Chunking(scen.n, 64))):
+        runs[name] = engine.compute_tails(cb, scen, [0.99, 0.995], chunking=chunking)
+    assert runs["pilot"].timings["pilot"] and not runs["none"].timings["pilot"]
+    for name in ("pilot", "pilot, tiny blocks"):
+        np.testing.assert_array_equal(runs[name].var.view(np.uint64), runs["none"].var.view(np.uint64))
+        np.testing.assert_array_equal(runs[name].es.view(np.uint64), runs["none"].es.view(np.uint64))
+
+
+def test_streaming_selection_is_a_partition():
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(5)
+    for n, j in ((4096, 66), (700, 9), (1000, 250), (300, 300), (2000, 16)):
+        for sums in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
+                     np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
+            work = np.empty(4 * j + 2 * fastpath.SELECT_TILE)
+            got = fastpath._jth_largest_loss(sums, n, j, work)
+            assert got == np.partition(-sums, n - j)[n - j], (n, j)
+            a = -sums.copy()
+            t = fastpath._select_top(a, n, j)
+            assert t == np.partition(-sums, n - j)[n - j]
+            np.testing.assert_array_equal(np.sort(a[:j]), np.sort(-sums)[n - j:])
 
 
 def test_rows_without_holdings_lose_exactly_zero_and_are_not_recomputed(book, scen):

@@ -141,11 +141,13 @@ def compute_tails(book: exposure.CompiledBook, scenarios, confidences, *, backen
 PILOT_FACTOR = 1.6
 #: Fewest pilot order statistics a threshold is read from.
 PILOT_MIN = 16
-#: Pilot sample: the first scenarios of the first chunk (its losses are
-#: materialised and partitioned, about twice a thresholded fold's cost per
-#: scenario, so the sample is kept small).
+#: Pilot sample: the first scenarios of the first chunk.  Its losses are
+#: materialised, each row's threshold is selected from them and they are
+#: folded in with it (the first chunk's fold starts after the sample), so
+#: the sample costs one streaming selection per row on top of the fold.
 PILOT_SCENARIOS = 4096
-#: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
+#: Rows whose pilot samples are materialised at once (each tile of the
+#: chunk's P&L serves them all while it is in cache).
 PILOT_ROWS = 64
 
 
@@ -183,6 +185,8 @@ def _block_tasks(dsk, h, starts, pnl, m, sizes, backend_name, fused, pilot, key,
     fold = _fold_fused if fused else _fold_reference
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (fold, state, h, p, m, backend_name)
+        if pilot and s == starts[0]:   # the pilot has folded in the chunk's first `sample` scenarios
+            dsk[f"fold-{key}-{s}"] += (pilot[0],)
         state = f"fold-{key}-{s}"
     dsk[f"tail-{key}"] = (_finish, state, h, list(pnl), sizes, backend_name, fused)
     return f"tail-{key}"
@@ -267,35 +271,33 @@ def _sparse_on(backend_name, holdings):
     return b.asarray(holdings.toarray())
 
 
-def _fold_fused(state, holdings, pnl_t, m, backend_name):
+def _fold_fused(state, holdings, pnl_t, m, backend_name, first=0):
+    """Fold the chunk's scenarios from ``first`` on (after a pilot sample: its size) into ``state``."""
     from .kernels import fused as fastpath
 
     if state is None:
         state = fastpath.FastTail.empty(holdings.shape[0], m)
-    fastpath.fold_chunk_fused(*fastpath.csr_arrays(holdings), pnl_t, state.values, state.count,
-                              state.threshold, m, fastpath.TILE)
+    fastpath.fold_chunk_fused_from(*fastpath.csr_arrays(holdings), pnl_t, state.values, state.count,
+                                   state.threshold, m, fastpath.TILE, first)
     return state
 
 
 def _pilot_state(holdings, pnl_t, m, pilot):
-    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample.
+    """The tail state of a row block after its pilot sample, each row's threshold its pilot threshold.
 
-    A row with no holdings loses exactly 0 in every scenario: it gets no
-    pilot (-inf), since no loss would beat a threshold of 0.
+    A row's pilot threshold is the j-th largest of its losses over the first
+    ``sample`` scenarios; those losses are folded in with it, so the first
+    chunk's fold starts after the sample.  A row with no holdings loses
+    exactly 0 in every scenario: it gets no pilot (-inf), since no loss
+    would beat a threshold of 0.
     """
     from .kernels import fused as fastpath
 
     sample, j = pilot
     indptr, indices, data = fastpath.csr_arrays(holdings)
     state = fastpath.FastTail.empty(holdings.shape[0], m)
-    # A few rows at a time, so the sampled losses stay in cache for the partition.
-    sampled = np.empty((PILOT_ROWS, sample))
-    for r0 in range(0, holdings.shape[0], PILOT_ROWS):
-        part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
-        fastpath.losses(indptr, indices, data, pnl_t, part, r0)
-        part.partition(sample - j, axis=1)
-        state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
-    state.threshold[np.diff(indptr) == 0] = -np.inf
+    fastpath.pilot_fold(indptr, indices, data, pnl_t, state.values, state.count, state.threshold, m, sample, j,
+                        fastpath.TILE, PILOT_ROWS)
     return state
 
 

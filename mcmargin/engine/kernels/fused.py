@@ -158,6 +158,27 @@ def _screen(buf, w, thr, row, c):
 
 
 @numba.njit(nogil=True, cache=True)
+def _take(row, c, thr, buf, w, m, full):
+    """Fold the losses ``-buf[:w]`` into one row's tail (``c`` held, threshold ``thr``); return (c, thr).
+
+    Warming up (no threshold yet) whole tiles are copied in; once a
+    threshold is set (running or pilot) only losses above it are staged,
+    and a full stage is compacted back to the top m.
+    """
+    if thr == -np.inf:             # warming up, no threshold yet: keep everything
+        for s in range(w):
+            row[c + s] = -buf[s]
+        c += w
+        if c >= m:
+            c, thr = _compact_row(row, c, m)
+    else:                          # running (or pilot) threshold: keep only what beats it
+        c = _screen(buf, w, thr, row, c)
+        if c > full:
+            c, thr = _compact_row(row, c, m)
+    return c, thr
+
+
+@numba.njit(nogil=True, cache=True)
 def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
@@ -166,29 +187,144 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
     ``values`` must have room for m + stage + tile losses per row.
     """
+    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0)
+
+
+@numba.njit(nogil=True, cache=True)
+def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first):
+    """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on.
+
+    The first chunk of a row block with a pilot starts after the pilot
+    sample, whose losses :func:`pilot_fold` has already folded in.
+    """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
     n_rows = indptr.size - 1
     n = pnl_t.shape[1]
     buf = np.empty(tile)
     full = values.shape[1] - tile          # compact once more than this is held
-    for s0 in range(0, n, tile):
+    for s0 in range(first, n, tile):
         w = min(tile, n - s0)
         for r in range(n_rows):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+            c, thr = _take(values[r], count[r], threshold[r], buf, w, m, full)
+            count[r] = c
+            threshold[r] = thr
+
+
+@numba.njit(nogil=True, cache=True)
+def _select_top(a, n, m):
+    """Rearrange ``a[:n]`` so that its m largest values are in ``a[:m]`` (any order); return the m-th largest.
+
+    In place (Hoare's selection with a median-of-three pivot; equal values
+    stop both scans, so runs of ties cost no more than distinct values).
+    Which values are kept is the same multiset as a partition gives.
+    """
+    k = n - m
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    t = a[k]
+    for i in range(m):            # source ahead of destination: a forward copy is safe
+        a[i] = a[k + i]
+    return t
+
+
+#: Losses screened at once by the pilot's selection (:func:`_jth_largest_loss`).
+SELECT_TILE = 256
+
+
+@numba.njit(nogil=True, cache=True)
+def _jth_largest_loss(sums, n, j, work):
+    """The j-th largest of the losses ``-sums[:n]`` (j <= n): the value a partition of all n puts there.
+
+    A streaming selection: the first tile's top j set a threshold, later
+    tiles are screened against it (:func:`_screen`), and the candidates are
+    cut back to the top j (raising the threshold) whenever ``work`` (at least
+    j + 2 x SELECT_TILE long) is nearly full, so most losses cost one
+    comparison.
+    """
+    room = work.size - SELECT_TILE
+    c = 0
+    thr = -np.inf
+    for s0 in range(0, n, SELECT_TILE):
+        w = min(SELECT_TILE, n - s0)
+        if thr == -np.inf:
+            for s in range(w):
+                work[c + s] = -sums[s0 + s]
+            c += w
+            if c >= j:
+                thr = _select_top(work, c, j)
+                c = j
+        else:
+            c = _screen(sums[s0:s0 + w], w, thr, work, c)
+            if c > room:
+                thr = _select_top(work, c, j)
+                c = j
+    return _select_top(work, c, j)
+
+
+@numba.njit(nogil=True, cache=True)
+def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample, j, tile, block):
+    """Pilot thresholds, and the pilot sample folded in, for every row of a block.
+
+    For each row: the losses of the first ``sample`` scenarios of ``pnl_t``
+    (the same sums as :func:`fold_chunk_fused`), its threshold = their j-th
+    largest (-inf for a row with no holdings, which loses exactly 0), and
+    then those losses folded into the row's tail exactly as
+    :func:`fold_chunk_fused` would fold them with that threshold.  The
+    chunk's fold then starts at scenario ``sample``
+    (:func:`fold_chunk_fused_from`): no sample loss is formed twice.
+    ``block`` rows are done at once, each tile of ``pnl_t`` serving them all
+    while it is in cache.
+    """
+    if values.shape[1] < m + tile:
+        raise ValueError("values must hold m + stage + tile losses per row")
+    n_rows = indptr.size - 1
+    sums = np.empty((block, sample))
+    buf = np.empty(tile)
+    work = np.empty(4 * j + 2 * SELECT_TILE)
+    full = values.shape[1] - tile
+    for r0 in range(0, n_rows, block):
+        nr = min(block, n_rows - r0)
+        for s0 in range(0, sample, tile):
+            w = min(tile, sample - s0)
+            for i in range(nr):
+                r = r0 + i
+                _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+                sums[i, s0:s0 + w] = buf[:w]
+        for i in range(nr):
+            r = r0 + i
+            row_sums = sums[i]
+            thr = -np.inf if indptr[r + 1] == indptr[r] else _jth_largest_loss(row_sums, sample, j, work)
             c = count[r]
-            thr = threshold[r]
             row = values[r]
-            if thr == -np.inf:             # warming up, no threshold yet: keep everything
-                for s in range(w):
-                    row[c + s] = -buf[s]
-                c += w
-                if c >= m:
-                    c, thr = _compact_row(row, c, m)
-            else:                          # running (or pilot) threshold: keep only what beats it
-                c = _screen(buf, w, thr, row, c)
-                if c > full:
-                    c, thr = _compact_row(row, c, m)
+            for s0 in range(0, sample, tile):
+                w = min(tile, sample - s0)
+                c, thr = _take(row, c, thr, row_sums[s0:s0 + w], w, m, full)
             count[r] = c
             threshold[r] = thr
 
