@@ -348,18 +348,30 @@ def _choose(rng: np.random.Generator, weights: np.ndarray, n: int, k: int) -> np
     Gumbel top-k: adding Gumbel noise to log-weights and keeping the k largest
     samples without replacement, for all accounts at once.
     """
-    u = rng.random((n, weights.size))           # drawn for every column: the stream must not change
     live = np.flatnonzero(weights > 0)
-    if k > live.size:                            # zero-weight columns needed too: rank them all
-        with np.errstate(divide="ignore"):
-            keys = np.log(weights)[None, :] - np.log(-np.log(u))
-        return np.argsort(-keys, axis=1)[:, :k]
-    # Zero weights have key -inf and are never among the k largest when k
-    # columns have positive weight, so only those are ranked: the same picks
-    # in the same order (keys are distinct with probability 1), at a
-    # fraction of the cost on a listing where most instruments do not fit.
-    keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
-    return live[np.argsort(-keys, axis=1)[:, :k]]
+    picks = np.empty((n, k), dtype=np.int64)
+    # Drawn a block of accounts at a time: the same stream (uniforms are drawn in
+    # order, row after row), without an [accounts x instruments] array in memory.
+    block = max(1, _CHOOSE_CELLS // max(weights.size, 1))
+    for a0 in range(0, n, block):
+        a1 = min(n, a0 + block)
+        u = rng.random((a1 - a0, weights.size))  # drawn for every column: the stream must not change
+        if k > live.size:                        # zero-weight columns needed too: rank them all
+            with np.errstate(divide="ignore"):
+                keys = np.log(weights)[None, :] - np.log(-np.log(u))
+            picks[a0:a1] = np.argsort(-keys, axis=1)[:, :k]
+            continue
+        # Zero weights have key -inf and are never among the k largest when k
+        # columns have positive weight, so only those are ranked: the same picks
+        # in the same order (keys are distinct with probability 1), at a
+        # fraction of the cost on a listing where most instruments do not fit.
+        keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
+        picks[a0:a1] = live[np.argsort(-keys, axis=1)[:, :k]]
+    return picks
+
+
+#: Uniforms drawn at once by :func:`_choose` (4 MiB).
+_CHOOSE_CELLS = 1 << 19
 
 
 def _contracts(notional: np.ndarray, instrument: np.ndarray, listing: _Listing) -> np.ndarray:
