@@ -214,3 +214,31 @@ def test_pilot_size():
     assert engine.pilot_size(1000, 100_000, 2000) == (2000, 32)
     assert engine.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
     assert engine.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample
+
+
+def test_top_m_keeps_what_a_partition_keeps():
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(11)
+    state = fastpath.FastTail.empty(6, 40)
+    state.values[:] = np.round(rng.standard_normal(state.values.shape), 1)    # ties included
+    state.count[:] = [40, 41, 300, state.values.shape[1], 12, 0]            # two rows hold fewer than m
+    expected = np.sort(state.top(), axis=1)
+    got = np.empty((6, 40))
+    fastpath.top_m(state.values, state.count, 40, got)
+    np.testing.assert_array_equal(np.sort(got, axis=1), expected)
+
+
+def test_blocked_revaluation_is_the_whole_chunks(book, scen):
+    """The fused path revalues a chunk REVALUE_BLOCK scenarios at a time: the same numbers, bit for bit."""
+    from mcmargin.backend import get_backend
+
+    cb = exposure.compile_book(book, scen.horizon_days)
+    priced = engine._to_backend(cb, "numpy")
+    b = get_backend("numpy")
+    for start, stop in ((0, 1300), (1300, 1301), (7, 519)):
+        shock, vol_shock = scen.draw(start, stop, b)
+        whole = np.asarray(exposure.revalue(b, priced, shock, vol_shock))
+        got = engine._revalue_chunk(priced, scen, "numpy", start, stop, True)
+        assert got.flags.c_contiguous and got.shape == whole.T.shape
+        np.testing.assert_array_equal(got.view(np.uint64), whole.T.view(np.uint64))

@@ -420,7 +420,10 @@ def _coded_text(values: pd.Series):
         # when they are equal text (1 and 1.0 would be one key with two texts);
         # missing cells (code -1) take the last slot, "".  Two raw strings may
         # normalise to one text (" A1" and "A1"), hence the second factorisation.
-        raw, uniques = pd.factorize(values)
+        if isinstance(values.dtype, pd.CategoricalDtype):   # already coded (e.g. by the synthetic exchange)
+            raw, uniques = values.cat.codes.to_numpy(dtype=np.int64), values.cat.categories
+        else:
+            raw, uniques = pd.factorize(values)
         text = np.append(_plain_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)), "")
         same, distinct = pd.factorize(text)
         codes = same[raw]
@@ -432,6 +435,8 @@ def _all_strings(values: pd.Series) -> bool:
     """True when every non-missing cell is a str (a string column, or an object column of str)."""
     if isinstance(values.dtype, pd.StringDtype):
         return True
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(values.cat.categories, skipna=True) == "string"
     return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string"
 
 
@@ -556,6 +561,8 @@ def _first_duplicates(*keys: np.ndarray, coded=None) -> np.ndarray:
     for key, known in zip(keys, coded or [None] * len(keys)):
         codes, uniques = known if known is not None else pd.factorize(key)
         combined = combined * (len(uniques) + 1) + codes
+    if len(combined) > 1 and (combined[1:] > combined[:-1]).all():
+        return np.zeros(len(combined), dtype=bool)   # strictly increasing (rows sorted by key): all distinct
     return pd.Series(combined).duplicated().to_numpy()
 
 
