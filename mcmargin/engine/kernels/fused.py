@@ -39,8 +39,8 @@ def stage_size(m: int) -> int:
     """Candidates staged per row before a compaction (an O(m) partition).
 
     With a pilot threshold about 1.6 m losses beat it over a whole run, so
-    a stage of m leaves most rows to the one partition of :meth:`FastTail.top`
-    (SIMD, 5x the compiled one); only ``blocks_in_flight`` states are alive
+    a stage of m leaves most rows to the one selection of :func:`top_m` at
+    the end; only ``blocks_in_flight`` states are alive
     at a time, so the extra room is cheap.
     """
     return max(m, 64)
