@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("before", help="commit before the change")
     ap.add_argument("after", nargs="?", help="commit after it (default: this working tree)")
     ap.add_argument("--work", help="directory for the books, history and datasets (default: a temporary one)")
+    ap.add_argument("--new-ok", action="store_true",
+                    help="variables only in AFTER (added by a later issue) are listed, not differences")
     args = ap.parse_args(argv)
     from benchmarks.compare_datasets import differences
     from mcmargin.output.store import open_dataset
@@ -95,10 +97,12 @@ def main(argv=None) -> int:
         for name, _ in CASES:
             a = open_dataset(work / "before" / f"{name}.zarr").load()
             b = open_dataset(work / "after" / f"{name}.zarr").load()
-            diff = differences(a, b)
+            diff = differences(a, b, new_ok=args.new_ok)
             failed += bool(diff)
+            added = sorted(set(b.data_vars) - set(a.data_vars))
             print(f"{name:>20}: {'identical' if not diff else '; '.join(diff)} "
-                  f"({len(a.data_vars)} variables, {sum(v.size for v in a.data_vars.values()):,} values)")
+                  f"({len(a.data_vars)} variables, {sum(v.size for v in a.data_vars.values()):,} values)"
+                  + (f"; added: {', '.join(added)}" if added else ""))
         return 1 if failed else 0
     finally:
         for side, tree in trees.items():

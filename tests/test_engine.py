@@ -147,9 +147,46 @@ def test_pilot_thresholds_are_order_statistics_of_the_sample(book, scen):
     assert empty.any(), "the fixture should have rows without holdings (cash-only accounts)"
     pnl_t = engine._revalue_chunk(engine._to_backend(cb, "numpy"), scen, "numpy", 0, 1000, True)
     state = fused.pilot_state(h, pnl_t, 30, (700, 9))
-    brute = -np.sort(h @ pnl_t[:, :700], axis=1)[:, 8]         # 9th largest loss of the first 700
+    losses = -np.asarray(h @ pnl_t[:, :700])
+    brute = np.sort(losses, axis=1)[:, -9]                      # 9th largest loss of the first 700
     np.testing.assert_array_equal(state.threshold[~empty], brute[~empty])
-    assert np.all(state.threshold[empty] == -np.inf)
+    # The sample is folded in by the pilot (the first chunk's fold starts after it): a row holds
+    # exactly its sample losses above the threshold, and a row without holdings (no pilot) has
+    # warmed up on the sample like any fold without a threshold, to its m-th largest loss, 0.
+    for r in np.flatnonzero(~empty):
+        kept = np.sort(state.values[r, :state.count[r]])
+        np.testing.assert_array_equal(kept, np.sort(losses[r][losses[r] > brute[r]]))
+    assert np.all(state.count[empty] == 30) and np.all(state.threshold[empty] == 0)
+
+
+def test_pilot_changes_no_bit(book, scen):
+    """With a pilot (its sample folded in by the pilot, the first fold starting after it) or
+    without one (a single chunk), every row's VaR and ES are the same numbers, bit for bit."""
+    cb = aggregation.compile_book(book, scen.horizon_days)
+    runs = {}
+    for name, chunking in (("pilot", Chunking(700, 64)), ("pilot, tiny blocks", Chunking(1200, 5)),
+                           ("none", Chunking(scen.n, 64))):
+        runs[name] = engine.compute_tails(cb, scen, [0.99, 0.995], chunking=chunking)
+    assert runs["pilot"].timings["pilot"] and not runs["none"].timings["pilot"]
+    for name in ("pilot", "pilot, tiny blocks"):
+        np.testing.assert_array_equal(runs[name].var.view(np.uint64), runs["none"].var.view(np.uint64))
+        np.testing.assert_array_equal(runs[name].es.view(np.uint64), runs["none"].es.view(np.uint64))
+
+
+def test_streaming_selection_is_a_partition():
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(5)
+    for n, j in ((4096, 66), (700, 9), (1000, 250), (300, 300), (2000, 16)):
+        for sums in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
+                     np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
+            work = np.empty(4 * j + 2 * fastpath.SELECT_TILE)
+            got = fastpath._jth_largest_loss(sums, n, j, work)
+            assert got == np.partition(-sums, n - j)[n - j], (n, j)
+            a = -sums.copy()
+            t = fastpath._select_top(a, n, j)
+            assert t == np.partition(-sums, n - j)[n - j]
+            np.testing.assert_array_equal(np.sort(a[:j]), np.sort(-sums)[n - j:])
 
 
 def test_rows_without_holdings_lose_exactly_zero_and_are_not_recomputed(book, scen):
@@ -178,3 +215,31 @@ def test_pilot_size():
     assert fused.pilot_size(1000, 100_000, 2000) == (2000, 32)
     assert fused.pilot_size(200, 20_000, 20_000) is None        # one chunk: nothing to pilot
     assert fused.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample
+
+
+def test_top_m_keeps_what_a_partition_keeps():
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(11)
+    state = fastpath.empty_state(6, 40)
+    state.values[:] = np.round(rng.standard_normal(state.values.shape), 1)    # ties included
+    state.count[:] = [40, 41, 300, state.values.shape[1], 12, 0]            # two rows hold fewer than m
+    expected = np.sort(fastpath.top(state), axis=1)
+    got = np.empty((6, 40))
+    fastpath.top_m(state.values, state.count, 40, got)
+    np.testing.assert_array_equal(np.sort(got, axis=1), expected)
+
+
+def test_blocked_revaluation_is_the_whole_chunks(book, scen):
+    """The fused path revalues a chunk REVALUE_BLOCK scenarios at a time: the same numbers, bit for bit."""
+    from mcmargin.backend import get_backend
+
+    cb = aggregation.compile_book(book, scen.horizon_days)
+    priced = engine._to_backend(cb, "numpy")
+    b = get_backend("numpy")
+    for start, stop in ((0, 1300), (1300, 1301), (7, 519)):
+        shock, vol_shock = scen.draw(start, stop, b)
+        whole = np.asarray(revaluation.revalue(b, priced, shock, vol_shock))
+        got = engine._revalue_chunk(priced, scen, "numpy", start, stop, True)
+        assert got.flags.c_contiguous and got.shape == whole.T.shape
+        np.testing.assert_array_equal(got.view(np.uint64), whole.T.view(np.uint64))

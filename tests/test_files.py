@@ -14,6 +14,17 @@ from mcmargin.inputs.files import book_from_frames, load_book, load_book_dir, re
 
 VALUATION = dt.date(2025, 1, 10)
 
+
+@pytest.fixture(autouse=True, params=["cell by cell", "by distinct text"])
+def text_path(request, monkeypatch):
+    """Every test runs twice: long text columns are normalised through their distinct values
+    (the path a book of millions of rows takes), so that path must accept and reject exactly
+    what the cell-by-cell path does, with the same file, row, column and message."""
+    from mcmargin.inputs import files
+
+    monkeypatch.setattr(files, "_DISTINCT_TEXT_MIN", 10**12 if request.param == "cell by cell" else 0)
+    return request.param
+
 # A small valid book.  Comments give the spreadsheet row of each record.
 BASE = {
     "market": (
@@ -613,3 +624,63 @@ def test_optional_adv_and_spread_are_read_checked_and_written_back(tmp_path):
     assert info.value.column == "adv" and info.value.row is not None
     with pytest.raises(InputError, match="spread"):
         book_from_frames(ins.assign(spread=[0.0, -0.1, 0, 0, 0, 0, 0]), mkt, pos, col, acc, VALUATION)
+
+
+def _error_or_book(frames):
+    try:
+        return book_from_frames(*(frames[t] for t in ("instruments", "market", "positions", "collateral",
+                                                        "accounts")), VALUATION, {})
+    except InputError as exc:
+        return (exc.file, exc.row, exc.column, str(exc))
+
+
+@pytest.mark.parametrize("case", ["valid", "padded ids", "empty account", "missing account", "unknown instrument",
+                                  "duplicate position", "unknown asset", "duplicate collateral", "group collides",
+                                  "group named after a member", "duplicate account", "integer ids"])
+def test_distinct_text_path_on_a_long_book(monkeypatch, case, text_path):
+    """Tables of tens of thousands of rows (past the threshold of the distinct-text path): the same book or
+    the same error (file, row, column, message) with both paths."""
+    from mcmargin.inputs import files
+    from mcmargin.inputs.synthetic import synthetic_book
+
+    book = synthetic_book(3000, seed=5, valuation_date=VALUATION)
+    frames = {t: getattr(book, t).copy() for t in ("instruments", "market", "positions", "collateral", "accounts")}
+    pos, col, acc = frames["positions"], frames["collateral"], frames["accounts"]
+    assert len(pos) > 10_000 and len(acc) < 10_000
+    if case == "padded ids":
+        pos["account"] = " " + pos["account"] + "\t"
+        pos["instrument"] = pos["instrument"] + " "
+    elif case == "empty account":
+        pos.loc[12_345, "account"] = "  "
+    elif case == "missing account":
+        pos.loc[9_000, "account"] = None
+    elif case == "unknown instrument":
+        pos.loc[11_000, "instrument"] = "NOPE-PERP"
+    elif case == "duplicate position":
+        frames["positions"] = pd.concat([pos, pos.iloc[[4_321]]], ignore_index=True)
+        frames["positions"].loc[len(pos), "account"] = " " + pos.loc[4_321, "account"]
+    elif case == "unknown asset":
+        col.loc[len(col) - 1, "asset"] = "DOGE"
+    elif case == "duplicate collateral":
+        frames["collateral"] = pd.concat([col.iloc[[7]], col], ignore_index=True)
+    elif case == "group collides":
+        acc.loc[10, "group"] = acc.loc[20, "account"]
+    elif case == "group named after a member":
+        acc.loc[[10, 11], "group"] = acc.loc[10, "account"]
+    elif case == "duplicate account":
+        frames["accounts"] = pd.concat([acc, acc.iloc[[2_999]]], ignore_index=True)
+    elif case == "integer ids":    # not all strings: cell by cell, whatever the length
+        ids = {a: i for i, a in enumerate(acc["account"], start=1)}
+        for frame in (pos, col, acc):
+            frame["account"] = pd.Series([ids[a] for a in frame["account"]], dtype=object)
+        acc["group"] = ""
+    got = {}
+    for path, threshold in (("cell by cell", 10**12), ("by distinct text", files._DISTINCT_TEXT_MIN)):
+        monkeypatch.setattr(files, "_DISTINCT_TEXT_MIN", threshold)
+        got[path] = _error_or_book({k: v.copy() for k, v in frames.items()})
+    if isinstance(got["cell by cell"], Book):
+        assert case in ("valid", "padded ids", "group named after a member", "integer ids")
+        assert_books_equal(got["cell by cell"], got["by distinct text"])
+    else:
+        assert case not in ("valid", "padded ids", "group named after a member", "integer ids")
+        assert got["cell by cell"] == got["by distinct text"]

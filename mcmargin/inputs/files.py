@@ -289,14 +289,14 @@ def _build_book(tables: dict[str, _Table], valuation_date: dt.date, sources: Map
         _require_columns(table, REQUIRED_COLUMNS[name])
     market = _normalise_market(tables["market"])
     instruments = _normalise_instruments(tables["instruments"], market, valuation_date)
-    positions = _normalise_holdings(tables["positions"], "instrument", "quantity", instruments["instrument"],
-                                    "an instrument of the instruments table", "position")
-    collateral = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
-                                     "an asset of the market table", "collateral row")
+    positions, held = _normalise_holdings(tables["positions"], "instrument", "quantity", instruments["instrument"],
+                                          "an instrument of the instruments table", "position")
+    collateral, _ = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
+                                        "an asset of the market table", "collateral row")
     if positions.empty and collateral.empty:
         raise tables["positions"].error(None, None, "no positions and no collateral: the book has no account, "
                                                     "nothing to margin")
-    _check_notional(tables["positions"], positions, instruments, market)
+    _check_notional(tables["positions"], positions, instruments, market, held)
     _check_collateral_value(tables["collateral"], collateral, market)
     if "accounts" in tables:
         accounts = _normalise_accounts(tables["accounts"], positions, collateral)
@@ -398,18 +398,64 @@ def _text(table: _Table, column: str, where: np.ndarray | None = None) -> np.nda
     return _as_text(values)
 
 
+#: Text columns at least this long are normalised through their distinct values.
+_DISTINCT_TEXT_MIN = 10_000
+
+
 def _as_text(values: pd.Series) -> np.ndarray:
     # Parquet may hold ids as integers (account 1 -> "1") or flags as bools; str()
     # of each gives what a user would type.  Missing cells become "".
+    return _coded_text(values)[0]
+
+
+def _coded_text(values: pd.Series):
+    """``(text, coded)``: :func:`_as_text` and, for long string columns, ``(codes, distinct)``.
+
+    ``distinct`` is an object array of the distinct texts and ``text == distinct[codes]``;
+    ``coded`` is None when the column was normalised cell by cell.
+    """
+    if len(values) >= _DISTINCT_TEXT_MIN and _all_strings(values):
+        # Ids repeat (a million positions name a few hundred instruments, accounts
+        # hold several positions): normalise each distinct string once and spread
+        # the results back by code.  Only for strings, which are equal keys exactly
+        # when they are equal text (1 and 1.0 would be one key with two texts);
+        # missing cells (code -1) take the last slot, "".  Two raw strings may
+        # normalise to one text (" A1" and "A1"), hence the second factorisation.
+        if isinstance(values.dtype, pd.CategoricalDtype):   # already coded (e.g. by the synthetic exchange)
+            raw, uniques = values.cat.codes.to_numpy(dtype=np.int64), values.cat.categories
+        else:
+            raw, uniques = pd.factorize(values)
+        text = np.append(_plain_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)), "")
+        same, distinct = pd.factorize(text)
+        codes = same[raw]
+        return np.asarray(distinct, dtype=object)[codes], (codes, np.asarray(distinct, dtype=object))
+    return _plain_text(values), None
+
+
+def _all_strings(values: pd.Series) -> bool:
+    """True when every non-missing cell is a str (a string column, or an object column of str)."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return True
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(values.cat.categories, skipna=True) == "string"
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string"
+
+
+def _plain_text(values: pd.Series) -> np.ndarray:
     text = values.astype("str").str.strip().fillna("")
     return text.to_numpy(dtype=object)
 
 
 def _ids(table: _Table, column: str) -> np.ndarray:
     """An id column: stripped strings, none empty."""
-    ids = _text(table, column)
+    return _coded_ids(table, column)[0]
+
+
+def _coded_ids(table: _Table, column: str):
+    """:func:`_ids` and, for long string columns, their ``(codes, distinct)`` (else None)."""
+    ids, coded = _coded_text(table.frame[column])
     _check(table, ids == "", column, f"empty {column} id")
-    return ids
+    return ids, coded
 
 
 def _numbers(table: _Table, column: str, default: float | None = None, where: np.ndarray | None = None
@@ -503,22 +549,27 @@ def _parse_date(text: str):
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tz is not None else stamp
 
 
-def _first_duplicates(*keys: np.ndarray) -> np.ndarray:
-    """True for every record whose key (tuple of columns) appeared on an earlier record."""
+def _first_duplicates(*keys: np.ndarray, coded=None) -> np.ndarray:
+    """True for every record whose key (tuple of columns) appeared on an earlier record.
+
+    ``coded``: for each key, its ``(codes, distinct)`` from :func:`_coded_ids` or None.
+    """
     if len(keys[0]) == 0:
         return np.zeros(0, dtype=bool)
     # Factorising each column to integer codes and combining them is much faster than
     # hashing tuples of Python strings, which matters for millions of positions.
     combined = np.zeros(len(keys[0]), dtype=np.int64)
-    for key in keys:
-        codes, uniques = pd.factorize(key)
+    for key, known in zip(keys, coded or [None] * len(keys)):
+        codes, uniques = known if known is not None else pd.factorize(key)
         combined = combined * (len(uniques) + 1) + codes
+    if len(combined) > 1 and (combined[1:] > combined[:-1]).all():
+        return np.zeros(len(combined), dtype=bool)   # strictly increasing (rows sorted by key): all distinct
     return pd.Series(combined).duplicated().to_numpy()
 
 
-def _check_unique(table: _Table, keys: dict[str, np.ndarray], column: str, what: str) -> None:
+def _check_unique(table: _Table, keys: dict[str, np.ndarray], column: str, what: str, coded=None) -> None:
     """Raise at the second occurrence of a key, saying where the first was."""
-    dup = _first_duplicates(*keys.values())
+    dup = _first_duplicates(*keys.values(), coded=coded)
     if dup.any():
         i = int(np.argmax(dup))
         same = np.ones(len(dup), dtype=bool)
@@ -619,16 +670,23 @@ def _normalise_instruments(table: _Table, market: pd.DataFrame, valuation_date: 
                    "spread": spread})
 
 
-def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: str, row_name: str
-                        ) -> pd.DataFrame:
+def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: str, row_name: str):
     """Positions (account, instrument, quantity) or collateral (account, asset, amount): one account's
-    holding of one known item per row."""
-    account = _ids(table, "account")
-    items = _ids(table, item)
+    holding of one known item per row.
+
+    Returns the table and the position of each row's item in ``known``.
+    """
+    account, account_coded = _coded_ids(table, "account")
+    items, items_coded = _coded_ids(table, item)
     size = _numbers(table, amount)
-    _check_known(table, items, known, item, known_as)
-    _check_unique(table, {"account": account, item: items}, item, row_name)
-    return _frame({"account": account, item: items, amount: size})
+    known = pd.Index(np.asarray(known, dtype=object))
+    if items_coded is not None:   # the distinct items are looked up, not every row
+        index = known.get_indexer(items_coded[1])[items_coded[0]]
+    else:
+        index = known.get_indexer(items)
+    _check(table, index < 0, item, lambda i: f"{items[i]!r} is not {known_as}")
+    _check_unique(table, {"account": account, item: items}, item, row_name, coded=[account_coded, items_coded])
+    return _frame({"account": account, item: items, amount: size}), index
 
 
 #: Largest USD notional one position or collateral row may have.  Far above any real holding, and
@@ -636,22 +694,25 @@ def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: 
 MAX_NOTIONAL_USD = 1e15
 
 
-def _check_notional(table: _Table, positions: pd.DataFrame, instruments: pd.DataFrame, market: pd.DataFrame
-                    ) -> None:
+def _check_notional(table: _Table, positions: pd.DataFrame, instruments: pd.DataFrame, market: pd.DataFrame,
+                    held: np.ndarray | None = None) -> None:
     """|quantity x contract_size x price| (USD face value for inverse contracts) below MAX_NOTIONAL_USD.
 
     For an option the larger of the underlying's price and the strike counts,
     since a deep put is worth up to its strike.
     """
-    ins = instruments.set_index("instrument")
+    # Per instrument first, then spread to the positions by index (every position's
+    # instrument is known by now): no frame of a million rows is built.
     price = market.set_index("asset")["price"]
-    held = ins.reindex(positions["instrument"].to_numpy(dtype=object))
-    unit = np.where(held["inverse"].to_numpy(dtype=bool), 1.0,
-                    np.fmax(price.reindex(held["underlying"].to_numpy(dtype=object)).to_numpy(dtype=float),
-                            held["strike"].to_numpy(dtype=float)))
+    if held is None:   # position -> row of its instrument in ``instruments``
+        held = pd.Index(instruments["instrument"].to_numpy(dtype=object)).get_indexer(
+            positions["instrument"].to_numpy(dtype=object))
+    underlying_price = price.reindex(instruments["underlying"].to_numpy(dtype=object)).to_numpy(dtype=float)
+    unit = np.where(instruments["inverse"].to_numpy(dtype=bool)[held], 1.0,
+                    np.fmax(underlying_price[held], instruments["strike"].to_numpy(dtype=float)[held]))
     with np.errstate(over="ignore", invalid="ignore"):
-        notional = np.abs(positions["quantity"].to_numpy(dtype=float) * held["contract_size"].to_numpy(dtype=float)
-                          * unit)
+        notional = np.abs(positions["quantity"].to_numpy(dtype=float)
+                          * instruments["contract_size"].to_numpy(dtype=float)[held] * unit)
     _check(table, ~(notional < MAX_NOTIONAL_USD), "quantity",
            lambda i: f"position notional |quantity x contract_size x price| = {notional[i]:.3g} USD is not below "
                      f"{MAX_NOTIONAL_USD:.0e} USD (quantity {positions['quantity'].iloc[i]!r})")
@@ -659,9 +720,11 @@ def _check_notional(table: _Table, positions: pd.DataFrame, instruments: pd.Data
 
 def _check_collateral_value(table: _Table, collateral: pd.DataFrame, market: pd.DataFrame) -> None:
     """|amount x price| of every collateral row below MAX_NOTIONAL_USD."""
-    price = market.set_index("asset")["price"].reindex(collateral["asset"].to_numpy(dtype=object))
+    asset = market["asset"].to_numpy(dtype=object)
+    price = market["price"].to_numpy(dtype=float)[pd.Index(asset).get_indexer(
+        collateral["asset"].to_numpy(dtype=object))]
     with np.errstate(over="ignore", invalid="ignore"):
-        value = np.abs(collateral["amount"].to_numpy(dtype=float) * price.to_numpy(dtype=float))
+        value = np.abs(collateral["amount"].to_numpy(dtype=float) * price)
     _check(table, ~(value < MAX_NOTIONAL_USD), "amount",
            lambda i: f"collateral value |amount x price| = {value[i]:.3g} USD is not below {MAX_NOTIONAL_USD:.0e} "
                      f"USD (amount {collateral['amount'].iloc[i]!r})")
@@ -675,11 +738,18 @@ def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.D
     # different margin pools (the group, and that account's singleton pool): refused.  A
     # group named after one of its own members is accepted (pools are often named after
     # their lead account): that member has no singleton pool, so the label is unique.
-    everyone = pd.Index(pd.unique(np.concatenate([positions["account"].to_numpy(dtype=object),
-                                                  collateral["account"].to_numpy(dtype=object), account])))
-    own_group = pd.Series(group, index=account).reindex(group).fillna("").to_numpy(dtype=object)
-    collides = (group != "") & pd.Series(group, dtype=object).isin(everyone).to_numpy(dtype=bool) \
-        & (own_group != group)
+    # The distinct labels are looked up (a few per hundred accounts), not every row.
+    labels = pd.unique(group[group != ""])
+    named = [ids[pd.Series(ids, dtype=object).isin(labels).to_numpy(dtype=bool)]
+             for ids in (account, positions["account"].to_numpy(dtype=object),
+                         collateral["account"].to_numpy(dtype=object))]
+    named = np.concatenate(named)
+    collides = np.zeros(len(group), dtype=bool)
+    if named.size:
+        suspect = (group != "") & pd.Series(group, dtype=object).isin(named).to_numpy(dtype=bool)
+        own_group = np.full(len(group), "", dtype=object)
+        own_group[suspect] = pd.Series(group, index=account).reindex(group[suspect]).fillna("").to_numpy(dtype=object)
+        collides = suspect & (own_group != group)
     _check(table, collides, "group",
            lambda i: f"group {group[i]!r} is also the id of an account outside that group; its label would "
                      f"collide with that account's own margin-group label (rename the group)")

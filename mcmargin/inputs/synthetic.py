@@ -120,12 +120,14 @@ def synthetic_book(n_accounts: int = 5000, seed: int = 7, valuation_date: dt.dat
     archetype = _archetypes(archetype_rng, n_accounts)
     account, instrument, quantity = _positions(position_rng, listing, archetype)
     ids = _account_ids(n_accounts)
-    positions = pd.DataFrame({"account": pd.Series(ids[account], dtype=object),
-                              "instrument": pd.Series(listing.table["instrument"].to_numpy(dtype=object)[instrument],
-                                                      dtype=object),
+    # Text columns go to validation coded (categoricals of the ids): the same cells,
+    # without hashing millions of strings to find what this function already knows.
+    positions = pd.DataFrame({"account": pd.Categorical.from_codes(account, categories=ids),
+                              "instrument": pd.Categorical.from_codes(
+                                  instrument, categories=listing.table["instrument"].to_numpy(dtype=object)),
                               "quantity": quantity})
     collateral = _collateral(collateral_rng, listing, archetype, account, instrument, quantity, ids)
-    accounts = pd.DataFrame({"account": pd.Series(ids, dtype=object),
+    accounts = pd.DataFrame({"account": pd.Categorical.from_codes(np.arange(n_accounts), categories=ids),
                              "group": pd.Series(_groups(group_rng, n_accounts, group_share), dtype=object)})
     market = pd.DataFrame({"asset": pd.Series([a.asset for a in SYNTHETIC_ASSETS], dtype=object),
                            "price": [a.price for a in SYNTHETIC_ASSETS], "vol": [a.vol for a in SYNTHETIC_ASSETS],
@@ -345,18 +347,30 @@ def _choose(rng: np.random.Generator, weights: np.ndarray, n: int, k: int) -> np
     Gumbel top-k: adding Gumbel noise to log-weights and keeping the k largest
     samples without replacement, for all accounts at once.
     """
-    u = rng.random((n, weights.size))           # drawn for every column: the stream must not change
     live = np.flatnonzero(weights > 0)
-    if k > live.size:                            # zero-weight columns needed too: rank them all
-        with np.errstate(divide="ignore"):
-            keys = np.log(weights)[None, :] - np.log(-np.log(u))
-        return np.argsort(-keys, axis=1)[:, :k]
-    # Zero weights have key -inf and are never among the k largest when k
-    # columns have positive weight, so only those are ranked: the same picks
-    # in the same order (keys are distinct with probability 1), at a
-    # fraction of the cost on a listing where most instruments do not fit.
-    keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
-    return live[np.argsort(-keys, axis=1)[:, :k]]
+    picks = np.empty((n, k), dtype=np.int64)
+    # Drawn a block of accounts at a time: the same stream (uniforms are drawn in
+    # order, row after row), without an [accounts x instruments] array in memory.
+    block = max(1, _CHOOSE_CELLS // max(weights.size, 1))
+    for a0 in range(0, n, block):
+        a1 = min(n, a0 + block)
+        u = rng.random((a1 - a0, weights.size))  # drawn for every column: the stream must not change
+        if k > live.size:                        # zero-weight columns needed too: rank them all
+            with np.errstate(divide="ignore"):
+                keys = np.log(weights)[None, :] - np.log(-np.log(u))
+            picks[a0:a1] = np.argsort(-keys, axis=1)[:, :k]
+            continue
+        # Zero weights have key -inf and are never among the k largest when k
+        # columns have positive weight, so only those are ranked: the same picks
+        # in the same order (keys are distinct with probability 1), at a
+        # fraction of the cost on a listing where most instruments do not fit.
+        keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
+        picks[a0:a1] = live[np.argsort(-keys, axis=1)[:, :k]]
+    return picks
+
+
+#: Uniforms drawn at once by :func:`_choose` (4 MiB).
+_CHOOSE_CELLS = 1 << 19
 
 
 def _contracts(notional: np.ndarray, instrument: np.ndarray, listing: _Listing) -> np.ndarray:
@@ -386,7 +400,9 @@ def _positions(rng: np.random.Generator, listing: _Listing, archetype: np.ndarra
     account = np.concatenate([b[0] for b in blocks])
     instrument = np.concatenate([b[1] for b in blocks])
     quantity = np.concatenate([b[2] for b in blocks])
-    order = np.lexsort((instrument, account))
+    # By account, then instrument, ties in drawing order: np.lexsort((instrument, account)), as one
+    # stable sort of a combined key (a few times faster on millions of rows).
+    order = np.argsort(account.astype(np.int64) * len(listing.kind) + instrument, kind="stable")
     return account[order], instrument[order], quantity[order]
 
 
@@ -536,8 +552,8 @@ def _collateral(rng, listing, archetype, account, instrument, quantity, ids) -> 
     amount = np.round(value[:, None] * share / prices[None, :], 6)
     rows, cols = np.nonzero(hold)
     assets = np.array(list(COINS) + [CASH], dtype=object)
-    return pd.DataFrame({"account": pd.Series(ids[rows], dtype=object), "asset": pd.Series(assets[cols], dtype=object),
-                         "amount": amount[rows, cols]})
+    return pd.DataFrame({"account": pd.Categorical.from_codes(rows, categories=ids),
+                         "asset": pd.Categorical.from_codes(cols, categories=assets), "amount": amount[rows, cols]})
 
 
 def _first_instrument(account: np.ndarray, instrument: np.ndarray, n: int) -> np.ndarray:

@@ -48,6 +48,8 @@ class TailState:
         (:class:`mcmargin.tails.Limits`); NaN: not counted.
     hits, excess : numpy.ndarray [rows x K] or None
         Scenarios whose loss exceeded each limit, and the sum of the excess.
+    skip : int
+        Scenarios at the start of the next chunk already folded in (a pilot's sample).
     """
 
     values: object
@@ -57,6 +59,7 @@ class TailState:
     limits: np.ndarray | None = None
     hits: np.ndarray | None = None
     excess: np.ndarray | None = None
+    skip: int = 0
 
     def with_limits(self, limits, rows: int) -> "TailState":
         """This state counting exceedances of ``limits`` [rows x K] from now on (none counted so far)."""

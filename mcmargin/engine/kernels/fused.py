@@ -21,7 +21,7 @@ A threshold may be preset (a *pilot*, :func:`pilot_size`):
 only losses above it are kept from the start, which saves most of the
 candidate traffic of the warm-up.  The kept set is still the exact top m
 whenever at least m losses beat the pilot; a row that ends with
-``count < m`` did not, and the engine recomputes it without a pilot (:meth:`FusedKernel.finish`).
+``count < m`` did not, and the engine recomputes it without a pilot.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def stage_size(m: int) -> int:
     """Candidates staged per row before a compaction (an O(m) partition).
 
     With a pilot threshold about 1.6 m losses beat it over a whole run, so
-    a stage of m leaves most rows to the one partition of :func:`top`
-    (SIMD, 5x the compiled one); only ``blocks_in_flight`` states are alive
+    a stage of m leaves most rows to the one selection of :func:`top_m` at
+    the end; only ``blocks_in_flight`` states are alive
     at a time, so the extra room is cheap.
     """
     return max(m, 64)
@@ -170,6 +170,27 @@ def _count_exceedances(buf, w, limits, hits, excess, r):
 
 
 @numba.njit(nogil=True, cache=True)
+def _take(row, c, thr, buf, w, m, full):
+    """Fold the losses ``-buf[:w]`` into one row's tail (``c`` held, threshold ``thr``); return (c, thr).
+
+    Warming up (no threshold yet) whole tiles are copied in; once a
+    threshold is set (running or pilot) only losses above it are staged,
+    and a full stage is compacted back to the top m.
+    """
+    if thr == -np.inf:             # warming up, no threshold yet: keep everything
+        for s in range(w):
+            row[c + s] = -buf[s]
+        c += w
+        if c >= m:
+            c, thr = _compact_row(row, c, m)
+    else:                          # running (or pilot) threshold: keep only what beats it
+        c = _screen(buf, w, thr, row, c)
+        if c > full:
+            c, thr = _compact_row(row, c, m)
+    return c, thr
+
+
+@numba.njit(nogil=True, cache=True)
 def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile, limits, hits, excess):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
@@ -180,31 +201,170 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
     exceedances of ``limits`` [rows x K] (K may be 0) are counted from the
     same buffer into ``hits`` and ``excess``: the same pass.
     """
+    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0, limits, hits, excess)
+
+
+@numba.njit(nogil=True, cache=True)
+def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first, limits, hits,
+                          excess):
+    """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on.
+
+    The first chunk of a row block with a pilot starts after the pilot
+    sample, whose losses :func:`pilot_fold` has already folded in.
+    """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
     n_rows = indptr.size - 1
     n = pnl_t.shape[1]
     buf = np.empty(tile)
     full = values.shape[1] - tile          # compact once more than this is held
-    for s0 in range(0, n, tile):
+    for s0 in range(first, n, tile):
         w = min(tile, n - s0)
         for r in range(n_rows):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if limits.shape[1]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
+            c, thr = _take(values[r], count[r], threshold[r], buf, w, m, full)
+            count[r] = c
+            threshold[r] = thr
+
+
+@numba.njit(nogil=True, cache=True)
+def _select_top(a, n, m):
+    """Rearrange ``a[:n]`` so that its m largest values are in ``a[:m]`` (any order); return the m-th largest.
+
+    In place (Hoare's selection with a median-of-three pivot; equal values
+    stop both scans, so runs of ties cost no more than distinct values).
+    Which values are kept is the same multiset as a partition gives.
+    """
+    k = n - m
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    t = a[k]
+    for i in range(m):            # source ahead of destination: a forward copy is safe
+        a[i] = a[k + i]
+    return t
+
+
+@numba.njit(nogil=True, cache=True)
+def top_m(values, count, m, out):
+    """``out[r]`` = the m largest losses held by row r, in any order (rows holding fewer: theirs, then -inf).
+
+    What :func:`top` gives, by an in-place selection per row
+    (:func:`_select_top`, about 3x NumPy's partition here); the held losses
+    are reordered, so the state is spent.
+    """
+    for r in range(values.shape[0]):
+        n = count[r]
+        row = values[r]
+        if n > m:
+            _select_top(row, n, m)
+        k = min(n, m)
+        for i in range(k):
+            out[r, i] = row[i]
+        for i in range(k, m):
+            out[r, i] = -np.inf
+
+
+#: Losses screened at once by the pilot's selection (:func:`_jth_largest_loss`).
+SELECT_TILE = 256
+
+
+@numba.njit(nogil=True, cache=True)
+def _jth_largest_loss(sums, n, j, work):
+    """The j-th largest of the losses ``-sums[:n]`` (j <= n): the value a partition of all n puts there.
+
+    A streaming selection: the first tile's top j set a threshold, later
+    tiles are screened against it (:func:`_screen`), and the candidates are
+    cut back to the top j (raising the threshold) whenever ``work`` (at least
+    j + 2 x SELECT_TILE long) is nearly full, so most losses cost one
+    comparison.
+    """
+    room = work.size - SELECT_TILE
+    c = 0
+    thr = -np.inf
+    for s0 in range(0, n, SELECT_TILE):
+        w = min(SELECT_TILE, n - s0)
+        if thr == -np.inf:
+            for s in range(w):
+                work[c + s] = -sums[s0 + s]
+            c += w
+            if c >= j:
+                thr = _select_top(work, c, j)
+                c = j
+        else:
+            c = _screen(sums[s0:s0 + w], w, thr, work, c)
+            if c > room:
+                thr = _select_top(work, c, j)
+                c = j
+    return _select_top(work, c, j)
+
+
+@numba.njit(nogil=True, cache=True)
+def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample, j, tile, block, limits, hits,
+               excess):
+    """Pilot thresholds, and the pilot sample folded in, for every row of a block.
+
+    For each row: the losses of the first ``sample`` scenarios of ``pnl_t``
+    (the same sums as :func:`fold_chunk_fused`), its threshold = their j-th
+    largest (-inf for a row with no holdings, which loses exactly 0), and
+    then those losses folded into the row's tail exactly as
+    :func:`fold_chunk_fused` would fold them with that threshold.  The
+    chunk's fold then starts at scenario ``sample``
+    (:func:`fold_chunk_fused_from`): no sample loss is formed twice.
+    ``block`` rows are done at once, each tile of ``pnl_t`` serving them all
+    while it is in cache.
+    """
+    if values.shape[1] < m + tile:
+        raise ValueError("values must hold m + stage + tile losses per row")
+    n_rows = indptr.size - 1
+    sums = np.empty((block, sample))
+    buf = np.empty(tile)
+    work = np.empty(4 * j + 2 * SELECT_TILE)
+    full = values.shape[1] - tile
+    for r0 in range(0, n_rows, block):
+        nr = min(block, n_rows - r0)
+        for s0 in range(0, sample, tile):
+            w = min(tile, sample - s0)
+            for i in range(nr):
+                r = r0 + i
+                _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+                sums[i, s0:s0 + w] = buf[:w]
+        for i in range(nr):
+            r = r0 + i
+            row_sums = sums[i]
+            thr = -np.inf if indptr[r + 1] == indptr[r] else _jth_largest_loss(row_sums, sample, j, work)
             c = count[r]
-            thr = threshold[r]
             row = values[r]
-            if thr == -np.inf:             # warming up, no threshold yet: keep everything
-                for s in range(w):
-                    row[c + s] = -buf[s]
-                c += w
-                if c >= m:
-                    c, thr = _compact_row(row, c, m)
-            else:                          # running (or pilot) threshold: keep only what beats it
-                c = _screen(buf, w, thr, row, c)
-                if c > full:
-                    c, thr = _compact_row(row, c, m)
+            for s0 in range(0, sample, tile):
+                w = min(tile, sample - s0)
+                if limits.shape[1]:
+                    _count_exceedances(row_sums[s0:s0 + w], w, limits, hits, excess, r)
+                c, thr = _take(row, c, thr, row_sums[s0:s0 + w], w, m, full)
             count[r] = c
             threshold[r] = thr
 
@@ -235,11 +395,13 @@ def losses(indptr, indices, data, pnl_t, out, first_row):
 PILOT_FACTOR = 1.6
 #: Fewest pilot order statistics a threshold is read from.
 PILOT_MIN = 16
-#: Pilot sample: the first scenarios of the first chunk (its losses are
-#: materialised and partitioned, about twice a thresholded fold's cost per
-#: scenario, so the sample is kept small).
+#: Pilot sample: the first scenarios of the first chunk.  Its losses are
+#: materialised, each row's threshold is selected from them and they are
+#: folded in with it (the first chunk's fold starts after the sample), so
+#: the sample costs one streaming selection per row on top of the fold.
 PILOT_SCENARIOS = 4096
-#: Rows whose pilot samples are materialised at once (2 MiB: stays in L2).
+#: Rows whose pilot samples are materialised at once (each tile of the
+#: chunk's P&L serves them all while it is in cache).
 PILOT_ROWS = 64
 
 
@@ -259,23 +421,21 @@ def pilot_size(m: int, n: int, chunk: int):
     return (sample, j) if 4 * j <= sample else None
 
 
-def pilot_state(holdings, pnl_t, m, pilot) -> TailState:
-    """An empty tail state whose thresholds are each row's j-th largest loss in the pilot sample.
+def pilot_state(holdings, pnl_t, m, pilot, limits=None) -> TailState:
+    """The tail state of a row block after its pilot sample, each row's threshold its pilot threshold.
 
-    A row with no holdings loses exactly 0 in every scenario: it gets no
-    pilot (-inf), since no loss would beat a threshold of 0.
+    A row's pilot threshold is the j-th largest of its losses over the first
+    ``sample`` scenarios; those losses are folded in with it (and counted
+    against ``limits``), so the first chunk's fold starts after the sample
+    (``TailState.skip``).  A row with no holdings loses exactly 0 in every
+    scenario: it gets no pilot (-inf), since no loss would beat a threshold of 0.
     """
     sample, j = pilot
     indptr, indices, data = csr_arrays(holdings)
-    state = empty_state(holdings.shape[0], m)
-    # A few rows at a time, so the sampled losses stay in cache for the partition.
-    sampled = np.empty((PILOT_ROWS, sample))
-    for r0 in range(0, holdings.shape[0], PILOT_ROWS):
-        part = sampled[:min(PILOT_ROWS, holdings.shape[0] - r0)]
-        losses(indptr, indices, data, pnl_t, part, r0)
-        part.partition(sample - j, axis=1)
-        state.threshold[r0:r0 + part.shape[0]] = part[:, sample - j]
-    state.threshold[np.diff(indptr) == 0] = -np.inf
+    state = empty_state(holdings.shape[0], m).with_limits(limits, holdings.shape[0])
+    pilot_fold(indptr, indices, data, pnl_t, state.values, state.count, state.threshold, m, sample, j, TILE,
+               PILOT_ROWS, state.limits, state.hits, state.excess)
+    state.skip = sample
     return state
 
 
@@ -293,20 +453,24 @@ class FusedKernel:
         return holdings
 
     def start(self, holdings, first_pnl, m, plan, limits=None):
-        state = empty_state(holdings.shape[0], m) if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
-        return state.with_limits(limits, holdings.shape[0])
+        if plan is not None:
+            return pilot_state(holdings, first_pnl, m, tuple(plan), limits)
+        return empty_state(holdings.shape[0], m).with_limits(limits, holdings.shape[0])
 
     def fold(self, state, holdings, pnl_t, m):
+        """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
             state = empty_state(holdings.shape[0], m).with_limits(None, holdings.shape[0])
-        fold_chunk_fused(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
-                         state.limits, state.hits, state.excess)
+        fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
+                              state.skip, state.limits, state.hits, state.excess)
+        state.skip = 0
         return state
 
     def finish(self, state, holdings, pnls, m):
         """The top m of every row; rows that kept fewer than m losses (a pilot threshold above
         their m-th largest, rare by design) are folded again over every chunk with no threshold: exact."""
-        kept = top(state)
+        kept = np.empty((state.values.shape[0], m))
+        top_m(state.values, state.count, m, kept)       # the state is spent: it reorders the held losses
         short = np.flatnonzero(state.count < m)
         if short.size:
             again, rows = None, holdings[short]
