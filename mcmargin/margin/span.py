@@ -128,6 +128,18 @@ def _tiers(value, where: Callable) -> tuple:
     return tuple(out)
 
 
+def _check_entry(entry, base: str, allowed, required, err) -> None:
+    """A parameter-file entry must be a mapping of ``allowed`` keys holding every ``required`` one."""
+    if not isinstance(entry, Mapping):
+        raise err(base)(f"expected a mapping of {', '.join(allowed)}, got {entry!r}")
+    for k in entry:
+        if k not in allowed:
+            raise err(f"{base}.{k}")(f"unknown key; expected one of {', '.join(allowed)}")
+    for k in required:
+        if k not in entry:
+            raise err(f"{base}.{k}")("is required")
+
+
 def load_params(path: str, defaults: Mapping) -> dict:
     """The parameter file ``path`` (YAML), validated; errors name the file and the key.
 
@@ -166,14 +178,7 @@ def load_params(path: str, defaults: Mapping) -> dict:
     underlyings = {}
     for asset, entry in table.items():
         base = f"underlyings.{asset}"
-        if not isinstance(entry, Mapping):
-            raise err(base)(f"expected a mapping of {', '.join(_UNDERLYING_KEYS)}, got {entry!r}")
-        for k in entry:
-            if k not in _UNDERLYING_KEYS:
-                raise err(f"{base}.{k}")(f"unknown key; expected one of {', '.join(_UNDERLYING_KEYS)}")
-        for k in ("price_scan_range", "vol_scan_range"):
-            if k not in entry:
-                raise err(f"{base}.{k}")("is required")
+        _check_entry(entry, base, _UNDERLYING_KEYS, ("price_scan_range", "vol_scan_range"), err)
         underlyings[str(asset)] = UnderlyingParams(
             price_scan_range=_number(entry["price_scan_range"], err(f"{base}.price_scan_range"), 0.0, 5.0, True),
             vol_scan_range=_number(entry["vol_scan_range"], err(f"{base}.vol_scan_range"), 0.0, 5.0),
@@ -189,14 +194,7 @@ def load_params(path: str, defaults: Mapping) -> dict:
     out = []
     for i, entry in enumerate(pairs):
         base = f"inter_commodity[{i}]"
-        if not isinstance(entry, Mapping):
-            raise err(base)(f"expected a mapping of {', '.join(_PAIR_KEYS)}, got {entry!r}")
-        for k in entry:
-            if k not in _PAIR_KEYS:
-                raise err(f"{base}.{k}")(f"unknown key; expected one of {', '.join(_PAIR_KEYS)}")
-        for k in _PAIR_KEYS:
-            if k not in entry:
-                raise err(f"{base}.{k}")("is required")
+        _check_entry(entry, base, _PAIR_KEYS, _PAIR_KEYS, err)
         legs = entry["legs"]
         if not (isinstance(legs, (list, tuple)) and len(legs) == 2 and legs[0] != legs[1]):
             raise err(f"{base}.legs")(f"expected two different underlyings, got {legs!r}")
