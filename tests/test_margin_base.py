@@ -283,3 +283,19 @@ def test_pool_exceedances_against_a_brute_force_count(small_book, small_frames, 
     # The ES model is exceeded at most 1% of the time by construction; the 0.8 x VaR model more often.
     assert float(ds["group_exceedance_prob"].sel(model="mc_es").max()) <= 0.01
     assert float(ds["group_exceedance_prob"].sel(model="var_margin").max()) > 0.01
+
+
+def test_the_four_built_in_models_in_one_job():
+    """margin.models=[mc_es,span,pm_grid,tiered] is a plain override of the default config."""
+    from jobs.stress import run
+
+    ds = run(stress_config("margin.models=[mc_es,span,pm_grid,tiered]", "scenarios.n=2000"))
+    assert list(ds["model"].values) == ["mc_es", "span", "pm_grid", "tiered"]
+    for v in ("im", "group_im", "group_exceedance_prob", "group_expected_excess"):
+        assert ds[v].dims[0] == "model" and np.isfinite(ds[v].values).all() and (ds[v].values >= 0).all(), v
+    assert (ds["group_exceedance_prob"] <= 1).all()
+    for name in ("span", "pm_grid", "tiered"):           # each model alone gives the same figures
+        alone = run(stress_config(f"margin={name}", "scenarios.n=2000"))
+        np.testing.assert_array_equal(ds["group_im"].sel(model=name).values, alone["group_im"].values)
+        np.testing.assert_array_equal(ds["group_exceedance_prob"].sel(model=name).values,
+                                      alone["group_exceedance_prob"].values)
