@@ -48,9 +48,11 @@ class Limits:
         NaN where a row is not counted.
     from_tails : list of (confidence, scale, offset)
         Limits known only from the row's own tail: ``scale x max(0, ES_q) + offset[row]``
-        (a tail model's margin), counted from the kept worst losses: exact
-        because such a limit is at least ES_q, hence above every loss the
-        tail leaves out.  ``offset`` is an array [rows] (NaN: not counted).
+        (a tail model's margin).  ``offset`` is an array [rows] (NaN: not counted).
+
+    Both are counted from each row's kept worst losses when the pass ends:
+    exact wherever the limit is at least the smallest kept loss (always, for
+    an ES-based limit); rows whose limit lies lower are counted again.
     """
 
     fixed: np.ndarray | None = None
@@ -62,16 +64,21 @@ class Limits:
 
 
 def exceedances_from_tail(ordered: np.ndarray, limit: np.ndarray):
-    """(hits, excess) of ``limit`` per row from the row's kept worst losses (``ordered``, ascending).
+    """(hits, excess, exact) of limits [rows x K] per row from the row's kept worst losses (``ordered``, ascending).
 
-    Exact where ``limit`` is at least the smallest kept loss (every loss
-    above it was kept); NaN elsewhere, and where the limit is NaN.
+    ``hits`` counts the kept losses above each limit, ``excess`` sums what
+    they exceed it by.  Exact (``exact``) where the limit is at least the
+    smallest kept loss, since every loss above it was kept, and where the
+    limit is NaN (not counted: 0 hits); elsewhere the caller counts again.
     """
-    above = ordered > limit[:, None]
-    hits = above.sum(axis=1).astype(float)
-    excess = np.where(above, ordered - limit[:, None], 0.0).sum(axis=1)
-    exact = limit >= ordered[:, 0]
-    return np.where(exact, hits, np.nan), np.where(exact, excess, np.nan)
+    hits, excess = np.empty(limit.shape), np.empty(limit.shape)
+    for k in range(limit.shape[1]):          # one limit at a time: [rows x m] temporaries, not [rows x K x m]
+        t = limit[:, k:k + 1]
+        above = ordered > t
+        hits[:, k] = above.sum(axis=1)
+        excess[:, k] = np.where(above, ordered - t, 0.0).sum(axis=1)
+    exact = (limit >= ordered[:, :1]) | np.isnan(limit)
+    return hits, excess, exact
 
 
 @dataclasses.dataclass

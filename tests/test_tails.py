@@ -36,12 +36,12 @@ def _fold_all(path, holdings, pnl, m, chunk):
         for s in range(0, pnl.shape[0], chunk):
             state = reference.fold_chunk(b, state, holdings, pnl[s:s + chunk], m)
         return tails.sorted_tail(state)
-    state = fastpath.empty_state(holdings.shape[0], m).with_limits(None, holdings.shape[0])
+    state = fastpath.empty_state(holdings.shape[0], m)
     h = holdings.tocsr()
     for s in range(0, pnl.shape[0], chunk):
         fastpath.fold_chunk_fused(h.indptr.astype(np.int64), h.indices.astype(np.int64), h.data,
                                   np.ascontiguousarray(pnl[s:s + chunk].T), state.values, state.count,
-                                  state.threshold, m, 7, state.limits, state.hits, state.excess)
+                                  state.threshold, m, 7)
     return tails.sorted_tail(fastpath.top(state))
 
 

@@ -156,8 +156,8 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
                  from_tails=()):
     """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
-    ``limits`` [block rows x K1] are counted in the folds, ``from_tails``
-    (confidence index, scale, offset [block rows]) from the final tail.
+    ``limits`` [block rows x K1] and ``from_tails`` (confidence index, scale,
+    offset [block rows]) are counted in the last task (:func:`_finish`).
     Returns the key of the block's (var, es, rows recomputed, hits, excess).
     """
     if after is not None:
@@ -167,11 +167,11 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     dsk[f"holdings-{key}"] = (kernel.prepare, h)
     h = f"holdings-{key}"
     state = f"start-{key}"
-    dsk[state] = (kernel.start, h, pnl[0], m, plan, limits)
+    dsk[state] = (kernel.start, h, pnl[0], m, plan)
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, list(from_tails))
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails))
     return f"tail-{key}"
 
 
@@ -248,12 +248,16 @@ def _to_backend(book, backend_name):
     return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _finish(kernel: TailKernel, state, holdings, pnl, sizes, from_tails=()):
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=()):
     """(var, es, rows recomputed, hits, excess) of a row block from its final tail state.
 
-    VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`;
-    hits and excess [rows x limits]: the limits counted in the folds, then
-    those taken from each row's own tail (:class:`mcmargin.tails.Limits`).
+    VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
+    hits and excess [rows x limits], for ``limits`` [rows x K1] and then the
+    limits ``from_tails`` (:class:`mcmargin.tails.Limits`): counted from each
+    row's kept worst losses where the limit is at least the smallest of them
+    (every loss above it was kept: exact); the few rows whose limit lies
+    lower (a pool margined below its VaR) are counted by the kernel over
+    every chunk again, rows only.
     """
     m = max(sizes)
     top, recomputed = kernel.finish(state, holdings, pnl, m)
@@ -262,9 +266,13 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, from_tails=()):
     es = np.empty_like(var)
     for j, k in enumerate(sizes):
         var[:, j], es[:, j] = tails.var_es(ordered, k)
-    hits, excess = [state.hits], [state.excess]
-    for k, scale, offset in from_tails:
-        h, e = tails.exceedances_from_tail(ordered, scale * np.maximum(0.0, es[:, k]) + offset)
-        hits.append(h[:, None])
-        excess.append(e[:, None])
-    return var, es, recomputed, np.concatenate(hits, axis=1), np.concatenate(excess, axis=1)
+    columns = [] if limits is None else [limits[:, j] for j in range(limits.shape[1])]
+    columns += [scale * np.maximum(0.0, es[:, k]) + offset for k, scale, offset in from_tails]
+    if not columns:
+        return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0))
+    limit = np.stack(columns, axis=1)
+    hits, excess, exact = tails.exceedances_from_tail(ordered, limit)
+    again = np.flatnonzero(~exact.all(axis=1))
+    if again.size:
+        hits[again], excess[again] = kernel.count(holdings, again, pnl, limit[again])
+    return var, es, recomputed, hits, excess

@@ -43,11 +43,6 @@ class TailState:
         for kernels that select by sorting.
     m : int
         Tail size kept per row.
-    limits : numpy.ndarray [rows x K] or None
-        Loss limits whose exceedances are counted as the losses stream by
-        (:class:`mcmargin.tails.Limits`); NaN: not counted.
-    hits, excess : numpy.ndarray [rows x K] or None
-        Scenarios whose loss exceeded each limit, and the sum of the excess.
     skip : int
         Scenarios at the start of the next chunk already folded in (a pilot's sample).
     """
@@ -56,16 +51,7 @@ class TailState:
     count: np.ndarray | None
     threshold: np.ndarray | None
     m: int
-    limits: np.ndarray | None = None
-    hits: np.ndarray | None = None
-    excess: np.ndarray | None = None
     skip: int = 0
-
-    def with_limits(self, limits, rows: int) -> "TailState":
-        """This state counting exceedances of ``limits`` [rows x K] from now on (none counted so far)."""
-        limits = np.zeros((rows, 0)) if limits is None else np.ascontiguousarray(limits, dtype=float)
-        self.limits, self.hits, self.excess = limits, np.zeros(limits.shape), np.zeros(limits.shape)
-        return self
 
 
 class TailKernel(Protocol):
@@ -82,8 +68,8 @@ class TailKernel(Protocol):
     def prepare(self, holdings):
         """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""
 
-    def start(self, holdings, first_pnl, m: int, plan, limits=None) -> TailState:
-        """The state before the first fold, counting exceedances of ``limits`` [rows x K] (None: none)."""
+    def start(self, holdings, first_pnl, m: int, plan) -> TailState | None:
+        """The state before the first fold (None: the first fold makes it)."""
 
     def fold(self, state: TailState | None, holdings, pnl, m: int) -> TailState:
         """Fold one scenario chunk's losses into ``state`` (which may be updated in place) and return it."""
@@ -91,6 +77,10 @@ class TailKernel(Protocol):
     def finish(self, state: TailState, holdings, pnls, m: int) -> tuple[np.ndarray, int]:
         """``(top, recomputed)``: each row's m worst losses as float64 NumPy ``[rows x m]`` (any order),
         and how many rows had to be folded again over ``pnls`` (every chunk's P&L) to get them."""
+
+    def count(self, holdings, rows, pnls, limits) -> tuple[np.ndarray, np.ndarray]:
+        """``(hits, excess)`` [len(rows) x K]: scenarios whose loss exceeds each of ``limits``
+        [len(rows) x K] (NaN: not counted), and the sum of the excess, over every chunk's P&L."""
 
 
 def select_kernel(backend_name: str, fast_path: bool) -> TailKernel:

@@ -153,20 +153,43 @@ def _screen(buf, w, thr, row, c):
     return c
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
 def _count_exceedances(buf, w, limits, hits, excess, r):
-    """Add the exceedances of row r's limits by the losses -buf[:w] (a NaN limit is never exceeded)."""
+    """Add the exceedances of row r's limits by the losses -buf[:w] (a NaN limit is never exceeded).
+
+    Branch-free, and the sums may be regrouped (``reassoc``), so LLVM
+    vectorises them: counts are exact, an excess sum differs from a
+    sequential one only in its last bits.
+    """
     for k in range(limits.shape[1]):
         t = limits[r, k]
-        nt = -t
+        if not t < np.inf:             # NaN: this row is not counted against this limit
+            continue
         c = 0.0
         e = 0.0
         for s in range(w):
-            if buf[s] < nt:
-                c += 1.0
-                e += -buf[s] - t
+            d = -buf[s] - t
+            c += 1.0 if d > 0.0 else 0.0
+            e += d if d > 0.0 else 0.0
         hits[r, k] += c
         excess[r, k] += e
+
+
+@numba.njit(nogil=True, cache=True)
+def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess):
+    """Add to ``hits``/``excess`` [rows x K] the exceedances of ``limits`` by the losses ``-(H @ pnl_t)`` of a chunk.
+
+    The same sums as :func:`fold_chunk_fused`, counted instead of kept: for
+    the rows whose limit lies below their kept tail (docs/architecture.md,
+    "Exceedances").
+    """
+    n = pnl_t.shape[1]
+    buf = np.empty(TILE)
+    for s0 in range(0, n, TILE):
+        w = min(TILE, n - s0)
+        for r in range(indptr.size - 1):
+            _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+            _count_exceedances(buf, w, limits, hits, excess, r)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -191,22 +214,19 @@ def _take(row, c, thr, buf, w, m, full):
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile, limits, hits, excess):
+def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
     """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
 
     ``pnl_t`` is ``[columns x scenarios]``, C-contiguous, so each holding adds
     a contiguous row slice to the buffer (vectorised by LLVM).  Rows are the
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
-    ``values`` must have room for m + stage + tile losses per row.  The
-    exceedances of ``limits`` [rows x K] (K may be 0) are counted from the
-    same buffer into ``hits`` and ``excess``: the same pass.
+    ``values`` must have room for m + stage + tile losses per row.
     """
-    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0, limits, hits, excess)
+    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0)
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first, limits, hits,
-                          excess):
+def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first):
     """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on.
 
     The first chunk of a row block with a pilot starts after the pilot
@@ -222,8 +242,6 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold
         w = min(tile, n - s0)
         for r in range(n_rows):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
-            if limits.shape[1]:
-                _count_exceedances(buf, w, limits, hits, excess, r)
             c, thr = _take(values[r], count[r], threshold[r], buf, w, m, full)
             count[r] = c
             threshold[r] = thr
@@ -325,8 +343,7 @@ def _jth_largest_loss(sums, n, j, work):
 
 
 @numba.njit(nogil=True, cache=True)
-def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample, j, tile, block, limits, hits,
-               excess):
+def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample, j, tile, block):
     """Pilot thresholds, and the pilot sample folded in, for every row of a block.
 
     For each row: the losses of the first ``sample`` scenarios of ``pnl_t``
@@ -362,8 +379,6 @@ def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample
             row = values[r]
             for s0 in range(0, sample, tile):
                 w = min(tile, sample - s0)
-                if limits.shape[1]:
-                    _count_exceedances(row_sums[s0:s0 + w], w, limits, hits, excess, r)
                 c, thr = _take(row, c, thr, row_sums[s0:s0 + w], w, m, full)
             count[r] = c
             threshold[r] = thr
@@ -421,20 +436,19 @@ def pilot_size(m: int, n: int, chunk: int):
     return (sample, j) if 4 * j <= sample else None
 
 
-def pilot_state(holdings, pnl_t, m, pilot, limits=None) -> TailState:
+def pilot_state(holdings, pnl_t, m, pilot) -> TailState:
     """The tail state of a row block after its pilot sample, each row's threshold its pilot threshold.
 
     A row's pilot threshold is the j-th largest of its losses over the first
-    ``sample`` scenarios; those losses are folded in with it (and counted
-    against ``limits``), so the first chunk's fold starts after the sample
-    (``TailState.skip``).  A row with no holdings loses exactly 0 in every
+    ``sample`` scenarios; those losses are folded in with it, so the first
+    chunk's fold starts after the sample (``TailState.skip``).  A row with no holdings loses exactly 0 in every
     scenario: it gets no pilot (-inf), since no loss would beat a threshold of 0.
     """
     sample, j = pilot
     indptr, indices, data = csr_arrays(holdings)
-    state = empty_state(holdings.shape[0], m).with_limits(limits, holdings.shape[0])
+    state = empty_state(holdings.shape[0], m)
     pilot_fold(indptr, indices, data, pnl_t, state.values, state.count, state.threshold, m, sample, j, TILE,
-               PILOT_ROWS, state.limits, state.hits, state.excess)
+               PILOT_ROWS)
     state.skip = sample
     return state
 
@@ -452,17 +466,17 @@ class FusedKernel:
     def prepare(self, holdings):
         return holdings
 
-    def start(self, holdings, first_pnl, m, plan, limits=None):
+    def start(self, holdings, first_pnl, m, plan):
         if plan is not None:
-            return pilot_state(holdings, first_pnl, m, tuple(plan), limits)
-        return empty_state(holdings.shape[0], m).with_limits(limits, holdings.shape[0])
+            return pilot_state(holdings, first_pnl, m, tuple(plan))
+        return empty_state(holdings.shape[0], m)
 
     def fold(self, state, holdings, pnl_t, m):
         """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
-            state = empty_state(holdings.shape[0], m).with_limits(None, holdings.shape[0])
+            state = empty_state(holdings.shape[0], m)
         fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
-                              state.skip, state.limits, state.hits, state.excess)
+                              state.skip)
         state.skip = 0
         return state
 
@@ -478,3 +492,12 @@ class FusedKernel:
                 again = self.fold(again, rows, p, m)
             kept[short] = top(again)
         return kept, int(short.size)
+
+    def count(self, holdings, rows, pnls, limits):
+        """``(hits, excess)`` [len(rows) x K] of ``limits`` by the losses of ``rows`` over every chunk."""
+        hits, excess = np.zeros(limits.shape), np.zeros(limits.shape)
+        arrays = csr_arrays(holdings[rows])
+        limits = np.ascontiguousarray(limits, dtype=float)
+        for p in pnls:
+            count_exceedances(*arrays, p, limits, hits, excess)
+        return hits, excess

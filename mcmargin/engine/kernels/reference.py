@@ -14,7 +14,7 @@ from ...backend import get_backend
 from .base import TailState
 
 
-def fold_chunk(backend, tail, holdings, pnl, m: int, limits=None, hits=None, excess=None):
+def fold_chunk(backend, tail, holdings, pnl, m: int):
     """Fold one scenario chunk into the tails of a block of rows.
 
     Parameters
@@ -27,32 +27,30 @@ def fold_chunk(backend, tail, holdings, pnl, m: int, limits=None, hits=None, exc
         P&L per unit of each column.
     m : int
         Tail size to keep.
-    limits, hits, excess : arrays [rows x K] of the backend, optional
-        Loss limits (NaN: not counted); their exceedance counts and excess
-        sums so far, returned updated (new arrays: JAX arrays are immutable).
 
     Returns
     -------
-    array [rows x min(m, scenarios seen)], or with limits
-    (tail, hits, excess)
+    array [rows x min(m, scenarios seen)]
     """
     xp = backend.xp
     loss = -(holdings @ pnl.T)
-    if limits is not None and limits.shape[1]:
-        for k in range(limits.shape[1]):
-            t = limits[:, k:k + 1]
-            over = loss > t                     # a NaN limit is never exceeded
-            hits = _set_column(xp, hits, k, hits[:, k] + xp.sum(xp.astype(over, xp.float64), axis=1))
-            excess = _set_column(xp, excess, k, excess[:, k] + xp.sum(xp.where(over, loss - t, 0.0), axis=1))
     if tail is not None:
         loss = xp.concat([tail, loss], axis=1)
-    top = backend.top_k(loss, min(m, loss.shape[1]))
-    return top if limits is None else (top, hits, excess)
+    return backend.top_k(loss, min(m, loss.shape[1]))
 
 
-def _set_column(xp, a, k, column):
-    """``a`` with column k replaced (a new array: JAX arrays are immutable)."""
-    return xp.concat([a[:, :k], column[:, None], a[:, k + 1:]], axis=1)
+def count_exceedances(backend, holdings, pnl, limits):
+    """``(hits, excess)`` [rows x K] of one chunk: losses above each limit (NaN: never), summed excess."""
+    xp = backend.xp
+    loss = -(holdings @ pnl.T)
+    hits, excess = [], []
+    for k in range(limits.shape[1]):
+        t = limits[:, k:k + 1]
+        over = loss > t
+        hits.append(xp.sum(xp.astype(over, xp.float64), axis=1))
+        excess.append(xp.sum(xp.where(over, loss - t, 0.0), axis=1))
+    return (np.stack([np.asarray(backend.to_numpy(h), dtype=float) for h in hits], axis=1),
+            np.stack([np.asarray(backend.to_numpy(e), dtype=float) for e in excess], axis=1))
 
 
 class ReferenceKernel:
@@ -80,20 +78,26 @@ class ReferenceKernel:
             return jsp.BCSR.from_scipy_sparse(holdings)
         return b.asarray(holdings.toarray())
 
-    def start(self, holdings, first_pnl, m, plan, limits=None):
-        b = get_backend(self.backend_name)
-        state = TailState(None, None, None, m).with_limits(limits, holdings.shape[0])
-        state.limits, state.hits, state.excess = (b.asarray(a) for a in (state.limits, state.hits, state.excess))
-        return state
+    def start(self, holdings, first_pnl, m, plan):
+        return None
 
     def fold(self, state, holdings, pnl, m):
-        b = get_backend(self.backend_name)
-        state.values, state.hits, state.excess = fold_chunk(b, state.values, holdings, pnl, m, state.limits,
-                                                            state.hits, state.excess)
-        return state
+        values = fold_chunk(get_backend(self.backend_name), None if state is None else state.values, holdings, pnl, m)
+        return TailState(values, None, None, m)
 
     def finish(self, state, holdings, pnls, m):
-        b = get_backend(self.backend_name)
-        top = np.asarray(b.to_numpy(state.values), dtype=np.float64)
-        state.hits, state.excess = (np.asarray(b.to_numpy(a), dtype=np.float64) for a in (state.hits, state.excess))
+        top = np.asarray(get_backend(self.backend_name).to_numpy(state.values), dtype=np.float64)
         return top, 0
+
+    def count(self, holdings, rows, pnls, limits):
+        """Counted over the whole block (the reference keeps no row subsets on the device), then cut to ``rows``."""
+        b = get_backend(self.backend_name)
+        full = np.full((holdings.shape[0], limits.shape[1]), np.nan)
+        full[rows] = limits
+        device_limits = b.asarray(full)
+        hits, excess = np.zeros(full.shape), np.zeros(full.shape)
+        for p in pnls:
+            h, e = count_exceedances(b, holdings, p, device_limits)
+            hits += h
+            excess += e
+        return hits[rows], excess[rows]
