@@ -283,3 +283,25 @@ def test_add_on_keys_through_the_job():
     assert (ds["mc_es_closeout_cost"] == 0).all()     # the synthetic book quotes no spreads
     with pytest.raises(ConfigError, match=r"margin\.mc_es\.max_netting"):
         run(stress_config("margin.mc_es.max_netting=1.5"))
+
+
+@pytest.mark.parametrize("hedge", ["calendar", "delta_hedged_call", "btc_eth"])
+def test_each_hedge_is_margined_well_below_its_legs(hedge):
+    """Issue 12's hedges (the books of tests/test_margin_span.py), under mc_es with the same correlated
+    scenarios: a perpetual against a dated future, a call delta-hedged with a perpetual, a dollar-neutral
+    BTC/ETH spread; each below 0.90 of its legs margined alone, and a short straddle never above its legs."""
+    from conftest import VALUATION
+    from mcmargin.inputs.files import book_from_frames
+    from test_margin_span import HEDGES, SCENARIOS_3F, call_delta, frames
+
+    legs = HEDGES[hedge] or [("BTC-C-90-MAR", 1.0), ("BTC-PERP", -call_delta())]
+    positions = [("h", i, q) for i, q in legs] + [(f"leg{k}", i, q) for k, (i, q) in enumerate(legs)]
+    positions += [("s", "BTC-C-90-DEC", -1.0), ("s", "BTC-P-90-DEC", -1.0),
+                  ("c", "BTC-C-90-DEC", -1.0), ("p", "BTC-P-90-DEC", -1.0)]
+    book = book_from_frames(*frames(positions), VALUATION)
+    scen = build_scenarios(dict(SCENARIOS_3F, n=20_000), book.assets, book.market["vol"])
+    ds = run_stress(book, scen, margin=MarginParams(buffer=0.1), confidences=(0.99,))
+    im = {a: float(ds["im"].sel(account=a)) for a in ds["account"].values}
+    legs_alone = sum(im[f"leg{k}"] for k in range(len(legs)))
+    assert im["h"] / legs_alone < 0.90, f"{hedge}: {im['h'] / legs_alone:.3f}"
+    assert im["s"] <= im["c"] + im["p"] + 1e-9
