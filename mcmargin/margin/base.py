@@ -78,6 +78,9 @@ class MarginInputs:
     pool_exceedance : (numpy.ndarray, numpy.ndarray) or None
         Per group, under the run's scenarios: the share whose pool loss exceeds
         the model's ``group_im``, and the mean of ``max(0, loss - group_im)``.
+    requirement : Requirement or None
+        The model's requirement when it was already computed (a grid or
+        closed-form model's, before the pass, for its pool limits).
     """
 
     book: object
@@ -86,6 +89,7 @@ class MarginInputs:
     portfolio: object = None
     scenarios: object = None
     pool_exceedance: tuple | None = None
+    requirement: object = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +386,7 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
         raise ValueError(f"{len(each)} inputs for {len(models)} models")
     each = [MarginInputs(i.book, i) if isinstance(i, TailResult) else i for i in each]
     book, result = each[0].book, each[0].tails
-    reqs = [m.requirements(i) for m, i in zip(models, each)]
+    reqs = [m.requirements(i) if i.requirement is None else i.requirement for m, i in zip(models, each)]
     acc = book.rows("accounts")
     equity = book.holdings[acc] @ book.unit_value
     group_index = book.group_of_account

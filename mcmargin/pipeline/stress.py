@@ -123,6 +123,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     # group_im) whose exceedances the pass counts: known before it for grid and closed-form models.
     inputs = MarginInputs(compiled, None, portfolio=book, scenarios=scenarios)
     each = [dataclasses.replace(inputs, grid_losses=m.grid_losses(inputs)) for m in models]
+    # A grid or closed-form model's requirement reads no scenario: computed once, before the pass.
+    each = [dataclasses.replace(i, requirement=m.requirements(i)) if m.reduction != "tail" else i
+            for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
@@ -166,7 +169,7 @@ def pool_limits(compiled, models, each):
     for model, inputs in zip(models, each):
         if model.reduction != "tail":
             limit = np.full(n_rows, np.nan)
-            limit[pools] = model.requirements(inputs).group_im
+            limit[pools] = (inputs.requirement or model.requirements(inputs)).group_im
             fixed.append(limit)
             where.append(("fixed", len(fixed) - 1))
             continue
@@ -194,9 +197,11 @@ def _with_exceedances(compiled, scenarios, models, each, result, columns, engine
     late = [i for i, c in enumerate(columns) if c is None]
     hits, excess = result.hits, result.excess
     if late:
+        each = list(each)
         limit = np.full((compiled.exposures.shape[0], len(late)), np.nan)
         for j, i in enumerate(late):
-            limit[pools, j] = models[i].requirements(each[i]).group_im
+            each[i] = dataclasses.replace(each[i], requirement=models[i].requirements(each[i]))
+            limit[pools, j] = each[i].requirement.group_im
         log.info("margin model(s) %s: exceedances counted in a pass of their own",
                  ", ".join(models[i].name for i in late))
         # A one-loss tail: the pass is there to count, not to select.
