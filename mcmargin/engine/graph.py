@@ -167,7 +167,7 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     dsk[f"holdings-{key}"] = (kernel.prepare, h)
     h = f"holdings-{key}"
     state = f"start-{key}"
-    dsk[state] = (kernel.start, h, pnl[0], m, plan)
+    dsk[state] = (kernel.start, h, pnl[0], m, plan, limits)
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
@@ -272,6 +272,13 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
         return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0))
     limit = np.stack(columns, axis=1)
     hits, excess, exact = tails.exceedances_from_tail(ordered, limit)
+    counted = getattr(state, "counting", None)
+    if counted is not None and counted.any():      # counted in the folds (limits below the pilot threshold)
+        k = state.limits.shape[1]
+        done = ~np.isnan(state.limits)
+        hits[:, :k] = np.where(done, state.hits, hits[:, :k])
+        excess[:, :k] = np.where(done, state.excess, excess[:, :k])
+        exact[:, :k] |= done
     again = np.flatnonzero(~exact.all(axis=1))
     if again.size:
         hits[again], excess[again] = kernel.count(holdings, again, pnl, limit[again])

@@ -45,6 +45,10 @@ class TailState:
         Tail size kept per row.
     skip : int
         Scenarios at the start of the next chunk already folded in (a pilot's sample).
+    limits, hits, excess, counting : numpy.ndarray or None
+        Loss limits [rows x K] a kernel counts as the losses stream by (NaN:
+        not counted there), the exceedances and excess so far, and the rows
+        that count any (kernels that count at the end leave them None).
     """
 
     values: object
@@ -52,6 +56,10 @@ class TailState:
     threshold: np.ndarray | None
     m: int
     skip: int = 0
+    limits: np.ndarray | None = None
+    hits: np.ndarray | None = None
+    excess: np.ndarray | None = None
+    counting: np.ndarray | None = None
 
 
 class TailKernel(Protocol):
@@ -68,8 +76,9 @@ class TailKernel(Protocol):
     def prepare(self, holdings):
         """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""
 
-    def start(self, holdings, first_pnl, m: int, plan) -> TailState | None:
-        """The state before the first fold (None: the first fold makes it)."""
+    def start(self, holdings, first_pnl, m: int, plan, limits=None) -> TailState | None:
+        """The state before the first fold (None: the first fold makes it); ``limits`` [rows x K]
+        (known before the pass) may be counted in the folds for some rows (``TailState.counting``)."""
 
     def fold(self, state: TailState | None, holdings, pnl, m: int) -> TailState:
         """Fold one scenario chunk's losses into ``state`` (which may be updated in place) and return it."""

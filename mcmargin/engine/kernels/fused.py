@@ -176,14 +176,14 @@ def _count_exceedances(buf, w, limits, hits, excess, r):
 
 
 @numba.njit(nogil=True, cache=True)
-def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess):
+def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess, stop):
     """Add to ``hits``/``excess`` [rows x K] the exceedances of ``limits`` by the losses ``-(H @ pnl_t)`` of a chunk.
 
     The same sums as :func:`fold_chunk_fused`, counted instead of kept: for
     the rows whose limit lies below their kept tail (docs/architecture.md,
     "Exceedances").
     """
-    n = pnl_t.shape[1]
+    n = min(stop, pnl_t.shape[1])          # the chunk's first ``stop`` scenarios
     buf = np.empty(TILE)
     for s0 in range(0, n, TILE):
         w = min(TILE, n - s0)
@@ -222,15 +222,22 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, 
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
     ``values`` must have room for m + stage + tile losses per row.
     """
-    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0)
+    none = np.zeros((indptr.size - 1, 0))
+    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0, none, none, none,
+                          np.zeros(indptr.size - 1, dtype=np.bool_))
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first):
+def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first, limits, hits,
+                          excess, counting):
     """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on.
 
     The first chunk of a row block with a pilot starts after the pilot
-    sample, whose losses :func:`pilot_fold` has already folded in.
+    sample, whose losses :func:`pilot_fold` has already folded in.  Rows
+    flagged in ``counting`` also count their exceedances of ``limits``
+    [rows x K] (NaN: not counted) into ``hits`` and ``excess`` from the
+    same buffer (a pool margined below its pilot threshold: docs/architecture.md,
+    "Exceedances").
     """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
@@ -242,6 +249,8 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold
         w = min(tile, n - s0)
         for r in range(n_rows):
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
+            if counting[r]:
+                _count_exceedances(buf, w, limits, hits, excess, r)
             c, thr = _take(values[r], count[r], threshold[r], buf, w, m, full)
             count[r] = c
             threshold[r] = thr
@@ -466,17 +475,30 @@ class FusedKernel:
     def prepare(self, holdings):
         return holdings
 
-    def start(self, holdings, first_pnl, m, plan):
-        if plan is not None:
-            return pilot_state(holdings, first_pnl, m, tuple(plan))
-        return empty_state(holdings.shape[0], m)
+    def start(self, holdings, first_pnl, m, plan, limits=None):
+        """The pilot's state (or an empty one), counting in the folds the rows whose ``limits`` lie below
+        their pilot threshold: they would not be exact from the kept tail (:meth:`count` otherwise)."""
+        rows = holdings.shape[0]
+        state = empty_state(rows, m) if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
+        k = 0 if limits is None else limits.shape[1]
+        state.hits, state.excess = np.zeros((rows, k)), np.zeros((rows, k))
+        below = (np.zeros((rows, k), dtype=bool) if plan is None or limits is None
+                 else limits < state.threshold[:, None])                  # NaN limits compare False
+        state.limits = np.ascontiguousarray(np.where(below, limits, np.nan)) if k else np.zeros((rows, 0))
+        state.counting = below.any(axis=1)
+        if state.counting.any():           # the pilot folded the sample in: count it for those rows now
+            flagged = np.flatnonzero(state.counting)
+            h, e = np.zeros((flagged.size, k)), np.zeros((flagged.size, k))
+            count_exceedances(*csr_arrays(holdings[flagged]), first_pnl, state.limits[flagged], h, e, plan[0])
+            state.hits[flagged], state.excess[flagged] = h, e
+        return state
 
     def fold(self, state, holdings, pnl_t, m):
         """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
-            state = empty_state(holdings.shape[0], m)
+            state = self.start(holdings, None, m, None)
         fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
-                              state.skip)
+                              state.skip, state.limits, state.hits, state.excess, state.counting)
         state.skip = 0
         return state
 
@@ -499,5 +521,5 @@ class FusedKernel:
         arrays = csr_arrays(holdings[rows])
         limits = np.ascontiguousarray(limits, dtype=float)
         for p in pnls:
-            count_exceedances(*arrays, p, limits, hits, excess)
+            count_exceedances(*arrays, p, limits, hits, excess, p.shape[1])
         return hits, excess

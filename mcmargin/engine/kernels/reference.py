@@ -78,8 +78,8 @@ class ReferenceKernel:
             return jsp.BCSR.from_scipy_sparse(holdings)
         return b.asarray(holdings.toarray())
 
-    def start(self, holdings, first_pnl, m, plan):
-        return None
+    def start(self, holdings, first_pnl, m, plan, limits=None):
+        return None          # limits are counted at the end (:meth:`count`)
 
     def fold(self, state, holdings, pnl, m):
         values = fold_chunk(get_backend(self.backend_name), None if state is None else state.values, holdings, pnl, m)
