@@ -329,3 +329,15 @@ def test_exceedances_of_an_under_margining_model_are_counted_in_the_fold(small_b
     assert float(ds["group_exceedance_prob"].sel(group="G1")) == pytest.approx(np.mean(pool > limit), abs=1e-15)
     assert float(ds["group_expected_excess"].sel(group="G1")) == pytest.approx(
         np.mean(np.maximum(0.0, pool - limit)), rel=1e-9)
+
+
+def test_the_summary_describes_the_primary_model(small_book):
+    from mcmargin.margin import McEs
+    from mcmargin.output.summary import summary
+
+    scen = build_scenarios(SCENARIOS_2F, small_book.assets, small_book.market["vol"])
+    ds = run_stress(small_book, scen, margin=[Scan(MarginParams()), McEs(MarginParams())], confidences=[0.99])
+    text = summary(ds)
+    assert "total initial margin (scan)" in text
+    assert "collateral margined alone" not in text          # an mc_es figure: not the primary model's
+    assert "collateral margined alone" in summary(run_stress(small_book, scen, confidences=[0.99]))

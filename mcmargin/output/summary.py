@@ -47,7 +47,7 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
             f"  cross-margin benefit         {_money(float(ds['group_netting_benefit'].sum())):>20} USD "
             "(sum of group_netting_benefit: pooling groups vs margining members apart)",
         ]
-    if "collateral_im" in ds:
+    if "collateral_im" in ds and name == "mc_es":      # mc_es figures, shown when mc_es is primary
         negative = int((ds["netting_benefit"] < 0).sum())
         lines += [
             f"  collateral margined alone    {_money(float(ds['collateral_im'].sum())):>20} USD "
