@@ -61,7 +61,8 @@ def run(cfg: DictConfig):
                         rate=float(c["pricing"]["rate"]), scheduler=scheduler,
                         include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
                         progress=bool(c["engine"]["progress"]),
-                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]))
+                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
+                        status=mc.status_from_config(c["margin"]))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
@@ -105,10 +106,19 @@ def main(cfg: DictConfig) -> None:
             return
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
         path = check_output_path(job_output_path(cfg.output.path))
+        calls = cfg.output.get("margin_calls")
+        if calls:
+            from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
+
+            check_margin_calls_path(job_output_path(calls))
         ds = run(cfg)
         path = write_dataset(ds, path)
+        if calls:
+            calls = write_margin_calls(ds, job_output_path(calls))
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
+    if calls:
+        print(f"margin calls written to {calls}")
 
 
 if __name__ == "__main__":

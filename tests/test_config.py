@@ -226,6 +226,7 @@ def test_documented_keys_are_all_in_the_table():
         "scenarios.asset_map": "test_stress_history.py::test_asset_map_maps_params_and_history_columns",
         "scenarios.params_fallback": "test_historical.py::test_parametric_models_take_params_file_or_history",
         "margin.models": "test_margin_base.py::test_the_stress_job_runs_several_models_and_prints_them",
+        "output.margin_calls": "test_status.py::test_the_job_writes_the_margin_call_file",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered

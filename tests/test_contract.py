@@ -56,7 +56,9 @@ def test_names_dims_and_coordinates(ds):
 def test_every_variable_has_long_name_and_units(ds):
     for v in ds.data_vars:
         assert ds[v].attrs.get("long_name"), v
-        if v != "account_group":
+        if v == "group_topup_amount":           # a quantity of each pool's own collateral asset
+            assert ds[v].attrs["units"] == "units of group_topup_asset"
+        elif v != "account_group":
             assert ds[v].attrs.get("units") in ("USD", "1"), v
     money = set(ACCOUNT + ACCOUNT_Q + GROUP + GROUP_Q + ("unit_es",)) - {"group_members"}
     assert all(ds[v].attrs["units"] == "USD" for v in money)

@@ -8,15 +8,18 @@
 - :mod:`.span`: SPAN-style 16-scenario scanning (docs/methodology.md, section 7);
 - :mod:`.pm_grid`: crypto portfolio-margin grid (docs/methodology.md, section 8);
 - :mod:`.tiered`: perpetual-exchange tiers on net notional (docs/methodology.md, section 9);
-- :mod:`.liquidation`: liquidation prices of pools for any model (docs/methodology.md, section 10).
+- :mod:`.liquidation`: liquidation prices of pools for any model (docs/methodology.md, section 10);
+- :mod:`.status`: margin ratios, the status ladder and top-ups (docs/methodology.md, section 12).
 """
 
 from .base import (MODEL_VARIABLES, REDUCTIONS, ROUNDING_FLOOR, MarginInputs, MarginModel, MarginParams, Requirement,
                    as_model, as_models, build_margin_model, build_margin_models, known_models, margin_dataset,
                    margin_saving, register)
 from .mc_es import McEs
+from .status import STATUSES, StatusLadder
 from .span import Span
 
-__all__ = ["MODEL_VARIABLES", "REDUCTIONS", "ROUNDING_FLOOR", "MarginInputs", "MarginModel", "MarginParams", "McEs",
+__all__ = ["MODEL_VARIABLES", "REDUCTIONS", "ROUNDING_FLOOR", "STATUSES", "MarginInputs", "MarginModel",
+           "MarginParams", "McEs", "StatusLadder",
            "Requirement", "Span", "as_model", "as_models", "build_margin_model", "build_margin_models", "known_models",
            "margin_dataset", "margin_saving", "register"]

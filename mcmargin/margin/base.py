@@ -221,7 +221,7 @@ def known_models() -> dict[str, type[MarginModel]]:
 
 
 #: Keys of the ``margin`` section besides one section per model.
-SHARED_KEYS = ("model", "models", "confidence", "buffer", "maintenance_ratio")
+SHARED_KEYS = ("model", "models", "confidence", "buffer", "maintenance_ratio", "status")
 
 
 def build_margin_models(cfg: Mapping) -> list[MarginModel]:
@@ -367,7 +367,7 @@ def _stack(per_model: list[dict], names: list[str]) -> dict:
     return out
 
 
-def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
+def margin_dataset(inputs: MarginInputs | TailResult, margin, ladder=None) -> xr.Dataset:
     """The account, group and model figures of a run as an xarray Dataset (docs/architecture.md, "Output").
 
     Parameters
@@ -379,6 +379,8 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
         The model(s), primary first; parameters alone mean ``mc_es`` with them.  With one model
         no variable has a ``model`` dimension; with several, every variable of
         :data:`MODEL_VARIABLES` gets a leading one (coordinate: the model names in order).
+    ladder : StatusLadder, optional
+        Thresholds of ``group_status`` (:mod:`.status`), from the primary model's margin ratios.
     """
     models = as_models(margin)
     each = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs] * len(models)
@@ -431,4 +433,30 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin) -> xr.Dataset:
     if result is not None:
         ds.attrs.update(n_scenarios=result.n_scenarios,
                         tail_definition="m = ceil(N (1 - q) - 1e-9); VaR = m-th largest loss; ES = mean of m largest")
+    return _with_status(ds, book, ladder)
+
+
+def _with_status(ds: xr.Dataset, book, ladder=None) -> xr.Dataset:
+    """Margin ratios, ``group_status`` and the top-up each pool owes, from the primary model (:mod:`.status`)."""
+    from .status import StatusLadder, margin_ratio, topup
+
+    ladder = ladder or StatusLadder()
+    primary = ds.isel(model=0) if "model" in ds.dims else ds
+    equity = primary["adjusted_equity" if "adjusted_equity" in primary else "equity"].values
+    group_equity = primary["group_adjusted_equity" if "group_adjusted_equity" in primary else "group_equity"].values
+    ratio = margin_ratio(equity, primary["mm"].values)
+    group_ratio = margin_ratio(group_equity, primary["group_mm"].values)
+    asset, amount = topup(book, primary["group_margin_call"].values)
+    infinite = {NONFINITE: "inf: no maintenance margin (mm = 0)"}
+    ds["margin_ratio"] = _da(ratio, ("account",), "equity over the primary model's mm", units="1", **infinite)
+    ds["group_margin_ratio"] = _da(group_ratio, ("group",), "pool equity over the primary model's group_mm",
+                                   units="1", **infinite)
+    ds["group_status"] = (("group",), ladder.status(group_ratio),
+                          {"long_name": "status of the pool on the margin-ratio ladder (healthy, warning, "
+                                        "reduce_only, liquidation)", "units": "1",
+                           "thresholds": json.dumps(dataclasses.asdict(ladder))})
+    ds["group_topup_asset"] = (("group",), asset, {"long_name": "the pool's main collateral asset, in which a "
+                                                                "call is due", "units": "1"})
+    ds["group_topup_amount"] = _da(amount, ("group",), "group_margin_call in units of group_topup_asset",
+                                   units="units of group_topup_asset")
     return ds

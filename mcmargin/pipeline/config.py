@@ -83,6 +83,13 @@ def margin_models_from_config(margin: Mapping) -> list[MarginModel]:
     return build_margin_models(margin)
 
 
+def status_from_config(margin: Mapping):
+    """The margin-ratio ladder of ``group_status`` (``margin.status.*``)."""
+    from ..margin.status import StatusLadder
+
+    return StatusLadder.from_config(margin.get("status"))
+
+
 def margin_from_config(margin: Mapping) -> MarginParams:
     """The parameters every margin model shares (``margin.confidence``, ``buffer``, ``maintenance_ratio``)."""
     return margin_models_from_config(margin)[0].params

@@ -65,7 +65,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
-               blocks_in_flight: int = 0) -> xr.Dataset:
+               blocks_in_flight: int = 0, status=None) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -98,6 +98,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     blocks_in_flight : int
         Row blocks folded at once (0 = twice the scheduler's threads); bounds
         the memory of the tails in flight and changes no result.
+    status : StatusLadder, optional
+        Thresholds of ``group_status`` (default 1.5, 1.2, 1.05).
 
     Returns
     -------
@@ -136,7 +138,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     each = _with_exceedances(compiled, scenarios, models, each, result, columns,
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
                                   budget=budget, blocks_in_flight=blocks_in_flight))
-    ds = margin_dataset(each, models)
+    ds = margin_dataset(each, models, status)
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
