@@ -52,6 +52,10 @@ def run(cfg: DictConfig):
     scen_cfg = dict(c["scenarios"], valuation_date=valuation)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
     margin = mc.margin_models_from_config(c["margin"])
+    from mcmargin.scenarios.named import load_stresses
+
+    stresses = load_stresses(c.get("stress_tests", {}).get("names"))
+    fund = c.get("default_fund", {}).get("size")
     chunking, budget = mc.chunking_from_config(c["engine"])
     from mcmargin.pipeline.runtime import job_scheduler
 
@@ -62,7 +66,8 @@ def run(cfg: DictConfig):
                         include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
                         progress=bool(c["engine"]["progress"]),
                         blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
-                        status=mc.status_from_config(c["margin"]))
+                        status=mc.status_from_config(c["margin"]),
+                        stresses=stresses, default_fund=None if fund is None else float(fund))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

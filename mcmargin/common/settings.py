@@ -211,6 +211,13 @@ def _moves(v, k):
     return out
 
 
+def _stress_names(v, k):
+    """null (every built-in stress) or a list of built-in names or paths (``[]``: none)."""
+    if v is not None and not (isinstance(v, (list, tuple)) and all(isinstance(x, str) and x for x in v)):
+        raise ConfigError(k, f"expected null (every built-in stress) or a list of names or paths, got {v!r}")
+    return v
+
+
 #: Settings of the ``pm_grid`` margin model (``margin.pm_grid.*``, docs/methodology.md section 6), parsed
 #: by mcmargin/margin/pm_grid.py with these very rules.
 PM_GRID_RULES: dict[str, Rule] = {
@@ -283,6 +290,9 @@ STRESS_RULES: dict[str, Rule] = {
     "margin.tiered.tier_imf.*": _real(0, 1, low_open=True),
     "margin.tiered.maintenance_fraction": _real(0, 1, low_open=True, allow_none=True),
     "margin.tiered.liquidation_price": _flag,
+    "stress_tests.names": _stress_names,
+    "stress_tests.names.*": _text,
+    "default_fund.size": _real(0, allow_none=True),
     "output.path": _path,
     "output.margin_calls": _text,
     "output.confidence": _number_list,

@@ -63,10 +63,31 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
     lines += models
     lines.append(f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
                  f"{_money(float(ds['group_margin_call'].sum()))} USD (sum of group_margin_call)")
+    lines += _stress_lines(ds)
     lines += _table("largest requirements (group_im)", ds["group_im"], ds["group_equity"], top)
     lines += _table("largest margin calls (group_margin_call)", ds["group_margin_call"], ds["group_im"], top,
                     second="group_im")
     return "\n".join(lines)
+
+
+def _stress_lines(ds: xr.Dataset) -> list[str]:
+    """Per named stress: Cover-1, Cover-2, the pools behind them and, with a default fund, whether Cover-2 exceeds it."""
+    if "cover2" not in ds:
+        return []
+    fund = ds.attrs.get("default_fund_size")
+    head = "  named stresses (cover1, cover2: uncovered pool losses, USD"
+    head += f"; default fund {_money(float(fund))} USD):" if fund is not None else "):"
+    out = [head]
+    for name in ds["stress"].values:
+        c1, c2 = float(ds["cover1"].sel(stress=name)), float(ds["cover2"].sel(stress=name))
+        pools = ", ".join(str(g) for g in ds["cover_groups"].sel(stress=name).values if str(g)) or "none"
+        line = f"    {str(name):<20}{_money(c1):>16}{_money(c2):>16}   pools {pools}"
+        if fund is not None:
+            line += "   Cover-2 EXCEEDS the fund" if c2 > float(fund) else "   within the fund"
+        out.append(line)
+    if fund is not None:
+        out.append(f"    default fund required (largest cover2) {_money(float(ds['default_fund_required'])):>14} USD")
+    return out
 
 
 def _models_table(ds: xr.Dataset) -> list[str]:

@@ -65,7 +65,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
-               blocks_in_flight: int = 0, status=None) -> xr.Dataset:
+               blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None
+               ) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -100,6 +101,13 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         the memory of the tails in flight and changes no result.
     status : StatusLadder, optional
         Thresholds of ``group_status`` (default 1.5, 1.2, 1.05).
+    stresses : sequence of NamedStress
+        Named stress scenarios (:mod:`mcmargin.scenarios.named`); their
+        losses and Cover-1/Cover-2 are added (:func:`named_stress_variables`).
+        Empty (the default): no stress variables.
+    default_fund : float or None
+        Default-fund size in USD: adds ``default_fund_required`` and the
+        ``default_fund_size`` attribute (needs ``stresses``).
 
     Returns
     -------
@@ -139,6 +147,14 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
                                   budget=budget, blocks_in_flight=blocks_in_flight))
     ds = margin_dataset(each, models, status)
+    t_stress = time.perf_counter()
+    if stresses:
+        ds = ds.assign(named_stress_variables(compiled, book, stresses, ds["equity"].to_numpy(),
+                                              ds["group_equity"].to_numpy(), default_fund))
+        ds = ds.assign_coords(stress=[s.name for s in stresses], cover_rank=[1, 2])
+        if default_fund is not None:
+            ds.attrs["default_fund_size"] = float(default_fund)
+    t_stress = time.perf_counter() - t_stress
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -147,7 +163,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            {"long_name": "log change of the asset's implied volatility", "units": "1"})
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
-    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2, "total_s": t3 - t0}
+    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress,
+               "named_stress_s": t_stress, "total_s": t3 - t0}
     ds.attrs.update(
         backend=b.name, device=b.device, kernel=select_kernel(b.name, fast_path).label,
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),
@@ -157,6 +174,75 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
     return ds
+
+
+def named_stress_losses(compiled, book: Book, stresses):
+    """``(names, account_loss [account x stress], group_loss [group x stress])``, USD, positive = loss.
+
+    Instantaneous moves: every option keeps its expiry (revalued at horizon
+    0), through the same :func:`~mcmargin.instruments.revaluation.revalue`
+    and holdings product as a Monte Carlo scenario (``loss = -(E @ pnl.T)``).
+    Cash assets (market vol 0) carry no risk factor in ``E``, so a stress
+    that moves one (a de-peg) adds its collateral's USD value times
+    expm1(move) directly.
+    """
+    from ..instruments import revaluation
+    from ..scenarios.named import stress_matrices
+
+    vol = book.market["vol"].to_numpy(dtype=float)
+    names, shock, vol_shock = stress_matrices(stresses, compiled.assets, vol)
+    nb = get_backend("numpy")
+    options = dataclasses.replace(compiled.options, expiry_after=compiled.options.expiry)
+    pnl = np.asarray(revaluation.revalue(nb, revaluation.BackendBook(options=options.on(nb)), shock, vol_shock))
+    rows = np.concatenate([np.arange(compiled.accounts.size), compiled.group_row])
+    pnl_rows = np.asarray(compiled.exposures[rows] @ pnl.T)
+    cash = np.flatnonzero((vol <= 0) & (shock != 0).any(axis=0))
+    if cash.size:
+        held = compiled.holdings[rows][:, compiled.n_instruments + cash]
+        pnl_rows = pnl_rows + np.asarray(held @ (compiled.prices[cash] * np.expm1(shock[:, cash])).T)
+    loss = -pnl_rows + 0.0
+    return names, loss[:compiled.accounts.size], loss[compiled.accounts.size:]
+
+
+def named_stress_variables(compiled, book: Book, stresses, equity, group_equity, default_fund=None) -> dict:
+    """The dataset variables of the named stresses (README "Outputs"; docs/methodology.md section 11).
+
+    Cover-1 is the largest ``group_uncovered_loss`` over every pool
+    (singletons included), Cover-2 the sum of the two largest.
+    """
+    names, acc, grp = named_stress_losses(compiled, book, stresses)
+    uncovered = np.maximum(0.0, acc - equity[:, None])
+    group_uncovered = np.maximum(0.0, grp - group_equity[:, None])
+    n_groups = group_uncovered.shape[0]
+    order = np.argsort(-group_uncovered, axis=0, kind="stable")[:2]          # [rank x stress]
+    top = np.take_along_axis(group_uncovered, order, axis=0)
+    if n_groups < 2:
+        top = np.concatenate([top, np.zeros((2 - n_groups, top.shape[1]))])
+    labels = np.full((2, len(names)), "", dtype=object)
+    labels[:min(2, n_groups)] = compiled.groups.astype(str)[order]
+    labels[top <= 0] = ""                                                      # a pool that loses nothing is no cover
+    cover1, cover2 = top[0], top[0] + top[1]
+
+    def da(dims, values, long_name, units="USD"):
+        return (dims, values, {"long_name": long_name, "units": units})
+
+    out = {
+        "stress_loss": da(("account", "stress"), acc, "loss of the account under the named stress "
+                          "(positive = loss; positions and collateral, instantaneous)"),
+        "uncovered_loss": da(("account", "stress"), uncovered, "max(0, stress_loss - equity)"),
+        "group_stress_loss": da(("group", "stress"), grp, "loss of the pooled group under the named stress "
+                                "(sum over members)"),
+        "group_uncovered_loss": da(("group", "stress"), group_uncovered,
+                                   "max(0, group_stress_loss - group_equity)"),
+        "cover1": da(("stress",), cover1, "Cover-1: largest group_uncovered_loss over every pool"),
+        "cover2": da(("stress",), cover2, "Cover-2: sum of the two largest group_uncovered_loss"),
+        "cover_groups": da(("stress", "cover_rank"), labels.T.astype(str),
+                           "pools behind cover1 (rank 1) and cover2 (ranks 1 and 2); empty: none uncovered", "1"),
+    }
+    if default_fund is not None:
+        out["default_fund_required"] = da((), float(cover2.max()) if cover2.size else 0.0,
+                                          "default fund Cover-2 needs: the largest cover2 over the stresses")
+    return out
 
 
 def pool_limits(compiled, models, each):
