@@ -73,7 +73,7 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
 def _stress_lines(ds: xr.Dataset) -> list[str]:
     """Per named stress: Cover-1, Cover-2, the pools behind them and, with a default fund, whether Cover-2 exceeds it."""
     if "cover2" not in ds:
-        return []
+        return _reverse_lines(ds)
     fund = ds.attrs.get("default_fund_size")
     head = "  named stresses (cover1, cover2: uncovered pool losses, USD"
     head += f"; default fund {_money(float(fund))} USD):" if fund is not None else "):"
@@ -87,7 +87,21 @@ def _stress_lines(ds: xr.Dataset) -> list[str]:
         out.append(line)
     if fund is not None:
         out.append(f"    default fund required (largest cover2) {_money(float(ds['default_fund_required'])):>14} USD")
-    return out
+    return out + _reverse_lines(ds)
+
+
+def _reverse_lines(ds: xr.Dataset) -> list[str]:
+    """The reverse stress: the smallest move along its direction at which Cover-2 exceeds the fund."""
+    if "reverse_stress_move" not in ds:
+        return []
+    move = float(ds["reverse_stress_move"])
+    fund = _money(float(ds.attrs["reverse_stress_fund"]))
+    if move != move:
+        return [f"  reverse stress: no move along the direction (up to a log-return of 5) makes Cover-2 exceed {fund} USD"]
+    pools = ", ".join(str(g) for g in ds["reverse_stress_groups"].values if str(g)) or "none"
+    note = "" if int(ds.attrs.get("reverse_stress_monotone", 1)) else " (Cover-2 is not monotone: the smallest root found)"
+    return [f"  reverse stress: Cover-2 exceeds {fund} USD from a move of {move:.4f} along the direction "
+            f"(each asset's log-return = its weight x the move), pools {pools}{note}"]
 
 
 def _models_table(ds: xr.Dataset) -> list[str]:

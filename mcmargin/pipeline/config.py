@@ -83,6 +83,35 @@ def margin_models_from_config(margin: Mapping) -> list[MarginModel]:
     return build_margin_models(margin)
 
 
+def reverse_stress_from_config(reverse: Mapping, default_fund, book: Book):
+    """``(direction [asset], fund)`` of ``reverse_stress.*``, or None when it is off.
+
+    The direction defaults to every risky asset (market vol > 0) down
+    together with weight 1, stablecoins and cash fixed; ``reverse_stress.fund``
+    defaults to ``default_fund.size``.
+    """
+    if not reverse.get("enabled"):
+        return None
+    import numpy as np
+
+    fund = reverse.get("fund", None)
+    fund = default_fund if fund is None else fund
+    if fund is None:
+        raise ConfigError("reverse_stress.fund", "is required (or default_fund.size) when reverse_stress.enabled=true")
+    assets = [str(a) for a in book.assets]
+    given = reverse.get("direction")
+    if given is None:
+        direction = np.where(book.market["vol"].to_numpy(dtype=float) > 0, -1.0, 0.0)
+    else:
+        unknown = sorted(set(map(str, given)) - set(assets))
+        if unknown:
+            raise ConfigError(f"reverse_stress.direction.{unknown[0]}", f"is not a market asset; assets: {', '.join(assets)}")
+        direction = np.array([real_number(given.get(a, 0.0), f"reverse_stress.direction.{a}") for a in assets])
+    if not np.any(direction != 0):
+        raise ConfigError("reverse_stress.direction", "moves no asset")
+    return direction, real_number(fund, "reverse_stress.fund", 0.0)
+
+
 def status_from_config(margin: Mapping):
     """The margin-ratio ladder of ``group_status`` (``margin.status.*``)."""
     from ..margin.status import StatusLadder

@@ -65,8 +65,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                backend: str = "numpy", fast_path: bool = True, chunking: Chunking = Chunking(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
-               blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None
-               ) -> xr.Dataset:
+               blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
+               reverse=None) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -108,6 +108,10 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     default_fund : float or None
         Default-fund size in USD: adds ``default_fund_required`` and the
         ``default_fund_size`` attribute (needs ``stresses``).
+    reverse : (direction [asset], fund) or None
+        Reverse stress: the smallest move along ``direction`` (log-return
+        weights per market asset) at which Cover-2 exceeds ``fund`` USD
+        (:func:`reverse_stress`).
 
     Returns
     -------
@@ -154,6 +158,10 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         ds = ds.assign_coords(stress=[s.name for s in stresses], cover_rank=[1, 2])
         if default_fund is not None:
             ds.attrs["default_fund_size"] = float(default_fund)
+    if reverse is not None:
+        variables, attrs = reverse_stress_variables(compiled, book, ds["group_equity"].to_numpy(), *reverse)
+        ds = ds.assign(variables).assign_coords(cover_rank=[1, 2])
+        ds.attrs.update(attrs)
     t_stress = time.perf_counter() - t_stress
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
@@ -186,11 +194,23 @@ def named_stress_losses(compiled, book: Book, stresses):
     that moves one (a de-peg) adds its collateral's USD value times
     expm1(move) directly.
     """
-    from ..instruments import revaluation
     from ..scenarios.named import stress_matrices
 
     vol = book.market["vol"].to_numpy(dtype=float)
     names, shock, vol_shock = stress_matrices(stresses, compiled.assets, vol)
+    account_loss, group_loss = instantaneous_losses(compiled, vol, shock, vol_shock)
+    return names, account_loss, group_loss
+
+
+def instantaneous_losses(compiled, market_vol, shock, vol_shock):
+    """``(account_loss [account x scenario], group_loss [group x scenario])`` of instantaneous moves.
+
+    ``shock`` and ``vol_shock`` are ``[scenario x asset]`` log moves; options
+    keep their expiry; cash collateral moves with its (de-peg) shock.
+    """
+    from ..instruments import revaluation
+
+    vol = np.asarray(market_vol, dtype=float)
     nb = get_backend("numpy")
     options = dataclasses.replace(compiled.options, expiry_after=compiled.options.expiry)
     pnl = np.asarray(revaluation.revalue(nb, revaluation.BackendBook(options=options.on(nb)), shock, vol_shock))
@@ -201,7 +221,86 @@ def named_stress_losses(compiled, book: Book, stresses):
         held = compiled.holdings[rows][:, compiled.n_instruments + cash]
         pnl_rows = pnl_rows + np.asarray(held @ (compiled.prices[cash] * np.expm1(shock[:, cash])).T)
     loss = -pnl_rows + 0.0
-    return names, loss[:compiled.accounts.size], loss[compiled.accounts.size:]
+    return loss[:compiled.accounts.size], loss[compiled.accounts.size:]
+
+
+def cover2_of(group_loss, group_equity):
+    """Cover-2 per scenario (column): the sum of the two largest ``max(0, group_loss - group_equity)``."""
+    uncovered = np.maximum(0.0, group_loss - group_equity[:, None])
+    if uncovered.shape[0] < 2:
+        return uncovered.sum(axis=0)
+    top = -np.partition(-uncovered, 1, axis=0)[:2]
+    return top.sum(axis=0)
+
+
+#: Reverse stress: moves scanned from 0 to this log-return magnitude (e^-5: prices fall 99.3%).
+REVERSE_MAX_MOVE = 5.0
+#: Points of the scan that brackets the root (and shows whether Cover-2 is monotone along the direction).
+REVERSE_SCAN = 401
+
+
+def reverse_stress(compiled, book: Book, group_equity, direction, fund: float, tolerance: float = 1e-4):
+    """The smallest move along ``direction`` at which Cover-2 exceeds ``fund`` (docs/methodology.md, section 11).
+
+    The scenario at move x is ``shock = x * direction`` (log-returns; vols
+    unchanged, options keep their expiry).  Cover-2 is scanned on
+    :data:`REVERSE_SCAN` points of [0, :data:`REVERSE_MAX_MOVE`]; the first
+    scan point above the fund brackets the root with the point before, and
+    bisection narrows it to ``tolerance``.  Returns ``(move, groups,
+    monotone)``: move NaN when no scanned move exceeds the fund; ``groups``
+    the two pools behind Cover-2 at the move; ``monotone`` False when Cover-2
+    falls somewhere along the scan (an option book): the move is then the
+    smallest root the scan found, not necessarily the only one.
+    """
+    vol = book.market["vol"].to_numpy(dtype=float)
+    w = np.asarray(direction, dtype=float)
+
+    def cover2(x):
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        _, group_loss = instantaneous_losses(compiled, vol, x[:, None] * w, np.zeros((x.size, w.size)))
+        return cover2_of(group_loss, group_equity), group_loss
+
+    grid = np.linspace(0.0, REVERSE_MAX_MOVE, REVERSE_SCAN)
+    scanned, _ = cover2(grid)
+    monotone = bool(np.all(np.diff(scanned) >= -1e-9 * np.maximum(1.0, np.abs(scanned[1:]))))
+    above = np.flatnonzero(scanned > fund)
+    if above.size == 0:
+        return float("nan"), ["", ""], monotone
+    if above[0] == 0:
+        lo = hi = 0.0
+    else:
+        lo, hi = grid[above[0] - 1], grid[above[0]]
+        while hi - lo > tolerance:
+            mid = 0.5 * (lo + hi)
+            if cover2(mid)[0][0] > fund:
+                hi = mid
+            else:
+                lo = mid
+    _, group_loss = cover2(hi)
+    uncovered = np.maximum(0.0, group_loss[:, 0] - group_equity)
+    order = np.argsort(-uncovered, kind="stable")[:2]
+    labels = [str(compiled.groups[i]) if uncovered[i] > 0 else "" for i in order] + [""] * (2 - order.size)
+    return float(hi), labels, monotone
+
+
+def reverse_stress_variables(compiled, book: Book, group_equity, direction, fund: float) -> tuple[dict, dict]:
+    """``(variables, attrs)`` of the reverse stress for the dataset."""
+    move, groups, monotone = reverse_stress(compiled, book, group_equity, direction, fund)
+    if not monotone:
+        log.warning("reverse stress: Cover-2 is not monotone along the direction (options); the move reported is "
+                    "the smallest root found on a scan of %d points", REVERSE_SCAN)
+    variables = {
+        "reverse_stress_move": ((), move, {"long_name": "smallest log-return move along reverse_stress.direction "
+                                           "at which Cover-2 exceeds the fund (NaN: none up to "
+                                           f"{REVERSE_MAX_MOVE:g})", "units": "1",
+                                           "nonfinite": "nan: no move up to the scan's end exceeds the fund"}),
+        "reverse_stress_groups": (("cover_rank",), np.array(groups, dtype=str),
+                                  {"long_name": "pools behind Cover-2 at reverse_stress_move", "units": "1"}),
+    }
+    attrs = {"reverse_stress_fund": float(fund), "reverse_stress_monotone": int(monotone),
+             "reverse_stress_direction": json.dumps(dict(zip(compiled.assets.astype(str).tolist(),
+                                                             np.asarray(direction, dtype=float).tolist())))}
+    return variables, attrs
 
 
 def named_stress_variables(compiled, book: Book, stresses, equity, group_equity, default_fund=None) -> dict:
