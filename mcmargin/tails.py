@@ -58,10 +58,6 @@ class Limits:
     fixed: np.ndarray | None = None
     from_tails: tuple = ()
 
-    @property
-    def count(self) -> int:
-        return (0 if self.fixed is None else self.fixed.shape[1]) + len(self.from_tails)
-
 
 def exceedances_from_tail(ordered: np.ndarray, limit: np.ndarray):
     """(hits, excess, exact) of limits [rows x K] per row from the row's kept worst losses (``ordered``, ascending).

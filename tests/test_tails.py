@@ -69,15 +69,6 @@ def test_fused_path_is_chunking_invariant_bit_for_bit():
     np.testing.assert_array_equal(a, b)
 
 
-def test_sampled_losses_match_brute_force():
-    rng = np.random.default_rng(5)
-    h = sp.random(9, 5, density=0.5, random_state=rng, format="csr") * 10
-    pnl_t = rng.standard_normal((5, 1300))                  # more than one tile of scenarios
-    out = np.empty((4, 1100))
-    fastpath.losses(h.indptr.astype(np.int64), h.indices.astype(np.int64), h.data, pnl_t, out, 3)
-    np.testing.assert_allclose(out, -(h @ pnl_t)[3:7, :1100], rtol=1e-13, atol=1e-12)
-
-
 def test_top_of_a_row_short_of_m_is_padded_with_minus_infinity():
     state = fastpath.empty_state(2, 3)
     state.values[0, :5] = [4.0, 1.0, 5.0, 2.0, 3.0]

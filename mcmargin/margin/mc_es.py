@@ -140,15 +140,27 @@ class McEs(MarginModel):
         return (self.params.confidence, 1.0 + self.params.buffer,
                 self._book_add_ons(inputs)[inputs.book.group_row])
 
-    def _book_add_ons(self, inputs) -> np.ndarray:
-        """Per holdings row, the add-ons that depend on the book alone (liquidity, close-out)."""
+    #: The add-ons that depend on the book alone: variable name -> long_name.
+    BOOK_ADD_ONS = {
+        "mc_es_liquidity_addon": "liquidity / concentration add-on: square-root cost of the net delta beyond a "
+                                 "free share of average daily volume",
+        "mc_es_closeout_cost": "bid-ask close-out cost: half the relative spread of each net position's value",
+    }
+
+    def _book_add_on_parts(self, inputs) -> dict:
+        """Per holdings row, each add-on that is on and depends on the book alone (liquidity, close-out)."""
         a, book = self.add_ons, inputs.book
-        total = np.zeros(book.exposures.shape[0])
+        parts = {}
         if a.liquidity:
-            total += liquidity_addon(book, inputs.portfolio, a.liquidity_coefficient, a.liquidity_free_fraction)
+            parts["mc_es_liquidity_addon"] = liquidity_addon(book, inputs.portfolio, a.liquidity_coefficient,
+                                                             a.liquidity_free_fraction)
         if a.closeout:
-            total += closeout_cost(book, inputs.portfolio)
-        return total
+            parts["mc_es_closeout_cost"] = closeout_cost(book, inputs.portfolio)
+        return parts
+
+    def _book_add_ons(self, inputs) -> np.ndarray:
+        """Per holdings row, the sum of :meth:`_book_add_on_parts`."""
+        return sum(self._book_add_on_parts(inputs).values(), np.zeros(inputs.book.exposures.shape[0]))
 
     def _add_ons(self, inputs, im, group_im, isolated, variables):
         """``im`` and ``group_im`` plus the add-ons that are on; each add-on is also written as a variable."""
@@ -163,18 +175,9 @@ class McEs(MarginModel):
                 variables[f"{p}mc_es_netting_cap"] = _da(cap, dims[p], "add-on capping the netting benefit at "
                                                          "margin.mc_es.max_netting of isolated_im - im")
                 extra[p] += cap
-        if a.liquidity:
-            cost = liquidity_addon(book, inputs.portfolio, a.liquidity_coefficient, a.liquidity_free_fraction)
+        for name, cost in self._book_add_on_parts(inputs).items():
             for p, r in rows.items():
-                variables[f"{p}mc_es_liquidity_addon"] = _da(cost[r], dims[p], "liquidity / concentration add-on: "
-                                                             "square-root cost of the net delta beyond a free share "
-                                                             "of average daily volume")
-                extra[p] += cost[r]
-        if a.closeout:
-            cost = closeout_cost(book, inputs.portfolio)
-            for p, r in rows.items():
-                variables[f"{p}mc_es_closeout_cost"] = _da(cost[r], dims[p], "bid-ask close-out cost: half the "
-                                                           "relative spread of each net position's value")
+                variables[f"{p}{name}"] = _da(cost[r], dims[p], self.BOOK_ADD_ONS[name])
                 extra[p] += cost[r]
         return im + extra[""], group_im + extra["group_"]
 

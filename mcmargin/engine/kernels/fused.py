@@ -393,25 +393,6 @@ def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample
             threshold[r] = thr
 
 
-@numba.njit(nogil=True, cache=True)
-def losses(indptr, indices, data, pnl_t, out, first_row):
-    """``out[i, s] = -(H @ pnl_t)[first_row + i, s]`` for the first ``out.shape[1]`` scenarios.
-
-    The same sums as :func:`fold_chunk_fused`, materialised: for a pilot
-    sample, small enough to stay in cache while NumPy's partition reads
-    order statistics off it.
-    """
-    n = out.shape[1]
-    buf = np.empty(TILE)
-    for s0 in range(0, n, TILE):
-        w = min(TILE, n - s0)
-        for i in range(out.shape[0]):
-            r = first_row + i
-            _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
-            for s in range(w):
-                out[i, s0 + s] = -buf[s]
-
-
 # Pilot thresholds (docs/architecture.md, "Pilot thresholds").
 
 #: With a pilot, each row's threshold is set so that about this many times m
