@@ -152,11 +152,27 @@ def fhs_block(keys, expo, sig2, omega, alpha, beta, z, win_lo, win_hi, rows, n, 
                 for p in range(n_port):
                     losses[p, s] = table[p, r]
         else:
-            for s in range(n):
+            # The first step and the vol of the second depend only on the first row drawn: tabulate them
+            # per look-back row (the same operations as the path below, so the same numbers).
+            ret0 = np.empty((n_rows, k))
+            sd1 = np.empty((n_rows, k))
+            s2_1 = np.empty((n_rows, k))
+            for r in range(n_rows):
+                zr = rows[lo + r]
                 for a in range(k):
-                    s2[a] = sig2[d, a]
-                    total[a] = 0.0
-                for j in range(h):
+                    ret = sd[a] * z[zr, a]
+                    ret0[r, a] = ret
+                    v = omega[a] + alpha[a] * ret * ret + beta[a] * sig2[d, a]
+                    s2_1[r, a] = v
+                    sd1[r, a] = np.sqrt(v)
+            for s in range(n):
+                r0 = _row(k0, k1, s, 0, n_rows)
+                zr = rows[lo + _row(k0, k1, s, 1, n_rows)]
+                for a in range(k):
+                    ret = sd1[r0, a] * z[zr, a]
+                    total[a] = 0.0 + ret0[r0, a] + ret
+                    s2[a] = omega[a] + alpha[a] * ret * ret + beta[a] * s2_1[r0, a]
+                for j in range(2, h):
                     zr = rows[lo + _row(k0, k1, s, j, n_rows)]
                     for a in range(k):
                         ret = np.sqrt(s2[a]) * z[zr, a]
