@@ -359,3 +359,15 @@ def test_job_bad_portfolios_exit_2_and_write_nothing(job_files, tmp_path, text):
     assert line.startswith("mcmargin: error: file ") and str(bad) in line and "row " in line and "column " in line
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_worst_selection_is_exact_with_ties_and_adversarial_orders():
+    g = np.random.default_rng(8)
+    buf = np.empty(20000)
+    cases = [g.normal(size=20000), np.sort(g.normal(size=20000)),          # ascending: the pilot sees the smallest
+             np.sort(g.normal(size=20000))[::-1].copy(),                   # descending: the pilot sees the largest
+             np.round(g.normal(size=20000), 1), np.zeros(20000), g.normal(size=500)]
+    for x in cases:
+        for m in (1, 37, 200):
+            got = kernels._worst(x, m, buf)
+            assert got.tolist() == np.sort(x)[-m:].tolist()
