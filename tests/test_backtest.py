@@ -371,3 +371,52 @@ def test_worst_selection_is_exact_with_ties_and_adversarial_orders():
         for m in (1, 37, 200):
             got = kernels._worst(x, m, buf)
             assert got.tolist() == np.sort(x)[-m:].tolist()
+
+
+def test_unknown_key_exits_2(job_files, tmp_path):
+    res = run_job("jobs.backtest", f"history={job_files / 'prices.csv'}", f"portfolios={job_files / 'books.csv'}",
+                  "backtest.no_such_key=1", f"output.path={tmp_path / 'o.zarr'}", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_significance_sets_the_verdict_and_plots_are_optional(tmp_path):
+    n = 1000
+    loss = np.zeros((n, 1))
+    loss[30::62] = 10.0                                        # 16 exceedances, at most 5 in any 250 dates
+    var = np.ones((n, 1))
+    dates = pd.bdate_range("2000-01-03", periods=n)
+    lax = backtest_dataset(dates, ["p"], var, var, loss, settings(significance=0.01), {})
+    p = float(lax["kupiec_pvalue"].values[0])
+    strict = backtest_dataset(dates, ["p"], var, var, loss, settings(significance=p * 1.01), {})
+    assert int(lax["n_exceedances"].values[0]) == 16 and int(strict["red_windows"].values[0]) == 0
+    assert float(lax["christoffersen_pvalue"].values[0]) > p * 1.01
+    assert p > 0.01 and bool(lax["passed"].values[0]) and not bool(strict["passed"].values[0])
+    from jobs.backtest import write
+
+    ds = run_backtest(gaussian_history(300), books(), settings())
+    write(ds, tmp_path / "a" / "bt.zarr", plots=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["bt.zarr"]
+    write(ds, tmp_path / "b" / "bt.nc", plots=True)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bt.nc", "bt_hedged.png", "bt_long.png",
+                                                                  "bt_long_short.png", "bt_single.png"]
+
+
+def test_all_rows_look_back_and_late_or_missing_prices():
+    hist = gaussian_history(200)
+    pf = books()
+    ds = run_backtest(hist, pf, settings(lookback=None, n=200))
+    assert ds["date"].values[0] == hist.index[30]              # min_observations rows (the EWMA start needs 20)
+    late = hist.copy()
+    late.loc[late.index[:150], "C"] = np.nan                    # C starts at row 150, after the default start
+    late = validate_history(late.reset_index(), file="late.csv")
+    with pytest.raises(ConfigError, match="too early for C"):
+        run_backtest(late, pf, settings(lookback=100, n=200))
+    ds = run_backtest(late, pf, settings(lookback=30, n=200, start=str(late.index[180].date())))
+    assert ds["date"].values[0] == late.index[180]
+    holed = hist.copy()
+    holed.loc[holed.index[120], "B"] = np.nan
+    holed = validate_history(holed.reset_index(), file="holed.csv")
+    with pytest.raises(InputError) as err:
+        run_backtest(holed, pf, settings(lookback=60, n=200))
+    assert (err.value.row, err.value.column) == (122, "B")
