@@ -420,3 +420,39 @@ def test_all_rows_look_back_and_late_or_missing_prices():
     with pytest.raises(InputError) as err:
         run_backtest(holed, pf, settings(lookback=60, n=200))
     assert (err.value.row, err.value.column) == (122, "B")
+
+
+@pytest.mark.parametrize("model", ["fhs", "historical"])
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "jax"])
+def test_array_api_blocks_match_the_compiled_kernels(model, backend):
+    """The array-API path (what CuPy and JAX run) gives the compiled kernels' figures, the same draws included."""
+    from mcmargin.backend import get_backend
+    from mcmargin.backtest import arrays
+
+    key = date_keys(3, pd.DatetimeIndex(["2011-08-08"]))[0]
+    assert arrays.draw_rows(key, 700, 3, 211).tolist() == kernels.draw_rows(key[0], key[1], 700, 3, 211).tolist()
+    hist = gaussian_history(330, regimes=True)
+    for h in (1, 2):
+        st = settings(model=model, horizon=h, n=4200, block_dates=40)
+        ref = run_backtest(hist, books(), st)
+        if backend == "numpy":                      # the numpy *array* path, not the kernels: call it directly
+            import mcmargin.backtest.run as run_mod
+            ds = _run_with_arrays(run_mod, hist, st, get_backend("numpy"))
+        else:
+            ds = run_backtest(hist, books(), BacktestSettings(**{**st.__dict__, "backend": backend}))
+        for v in ("var", "es", "im"):
+            assert ds[v].values == pytest.approx(ref[v].values, rel=1e-11, abs=1e-9), (v, h)
+
+
+def _run_with_arrays(run_mod, hist, st, be):
+    import functools
+
+    from mcmargin.backtest import arrays
+
+    saved = kernels.fhs_block, kernels.historical_block
+    kernels.fhs_block = functools.partial(arrays.fhs_block, be)
+    kernels.historical_block = functools.partial(arrays.historical_block, be)
+    try:
+        return run_mod.run_backtest(hist, books(), st)
+    finally:
+        kernels.fhs_block, kernels.historical_block = saved
