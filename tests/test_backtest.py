@@ -167,7 +167,8 @@ def test_realised_losses_exceedances_and_window_counts():
 # ----------------------------------------------------------------------------- no look-ahead
 @pytest.mark.parametrize("kw", [dict(model="fhs", horizon=1), dict(model="fhs", horizon=2),
                                 dict(model="historical", horizon=3),
-                                dict(model="fhs", horizon=1, vol_method="garch", refit_every=60, n=200)])
+                                dict(model="fhs", horizon=1, vol_method="garch", refit_every=60, n=200),
+                                dict(model="fhs", horizon=2, n=150, backend="array_api_strict")])
 def test_no_look_ahead_bit_for_bit(kw):
     """Alter every price after T: every im(t), t <= T - h, is bit-identical; so are other block sizes and ends."""
     hist = gaussian_history(520, regimes=True)
