@@ -58,12 +58,25 @@ class CascadeParams:
     """
 
     impact_coefficient: float = 1.0
-    liquidation_fee: float = 0.005
-    insurance_fund: float = 25_000_000.0
+    liquidation_fee: float = 0.015
+    insurance_fund: float = 10_000_000.0
     max_rounds: int = 20
     spot_vol_sensitivity: float = 0.0
     default_adv_usd: float = 1.0e9
     scenario_block: int = 0
+
+
+    @classmethod
+    def from_config(cls, cfg) -> "CascadeParams | None":
+        """The parameters of a ``cascade`` config section (checked key by key), or None when it is off."""
+        from ..common.settings import STRESS_RULES, check_settings
+
+        cfg = dict(cfg or {})
+        check_settings({"cascade": cfg}, STRESS_RULES)
+        if not cfg.get("enabled", False):
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in known})
 
 
 @dataclasses.dataclass
