@@ -235,7 +235,8 @@ def pool_pnl(on: OnBackend, shock, vol_shock):
     out = on.exposures @ xp.permute_dims(pnl, (1, 0))                  # [P x S]
     host = on.host
     if host.cash.size:
-        moved = np.flatnonzero(np.asarray(b.to_numpy(xp.any(shock[:, xp.asarray(host.cash)] != 0.0, axis=0))))
+        moved = np.flatnonzero(np.asarray(b.to_numpy(xp.any(xp.take(shock, xp.asarray(host.cash), axis=1) != 0.0,
+                                                            axis=0))))
         for k in moved:
             col = b.asarray(host.cash_usd[:, k])
             out = out + col[:, None] * xp.expm1(shock[:, int(host.cash[k])])[None, :]

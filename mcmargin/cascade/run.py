@@ -33,29 +33,60 @@ def block_size(params: CascadeParams, n_scenarios: int, n_pools: int) -> int:
     return int(max(1, min(s, n_scenarios)))
 
 
-def _task(on, scenarios, backend_name, start, stop, params):
-    b = get_backend(backend_name)
-    shock, vol_shock = scenarios.draw(start, stop, b)
+def _draw(scenarios, backend_name, start, stop):
+    return scenarios.draw(start, stop, get_backend(backend_name))
+
+
+def _task(on, params, start, stop, *pieces):
+    """The cascade over scenarios ``start..stop-1``; ``pieces`` are ``(first, shock, vol_shock)`` of the draw
+    chunks that cover them."""
+    xp = on.b.xp
+    shocks, vols = [], []
+    for first, shock, vol_shock in pieces:
+        a, z = max(start, first) - first, min(stop, first + shock.shape[0]) - first
+        shocks.append(shock[a:z, ...])
+        vols.append(vol_shock[a:z, ...])
+    shock = shocks[0] if len(shocks) == 1 else xp.concat(shocks, axis=0)
+    vol_shock = vols[0] if len(vols) == 1 else xp.concat(vols, axis=0)
     return cascade_block(on, shock, vol_shock, params)
+
+
+def _with_start(first, drawn):
+    return (first, drawn[0], drawn[1])
 
 
 def _on_backend(pools, backend_name):
     return to_backend(pools, get_backend(backend_name))
 
 
+#: Scenarios per draw task when the caller gives no chunk size (the engine's chunk in a run).
+DRAW_CHUNK = 4096
+
+
 def cascade_scenarios(pools: PoolBook, scenarios, params: CascadeParams, *, backend: str = "numpy",
-                      scheduler=None) -> BlockResult:
-    """The cascade in every Monte Carlo scenario of ``scenarios``, as one :class:`BlockResult` over all of them."""
+                      scheduler=None, draw_chunk: int = 0) -> BlockResult:
+    """The cascade in every Monte Carlo scenario of ``scenarios``, as one :class:`BlockResult` over all of them.
+
+    Shocks are drawn in chunks of ``draw_chunk`` scenarios (the tail engine's chunk in a run, so the
+    cascade sees the engine's very numbers: a draw's last bit can depend on how many scenarios one
+    call draws, through the BLAS product that correlates them) and cut into the cascade's blocks, so
+    neither the block size nor the scheduler changes any figure.
+    """
     b = get_backend(backend)
     n = scenarios.n
     size = block_size(params, n, pools.n_pools)
+    chunk = int(draw_chunk or DRAW_CHUNK)
     run = uuid.uuid4().hex[:8]
     dsk = {f"cascade-pools-{run}": (_on_backend, pools, b.name), f"cascade-scenarios-{run}": scenarios}
+    for c in range(0, n, chunk):
+        dsk[f"cascade-draw-{run}-{c}"] = (_with_start, c, (_draw, f"cascade-scenarios-{run}", b.name, c,
+                                                             min(c + chunk, n)))
     keys = []
     for s in range(0, n, size):
+        stop = min(s + size, n)
+        pieces = [f"cascade-draw-{run}-{c}" for c in range(s - s % chunk, stop, chunk)]
         keys.append(f"cascade-{run}-{s}")
-        dsk[keys[-1]] = (_task, f"cascade-pools-{run}", f"cascade-scenarios-{run}", b.name, s, min(s + size, n),
-                         params)
+        dsk[keys[-1]] = (_task, f"cascade-pools-{run}", params, s, stop, *pieces)
     if scheduler is None or isinstance(scheduler, str):
         get = dask.base.named_schedulers.get((scheduler or "threads").lower()) or dask.threaded.get
         parts = get(dsk, keys)
@@ -132,11 +163,11 @@ def cascade_variables(res: BlockResult, params: CascadeParams, confidences, marg
 
 
 def run_cascade(compiled, book, scenarios, group_mm, group_equity, params: CascadeParams, confidences,
-                margin_confidence, *, backend="numpy", scheduler=None, stresses=None):
+                margin_confidence, *, backend="numpy", scheduler=None, stresses=None, draw_chunk=0):
     """``(variables, attrs)``: the Monte Carlo cascade, and the named stresses' when ``stresses`` is
     ``(names, shock, vol_shock)``."""
     pools = pool_book(compiled, book, group_mm, group_equity, params)
-    res = cascade_scenarios(pools, scenarios, params, backend=backend, scheduler=scheduler)
+    res = cascade_scenarios(pools, scenarios, params, backend=backend, scheduler=scheduler, draw_chunk=draw_chunk)
     variables, attrs = cascade_variables(res, params, confidences, margin_confidence)
     if stresses is not None:
         names, shock, vol_shock = stresses

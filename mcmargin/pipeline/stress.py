@@ -169,7 +169,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     t_stress = time.perf_counter() - t_stress
     t_cascade = time.perf_counter()
     if cascade is not None:
-        ds = _with_cascade(ds, compiled, book, scenarios, cascade, stresses, b.name, scheduler)
+        ds = _with_cascade(ds, compiled, book, scenarios, cascade, stresses, b.name, scheduler,
+                           result.chunking.scenarios)
     t_cascade = time.perf_counter() - t_cascade
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
@@ -195,7 +196,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     return ds
 
 
-def _with_cascade(ds, compiled, book: Book, scenarios, params, stresses, backend, scheduler):
+def _with_cascade(ds, compiled, book: Book, scenarios, params, stresses, backend, scheduler, draw_chunk):
     """``ds`` with the cascade's variables (per scenario, per stress, per pool, tails; methodology section 14)."""
     from ..cascade import run_cascade
     from ..scenarios.named import stress_matrices
@@ -207,7 +208,7 @@ def _with_cascade(ds, compiled, book: Book, scenarios, params, stresses, backend
     variables, attrs = run_cascade(compiled, book, scenarios, primary["group_mm"].to_numpy(),
                                    primary["group_equity"].to_numpy(), params, ds["confidence"].to_numpy(),
                                    float(ds.attrs["margin_confidence"]), backend=backend, scheduler=scheduler,
-                                   stresses=named)
+                                   stresses=named, draw_chunk=draw_chunk)
     ds = ds.assign(variables).assign_coords(scenario=np.arange(scenarios.n))
     ds.attrs.update(attrs)
     return ds
