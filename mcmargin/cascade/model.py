@@ -166,7 +166,7 @@ class OnBackend:
     b: object
     host: PoolBook
     exposures: object
-    threshold: object       # [P] equity - mm: a pool fails when its loss exceeds it
+    neg_threshold: object   # [P] mm - equity: a pool fails when its P&L is below it (loss > equity - mm)
     equity: object
     members: object         # [P] int64
     priced: object
@@ -183,7 +183,7 @@ def to_backend(pools: PoolBook, backend) -> OnBackend:
     o = pools.options
     return OnBackend(
         b=backend, host=pools, exposures=_sparse(pools.exposures, backend),
-        threshold=f(pools.equity - pools.mm), equity=f(pools.equity),
+        neg_threshold=-f(pools.equity - pools.mm), equity=f(pools.equity),
         members=xp.asarray(np.asarray(pools.members, dtype=np.int64)),
         priced=revaluation.BackendBook(options=o.on(backend)), units_per_usd=f(1.0 / pools.prices),
         sigma_daily=f(pools.sigma_daily), adv=f(pools.adv),
@@ -274,7 +274,7 @@ def cascade_block(on: OnBackend, shock, vol_shock, params: CascadeParams) -> Blo
     idx = np.arange(n_s)                  # block positions of the scenarios still cascading
     x, v = shock, vol_shock
     impact = xp.zeros((n_s, n_a), dtype=xp.float64)
-    alive = xp.ones((n_p, n_s), dtype=xp.bool)
+    alive = None                          # [P x S] not yet liquidated (None: round 1, every pool)
     fund = xp.full((n_s,), float(params.insurance_fund), dtype=xp.float64)
     zeros = lambda: xp.zeros((n_s,), dtype=xp.float64)  # noqa: E731
     totals = {k: zeros() for k in ("rounds", "draw", "adl", "loss", "fees", "need")}
@@ -284,35 +284,43 @@ def cascade_block(on: OnBackend, shock, vol_shock, params: CascadeParams) -> Blo
         moved_v = v + params.spot_vol_sensitivity * impact if params.spot_vol_sensitivity else v
         current = x + impact
         pnl = pool_pnl(on, current, moved_v)                       # [P x S]
-        fail = alive & (-pnl > on.threshold[:, None])              # loss > equity - mm
-        if r == 1:
-            res.first += np.asarray(b.to_numpy(xp.sum(xp.astype(fail, xp.int64), axis=1)), dtype=np.int64)
+        below = pnl < on.neg_threshold[:, None]                    # loss > equity - mm (negation is exact)
+        fail = below if alive is None else alive & below
         going = np.asarray(b.to_numpy(xp.any(fail, axis=0)), dtype=bool)
+        rows = np.flatnonzero(np.asarray(b.to_numpy(xp.any(fail, axis=1)), dtype=bool))
+        cols = np.arange(idx.size)                                 # columns of ``pnl`` still cascading
         if not going.all():
             done = ~going
-            _retire(res, b, idx[done], alive, totals, accounts, impact, done)
+            _retire(res, b, idx[done], totals, accounts, impact, done)
             if not going.any():
                 return res
-            keep = xp.asarray(np.flatnonzero(going))
+            cols = np.flatnonzero(going)
+            keep = xp.asarray(cols)
             idx = idx[going]
             x, v, impact, fund, current, moved_v = (xp.take(a, keep, axis=0)
                                                      for a in (x, v, impact, fund, current, moved_v))
-            pnl, fail, alive = (xp.take(a, keep, axis=1) for a in (pnl, fail, alive))
+            fail = xp.take(fail, keep, axis=1)
+            alive = None if alive is None else xp.take(alive, keep, axis=1)
             totals = {k: xp.take(t, keep, axis=0) for k, t in totals.items()}
             accounts = xp.take(accounts, keep, axis=0)
         # The pools that fail in some scenario of the block this round: the only rows the sums need.
-        rows = np.flatnonzero(np.asarray(b.to_numpy(xp.any(fail, axis=1)), dtype=bool))
         rows_b = xp.asarray(rows)
         f_sub = xp.take(fail, rows_b, axis=0)                      # [R x S]
-        loss_sub = -xp.take(pnl, rows_b, axis=0)
-        equity_sub = xp.take(on.equity, rows_b, axis=0)[:, None] - loss_sub
+        pnl_sub = xp.take(pnl, rows_b, axis=0)
+        if cols.size != pnl.shape[1]:
+            pnl_sub = xp.take(pnl_sub, xp.asarray(cols), axis=1)
+        counts = np.asarray(b.to_numpy(xp.sum(xp.astype(f_sub, xp.int64), axis=1)), dtype=np.int64)
+        if r == 1:
+            res.first[rows] += counts
+        res.any_round[rows] += counts                               # a pool is liquidated once per scenario
+        equity_sub = xp.take(on.equity, rows_b, axis=0)[:, None] + pnl_sub
         totals["rounds"] = totals["rounds"] + 1.0
         accounts = accounts + xp.sum(xp.where(f_sub, xp.take(on.members, rows_b, axis=0)[:, None], 0), axis=0)
         # Deficit: the loss beyond the pool's equity.  Fee: a share of its position notional at the
         # current prices, paid into the fund while the equity lasts.
         deficit = _column_sum(xp, xp.where(f_sub, xp.maximum(-equity_sub, 0.0), 0.0))
         price = xp.exp(current)                                    # S / S0
-        notional = b.asarray(host.gross_face[rows])[:, None] + 0.0 * loss_sub
+        notional = b.asarray(host.gross_face[rows])[:, None] + 0.0 * pnl_sub
         for a in range(n_a):
             notional = notional + b.asarray(host.gross_usd[rows, a])[:, None] * price[:, a][None, :]
         fee = params.liquidation_fee * notional
@@ -330,18 +338,18 @@ def cascade_block(on: OnBackend, shock, vol_shock, params: CascadeParams) -> Blo
         factor_units = _factor_units(on, current, moved_v)                      # [S x F]
         per_factor = xp.permute_dims(_host_sparse_t(on, rows) @ xp.astype(f_sub, xp.float64), (1, 0))
         sold = _asset_units(on, per_factor * factor_units, n_a)                 # [S x A]
-        alive = alive & ~fail
+        alive = ~fail if alive is None else alive & ~fail
         if float(to_np(xp.max(short))) > 0:
-            totals["adl"] = totals["adl"] + _adl_volume(on, pnl, fail, alive, short, deficit, factor_units,
+            totals["adl"] = totals["adl"] + _adl_volume(on, pnl, cols, fail, alive, short, deficit, factor_units,
                                                         price, n_a)
         if k_imp:
             step = -xp.sign(sold) * k_imp * on.sigma_daily[None, :] * xp.sqrt(xp.abs(sold) / on.adv[None, :])
             impact = impact + step
-    _retire(res, b, idx, alive, totals, accounts, impact, np.ones(idx.size, dtype=bool))
+    _retire(res, b, idx, totals, accounts, impact, np.ones(idx.size, dtype=bool))
     return res
 
 
-def _retire(res: BlockResult, b, where, alive, totals, accounts, impact, mask):
+def _retire(res: BlockResult, b, where, totals, accounts, impact, mask):
     """Write the results of the scenarios ``where`` (block positions; ``mask`` over the current state) to ``res``."""
     if where.size == 0:
         return
@@ -355,8 +363,6 @@ def _retire(res: BlockResult, b, where, alive, totals, accounts, impact, mask):
     res.cascade_loss[where] = to_np(xp.take(totals["loss"], sel, axis=0))
     res.fund_need[where] = np.maximum(0.0, to_np(xp.take(totals["need"], sel, axis=0)))
     res.price_move[where] = to_np(xp.take(impact, sel, axis=0)) + 0.0
-    gone = xp.astype(~xp.take(alive, sel, axis=1), xp.int64)
-    res.any_round += np.asarray(b.to_numpy(xp.sum(gone, axis=1)), dtype=np.int64)
 
 
 def _factor_units(on: OnBackend, current, moved_v):
@@ -402,7 +408,7 @@ def adl_ranking(profit, notional, equity, entry_notional):
     return np.where(ok, score, -np.inf)
 
 
-def _adl_volume(on: OnBackend, pnl, fail, alive, short, deficit, factor_units, price, n_a):
+def _adl_volume(on: OnBackend, pnl, cols, fail, alive, short, deficit, factor_units, price, n_a):
     """USD notional closed by auto-deleveraging in each scenario of the round, ``[S]``.
 
     The share ``short / deficit`` of the bankrupt pools' positions (per asset, netted) that the fund
@@ -419,7 +425,7 @@ def _adl_volume(on: OnBackend, pnl, fail, alive, short, deficit, factor_units, p
     out = np.zeros(short_h.size)
     scen = np.flatnonzero(short_h > 0)
     sel = xp.asarray(scen)
-    pr = to_np(xp.take(pnl, sel, axis=1))                     # [P x s]
+    pr = to_np(xp.take(pnl, xp.asarray(cols[scen]), axis=1))  # [P x s] (``pnl`` columns: ``cols``)
     eq = host.equity[:, None] + pr
     fl = to_np(xp.astype(xp.take(fail, sel, axis=1), xp.float64)) > 0
     al = to_np(xp.astype(xp.take(alive, sel, axis=1), xp.float64)) > 0
