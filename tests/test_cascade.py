@@ -92,6 +92,15 @@ def test_toy_two_rounds():
     assert res.cascade_loss[0] == 0.0                            # both had equity left: no deficit
 
 
+def test_toy_max_rounds_stops_the_cascade():
+    """max_rounds = 1 stops after A: B is never revalued, though A's sale (reported) would sink it."""
+    k = 20.0
+    p = CascadeParams(impact_coefficient=k, liquidation_fee=0.01, insurance_fund=0.0, max_rounds=1)
+    res, _ = _run_toy(91.0, [20, 20, 20, 20], p)
+    assert res.rounds[0] == 1 and res.liquidated_accounts[0] == 1
+    assert res.price_move[0, 0] == pytest.approx(_step(10.0, k), rel=1e-14)
+
+
 def test_toy_fund_exhausted_and_auto_deleveraging():
     """Price 85, no impact.  A: equity 100 - 150 = -50, a deficit of 50, pays no fee.  B (collateral
     200, equity 50 below its mm 60) is liquidated with equity left and pays its fee 0.01 x 10 x 85 = 8.5 into the fund of 30.  The
@@ -337,7 +346,8 @@ def test_every_scenario_against_a_brute_force_loop():
                                                                  dof=None)),
                            book.assets, book.market["vol"])
     ds = run_stress(book, scen)
-    p = CascadeParams(impact_coefficient=100.0, liquidation_fee=0.01, insurance_fund=3_000.0, max_rounds=6)
+    p = CascadeParams(impact_coefficient=100.0, liquidation_fee=0.01, insurance_fund=3_000.0, max_rounds=6,
+                      spot_vol_sensitivity=-3.0)
     c = compile_book(book, 2.0, row_kinds=("accounts", "groups"))
     # Maintenance at twice the model's: pools nearer their line, so the book cascades in many scenarios.
     ds["group_mm"] = 2 * ds["group_mm"]
@@ -354,6 +364,9 @@ def test_every_scenario_against_a_brute_force_loop():
     np.testing.assert_allclose(res.cascade_loss, [r[2] for r in ref], rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(res.price_move, [r[3] for r in ref], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(res.insurance_fund_draw, draws, rtol=1e-9, atol=1e-6)
+    # The spot-vol sensitivity matters here (the book's options move with the vols): without it, other rounds.
+    flat = cascade_scenarios(pools, scen, dataclasses.replace(p, spot_vol_sensitivity=0.0))
+    assert not np.array_equal(flat.rounds, res.rounds)
 
 
 # --------------------------------------------------------------------------- the job

@@ -22,7 +22,10 @@ from ..tails import tail_size, var_es
 from .model import BlockResult, CascadeParams, PoolBook, cascade_block, pool_book, to_backend
 
 #: Memory of one task's ``[pools x block]`` P&L array (bytes), sizing blocks when ``cascade.scenario_block`` is 0.
-BLOCK_BUDGET = 128 * 2**20
+#: Below glibc's largest mmap threshold (32 MB), so each round's arrays come from the heap instead of
+#: fresh pages: at 128 MB the page faults of the 100,000-account benchmark cost as much system time as
+#: the arithmetic.
+BLOCK_BUDGET = 16 * 2**20
 
 METHODOLOGY = "docs/methodology.md, section 14"
 
