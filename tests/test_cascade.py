@@ -235,9 +235,10 @@ def test_bit_identical_across_blocks_schedulers_and_workers(synthetic):
             np.testing.assert_array_equal(getattr(other, f.name), getattr(ref, f.name), err_msg=f"{f.name} {block}")
 
 
-def test_array_api_strict_backend_gives_the_same_figures(synthetic):
-    """The kernel is written once against the array API: the strict namespace agrees with NumPy."""
-    pytest.importorskip("array_api_strict")
+@pytest.mark.parametrize("backend", ["array_api_strict", "jax"])
+def test_other_backends_give_the_same_figures(synthetic, backend):
+    """The kernel is written once against the array API: the strict namespace and JAX agree with NumPy."""
+    pytest.importorskip(backend)
     p = CascadeParams(impact_coefficient=10.0, insurance_fund=1e5, scenario_block=50)
     pools = _pools(synthetic, p)
     book, scen, ds, c = synthetic
@@ -245,7 +246,7 @@ def test_array_api_strict_backend_gives_the_same_figures(synthetic):
                                                            for a in ("BTC", "ETH", "SOL", "BNB")}),
                            book.assets, book.market["vol"])
     ref = cascade_scenarios(pools, scen, p)
-    strict = cascade_scenarios(pools, scen, p, backend="array_api_strict")
+    strict = cascade_scenarios(pools, scen, p, backend=backend)
     for name in ("rounds", "liquidated_accounts", "first", "any_round"):
         np.testing.assert_array_equal(getattr(strict, name), getattr(ref, name), err_msg=name)
     for name in ("cascade_loss", "insurance_fund_draw", "price_move", "adl_volume"):
