@@ -40,6 +40,7 @@ def run(cfg: DictConfig):
     from mcmargin.output.store import check_figures
     from mcmargin.scenarios import build_scenarios
     from mcmargin.pipeline.stress import run_stress
+    from mcmargin.cascade import CascadeParams
 
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
@@ -68,7 +69,8 @@ def run(cfg: DictConfig):
                         blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
-                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
+                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
+                        cascade=CascadeParams.from_config(c.get("cascade")))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

@@ -58,6 +58,12 @@ SYNTHETIC_ASSETS = (
 """Market of the synthetic exchange: prices in USD, annualised implied vols, haircuts."""
 
 CASH = "USDT"
+
+#: Average daily volume of each coin, units of the coin (market column ``adv``; the stablecoin has none).
+#: Round figures of the order of a large venue's daily spot-and-perpetual volume (about 27, 15, 2 and
+#: 1 billion USD): assumptions of the synthetic exchange, read by the liquidity add-on and the cascade's
+#: price impact (docs/methodology.md, sections 6 and 14).
+SYNTHETIC_ADV = {"BTC": 300_000.0, "ETH": 5_000_000.0, "SOL": 15_000_000.0, "BNB": 1_500_000.0}
 COINS = tuple(a.asset for a in SYNTHETIC_ASSETS if a.asset != CASH)
 ARCHETYPES = ("directional", "basis", "option_seller", "market_maker", "whale")
 DEFAULT_VALUATION_DATE = dt.date(2026, 11, 25)
@@ -131,7 +137,8 @@ def synthetic_book(n_accounts: int = 5000, seed: int = 7, valuation_date: dt.dat
                              "group": pd.Series(_groups(group_rng, n_accounts, group_share), dtype=object)})
     market = pd.DataFrame({"asset": pd.Series([a.asset for a in SYNTHETIC_ASSETS], dtype=object),
                            "price": [a.price for a in SYNTHETIC_ASSETS], "vol": [a.vol for a in SYNTHETIC_ASSETS],
-                           "haircut": [a.haircut for a in SYNTHETIC_ASSETS]})
+                           "haircut": [a.haircut for a in SYNTHETIC_ASSETS],
+                           "adv": [SYNTHETIC_ADV.get(a.asset, np.nan) for a in SYNTHETIC_ASSETS]})
     sources = {name: f"synthetic:{name}" for name in ("instruments", "market", "positions", "collateral", "accounts")}
     return book_from_frames(listing.table, market, positions, collateral, accounts, valuation_date, sources)
 

@@ -64,6 +64,7 @@ def summary(ds: xr.Dataset, top: int = 5) -> str:
     lines.append(f"  margin calls                 {int((ds['group_margin_call'] > 0).sum()):>20,} groups, "
                  f"{_money(float(ds['group_margin_call'].sum()))} USD (sum of group_margin_call)")
     lines += _stress_lines(ds)
+    lines += _cascade_lines(ds)
     lines += _table("largest requirements (group_im)", ds["group_im"], ds["group_equity"], top)
     lines += _table("largest margin calls (group_margin_call)", ds["group_margin_call"], ds["group_im"], top,
                     second="group_im")
@@ -88,6 +89,31 @@ def _stress_lines(ds: xr.Dataset) -> list[str]:
     if fund is not None:
         out.append(f"    default fund required (largest cover2) {_money(float(ds['default_fund_required'])):>14} USD")
     return out + _reverse_lines(ds)
+
+
+def _cascade_lines(ds: xr.Dataset) -> list[str]:
+    """The liquidation cascade (docs/methodology.md, section 14): fund draws, auto-deleveraging, the fund needed."""
+    if "cascade_loss" not in ds:
+        return []
+    q = float(ds.attrs["cascade_fund_needed_confidence"])
+    fund = float(ds.attrs["cascade_insurance_fund"])
+    needed = float(ds.attrs["cascade_fund_needed"])
+    out = [f"  liquidation cascade (insurance fund {_money(fund)} USD):",
+           f"    mean liquidated accounts    {float(ds['liquidated_accounts'].mean()):>18,.1f}   "
+           f"mean rounds {float(ds['cascade_rounds'].mean()):.2f} (liquidated_accounts, cascade_rounds)",
+           f"    mean cascade loss           {_money(float(ds['cascade_loss'].mean())):>18} USD (cascade_loss)",
+           f"    fund exhausted in           {100 * float(ds['insurance_fund_exhausted_prob']):>17.2f}% of scenarios "
+           "(insurance_fund_exhausted_prob)",
+           f"    insurance fund needed to avoid auto-deleveraging at q = {q:g}: {_money(needed)} USD "
+           "(VaR of insurance_fund_need)"]
+    if "stress_cascade_loss" in ds:
+        for name in ds["stress"].values:
+            s = ds.sel(stress=name)
+            out.append(f"    {str(name):<22} rounds {int(s['stress_cascade_rounds']):>3}   accounts "
+                       f"{int(s['stress_liquidated_accounts']):>7,}   loss {_money(float(s['stress_cascade_loss'])):>15}"
+                       f"   fund draw {_money(float(s['stress_insurance_fund_draw'])):>13}   "
+                       f"ADL {_money(float(s['stress_adl_volume'])):>15} USD")
+    return out
 
 
 def _reverse_lines(ds: xr.Dataset) -> list[str]:

@@ -66,7 +66,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None) -> xr.Dataset:
+               reverse=None, cascade=None) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -112,6 +112,10 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Reverse stress: the smallest move along ``direction`` (log-return
         weights per market asset) at which Cover-2 exceeds ``fund`` USD
         (:func:`reverse_stress`).
+    cascade : CascadeParams or None
+        Liquidation cascades (:mod:`mcmargin.cascade`, docs/methodology.md
+        section 14) in every scenario and named stress, against the primary
+        model's ``group_mm``; None (the default): no cascade, nothing computed.
 
     Returns
     -------
@@ -163,6 +167,11 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         ds = ds.assign(variables).assign_coords(cover_rank=[1, 2])
         ds.attrs.update(attrs)
     t_stress = time.perf_counter() - t_stress
+    t_cascade = time.perf_counter()
+    if cascade is not None:
+        ds = _with_cascade(ds, compiled, book, scenarios, cascade, stresses, b.name, scheduler,
+                           result.chunking.scenarios)
+    t_cascade = time.perf_counter() - t_cascade
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -173,6 +182,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     t3 = time.perf_counter()
     timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress,
                "named_stress_s": t_stress, "total_s": t3 - t0}
+    if cascade is not None:
+        timings["margin_s"] -= t_cascade
+        timings["cascade_s"] = t_cascade
     ds.attrs.update(
         backend=b.name, device=b.device, kernel=select_kernel(b.name, fast_path).label,
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),
@@ -181,6 +193,24 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         blocks_in_flight=int(result.timings["blocks_in_flight"]),
         timings=json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in timings.items()}),
         pricing_rate=float(rate))
+    return ds
+
+
+def _with_cascade(ds, compiled, book: Book, scenarios, params, stresses, backend, scheduler, draw_chunk):
+    """``ds`` with the cascade's variables (per scenario, per stress, per pool, tails; methodology section 14)."""
+    from ..cascade import run_cascade
+    from ..scenarios.named import stress_matrices
+
+    primary = ds.isel(model=0) if "model" in ds.dims else ds
+    named = None
+    if stresses:
+        named = stress_matrices(stresses, compiled.assets, book.market["vol"].to_numpy(dtype=float))
+    variables, attrs = run_cascade(compiled, book, scenarios, primary["group_mm"].to_numpy(),
+                                   primary["group_equity"].to_numpy(), params, ds["confidence"].to_numpy(),
+                                   float(ds.attrs["margin_confidence"]), backend=backend, scheduler=scheduler,
+                                   stresses=named, draw_chunk=draw_chunk)
+    ds = ds.assign(variables).assign_coords(scenario=np.arange(scenarios.n))
+    ds.attrs.update(attrs)
     return ds
 
 
