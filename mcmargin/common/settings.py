@@ -172,6 +172,18 @@ def _number_list(v, k):
     return v
 
 
+def _buffer(v, k):
+    """A buffer in [0, 10], or the path of a calibration dataset (read by mcmargin.margin.buffers)."""
+    if isinstance(v, str):
+        try:
+            float(v.strip())
+        except ValueError:
+            if not v.strip():
+                raise ConfigError(k, "is empty: give a number in [0, 10] or a calibration dataset path") from None
+            return v
+    return real_number(v, k, 0, 10)
+
+
 def _shrinkage(v, k):
     if isinstance(v, str) and v.lower().replace("-", "_") in ("ledoit_wolf", "lw", "auto"):
         return v
@@ -265,7 +277,9 @@ STRESS_RULES: dict[str, Rule] = {
     **{f"scenarios.default_factor.{f}": r for f, r in _FACTOR_RULES.items()},
     **{f"scenarios.{k}": r for k, r in _HISTORY_RULES.items()},
     "margin.confidence": _real(0.5, 1, low_open=True, high_open=True),
-    "margin.buffer": _real(0, 10),
+    "margin.buffer": _buffer,
+    "margin.buffer_portfolio": _text,
+    "margin.apc": lambda v, k: one_of(v, k, ("none", "buffer", "stress_weight", "floor")),
     "margin.maintenance_ratio": _real(0, 1, low_open=True),
     "margin.status.*": _real(0, low_open=True),
     "margin.mc_es.liquidity_addon": _flag,

@@ -1,0 +1,238 @@
+"""Anti-procyclicality (EMIR RTS 153/2013 Art. 28): the three options, and how procyclical a margin is.
+
+docs/methodology.md, section 15.  ``margin.apc`` picks one option (``none``
+by default):
+
+- ``buffer`` (Art. 28(1)(a)): a buffer of :data:`APC_BUFFER` (25%) on top of
+  ``margin.buffer``, multiplicatively, drawn down when the margin rises
+  (:func:`release_buffer`: the posted margin is held where it was while the
+  model's margin stays below it, and never exceeds the model's margin by more
+  than 25%);
+- ``stress_weight`` (Art. 28(1)(b)): at least 25% weight on stressed
+  observations, through the history models' own ``scenarios.stress_period`` /
+  ``scenarios.stress_weight`` (:func:`apc_scenario_settings`), the stressed
+  period chosen from the data up to the margin date where none is given
+  (:func:`stressed_period`);
+- ``floor`` (Art. 28(1)(c)): margin not lower than with volatility over a
+  10-year look-back, through ``scenarios.vol_floor_lookback`` set to the rows of
+  the last :data:`APC_FLOOR_YEARS` years.
+
+:func:`procyclicality` gives the metrics a backtest reports with and without
+the option: ``peak_to_trough``, ``max_increase_1d``, ``max_increase_30d``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["APC_OPTIONS", "APC_BUFFER", "APC_STRESS_WEIGHT", "APC_FLOOR_YEARS", "STRESS_WINDOW_ROWS",
+           "apc_option", "effective_buffer", "release_buffer", "procyclicality", "max_increase", "peak_to_trough",
+           "stressed_period", "floor_rows", "apc_scenario_settings", "HISTORY_MODELS"]
+
+#: Values of ``margin.apc``.
+APC_OPTIONS = ("none", "buffer", "stress_weight", "floor")
+#: Art. 28(1)(a): "a margin buffer at least equal to 25% of calculated margins".
+APC_BUFFER = 0.25
+#: Art. 28(1)(b): "at least 25% weight to stressed observations in the look-back period".
+APC_STRESS_WEIGHT = 0.25
+#: Art. 28(1)(c): "volatility estimated over a 10 year historical look back period".
+APC_FLOOR_YEARS = 10
+#: Rows of the stressed period chosen from data (about six months of trading days): as long as the
+#: named periods of mcmargin.scenarios.stress_periods (gfc is 7 months, covid 3), long enough for a vol.
+STRESS_WINDOW_ROWS = 125
+#: Scenario models that read a price history, so that stress weight and floor can reach their vol.
+HISTORY_MODELS = ("fhs", "historical")
+
+
+def apc_option(value, key: str = "margin.apc") -> str:
+    """``margin.apc`` checked (``none`` when absent or null)."""
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or value not in APC_OPTIONS:
+        raise ConfigError(key, f"expected one of {', '.join(APC_OPTIONS)}, got {value!r}")
+    return value
+
+
+def effective_buffer(buffer: float, apc: str) -> float:
+    """The buffer a single margin date applies: ``(1 + buffer)(1 + 0.25) - 1`` with ``apc=buffer``, else ``buffer``.
+
+    One date has no earlier margin to draw the APC buffer down against, so
+    the stress run holds it in full; the backtest releases it along the path
+    (:func:`release_buffer`).
+    """
+    return (1.0 + buffer) * (1.0 + APC_BUFFER) - 1.0 if apc == "buffer" else float(buffer)
+
+
+def release_buffer(margin, buffer: float = APC_BUFFER) -> np.ndarray:
+    """The margin posted under the APC buffer option, along dates (axis 0).
+
+    ``margin`` is the model's margin ``M_t`` (``[date]`` or ``[date x
+    portfolio]``, buffer of ``margin.buffer`` included).  The posted margin is
+
+        ``A_0 = (1 + buffer) M_0``,
+        ``A_t = min((1 + buffer) M_t, max(M_t, A_{t-1}))``:
+
+    it stays where it was while the model's margin moves inside
+    ``[A_{t-1} / (1 + buffer), A_{t-1}]``; a rise of ``M`` is absorbed by the
+    buffer until ``M`` reaches the posted margin (the buffer is then used up,
+    ``A = M``); a fall lowers ``A`` only once it is more than ``1 + buffer``
+    times ``M``.  The buffer is rebuilt as the model's margin falls back.  A
+    NaN margin (no figure that date) gives NaN and restarts the path.
+    Positively homogeneous: scaling ``M`` scales ``A``, so a rescaled buffer
+    (``jobs.calibrate_buffer``) rescales the posted margin exactly.
+    """
+    m = np.asarray(margin, dtype=float)
+    out = np.empty_like(m)
+    scale = 1.0 + float(buffer)
+    prev = np.full(m.shape[1:], np.nan)
+    for t in range(m.shape[0]):
+        cap = scale * m[t]
+        held = np.where(np.isnan(prev), cap, np.maximum(m[t], prev))
+        prev = np.minimum(cap, held)
+        out[t] = prev
+    return out
+
+
+def max_increase(margin, dates: int) -> np.ndarray:
+    """Largest relative increase ``M_t / M_{t - dates} - 1`` over t (axis 0; NaN pairs skipped).
+
+    A rise from 0 is ``+inf``; 0 to 0 is no increase (0).  NaN when fewer than
+    ``dates + 1`` dates.  Negative when the margin never rose over that span.
+    """
+    m = np.asarray(margin, dtype=float)
+    if m.shape[0] <= dates:
+        return np.full(m.shape[1:], np.nan)
+    now, before = m[dates:], m[:-dates]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(before > 0, now / np.where(before > 0, before, 1.0) - 1.0,
+                       np.where(now > 0, np.inf, 0.0))
+    rel = np.where(np.isnan(now) | np.isnan(before), np.nan, rel)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmax(rel, axis=0)
+
+
+def peak_to_trough(margin) -> np.ndarray:
+    """Largest margin over the window divided by the smallest (axis 0); ``+inf`` when the smallest is 0."""
+    m = np.asarray(margin, dtype=float)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        hi, lo = np.nanmax(m, axis=0), np.nanmin(m, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(lo > 0, hi / np.where(lo > 0, lo, 1.0), np.where(np.isnan(lo), np.nan, np.inf))
+
+
+def procyclicality(margin, suffix: str = "") -> dict:
+    """``{peak_to_trough, max_increase_1d, max_increase_30d}`` (names + ``suffix``) of ``margin`` [date x ...]."""
+    return {f"peak_to_trough{suffix}": peak_to_trough(margin),
+            f"max_increase_1d{suffix}": max_increase(margin, 1),
+            f"max_increase_30d{suffix}": max_increase(margin, 30)}
+
+
+#: Attributes of the procyclicality metrics (dataset variables over ``portfolio``).
+METRIC_ATTRS = {
+    "peak_to_trough": {"long_name": "largest margin over the window divided by the smallest", "units": "1",
+                       "nonfinite": "+inf: the smallest margin is 0; nan: no margin"},
+    "max_increase_1d": {"long_name": "largest relative increase of margin over 1 date: max_t im(t)/im(t-1) - 1",
+                        "units": "1", "nonfinite": "+inf: a rise from 0; nan: fewer than 2 dates"},
+    "max_increase_30d": {"long_name": "largest relative increase of margin over 30 dates: max_t im(t)/im(t-30) - 1",
+                         "units": "1", "nonfinite": "+inf: a rise from 0; nan: fewer than 31 dates"},
+}
+
+
+def stressed_period(returns: pd.DataFrame, rows: int = STRESS_WINDOW_ROWS) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The ``rows``-row window of ``returns`` (daily log returns, up to the margin date) most stressed.
+
+    Each series' squared returns are divided by its mean square over the
+    whole frame (so no asset dominates by its level of vol), averaged over the
+    series present each row, and the window with the largest mean is chosen
+    (the earliest on ties).  Only the rows given are read: pass the returns
+    up to the margin date and no later one can move the choice.  With fewer
+    rows than ``rows``, the whole frame.
+    """
+    r = returns.to_numpy(dtype=float)
+    if r.shape[0] == 0:
+        raise ValueError("no returns to choose a stressed period from")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ms = np.nanmean(r ** 2, axis=0)
+        z = r ** 2 / np.where(ms > 0, ms, np.nan)
+    score = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=1) if z.shape[1] else np.zeros(r.shape[0])
+    score = np.where(np.isnan(score), 0.0, score)
+    w = min(int(rows), r.shape[0])
+    csum = np.concatenate([[0.0], np.cumsum(score)])
+    sums = csum[w:] - csum[:-w]
+    start = int(np.argmax(sums))
+    idx = returns.index
+    return idx[start], idx[start + w - 1]
+
+
+def floor_rows(index: pd.DatetimeIndex, years: int = APC_FLOOR_YEARS) -> int:
+    """Rows of ``index`` within ``years`` calendar years up to its last date (the look-back of the floor)."""
+    if len(index) == 0:
+        return 2
+    start = index[-1] - pd.DateOffset(years=years)
+    return max(2, int((index > start).sum()))
+
+
+def apc_scenario_settings(apc: str, scenarios: Mapping, history=None) -> tuple[dict, dict]:
+    """The scenario settings under ``margin.apc`` (``stress_weight``, ``floor``), and attrs recording it.
+
+    ``stress_weight``: where ``scenarios.stress_period`` is null, the period is
+    chosen from the history up to the valuation date (:func:`stressed_period`)
+    and ``stress_weight`` is 0.25; where a period is given it is kept and the
+    weight becomes ``max(scenarios.stress_weight, 0.25)`` (the user's setting
+    wins where it is at least as heavy).  ``floor``: ``vol_floor_lookback``
+    becomes the rows of the last 10 years of the history, unless set (the
+    user's look-back then wins).  Both need a history model (fhs,
+    historical); ``none`` and ``buffer`` change no scenario setting.
+    """
+    cfg = dict(scenarios)
+    if apc in ("none", "buffer"):
+        return cfg, {}
+    model = cfg.get("model")
+    if model not in HISTORY_MODELS:
+        raise ConfigError("margin.apc", f"margin.apc={apc} works through the history models' volatility "
+                                        f"(scenarios=fhs or historical), not scenarios={model}")
+    if history is None:
+        raise ConfigError("history", f"margin.apc={apc} needs a price history: give history=PATH")
+    from ..inputs.history import as_history
+    from ..stats.returns import as_of, daily_returns
+
+    h = as_of(as_history(history), cfg.get("valuation_date"))
+    attrs = {}
+    if apc == "stress_weight":
+        given = cfg.get("stress_period")
+        if given in (None, "") or (hasattr(given, "__len__") and len(given) == 0):
+            cols = [c for c in h.columns if not str(c).startswith("_")]
+            r = daily_returns(h[cols], str(cfg.get("gaps", "span"))).iloc[1:]
+            t0, t1 = stressed_period(r)
+            cfg["stress_period"] = {"start": t0.date().isoformat(), "end": t1.date().isoformat()}
+            cfg["stress_weight"] = APC_STRESS_WEIGHT
+            attrs["apc_stress_period"] = f"{t0.date().isoformat()}..{t1.date().isoformat()} (chosen from data)"
+        else:
+            w = float(cfg.get("stress_weight", 1.0))
+            cfg["stress_weight"] = max(w, APC_STRESS_WEIGHT)
+            if w < APC_STRESS_WEIGHT:
+                log.warning("margin.apc=stress_weight: scenarios.stress_weight %g raised to %g", w, APC_STRESS_WEIGHT)
+            attrs["apc_stress_period"] = f"{given} (scenarios.stress_period)"
+        attrs["apc_stress_weight"] = float(cfg["stress_weight"])
+    elif apc == "floor":
+        if cfg.get("vol_floor_lookback") is None:
+            cfg["vol_floor_lookback"] = floor_rows(h.index)
+            attrs["apc_floor_lookback"] = f"{cfg['vol_floor_lookback']} rows (the last {APC_FLOOR_YEARS} years)"
+        else:
+            attrs["apc_floor_lookback"] = f"{cfg['vol_floor_lookback']} rows (scenarios.vol_floor_lookback)"
+    return cfg, attrs
