@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["APC_OPTIONS", "APC_BUFFER", "APC_STRESS_WEIGHT", "APC_FLOOR_YEARS", "STRESS_WINDOW_ROWS",
            "apc_option", "effective_buffer", "release_buffer", "procyclicality", "max_increase", "peak_to_trough",
-           "stressed_period", "floor_rows", "apc_scenario_settings", "HISTORY_MODELS"]
+           "stressed_period", "stressed_windows", "stressed_vol_path", "floor_vol_path", "apc_vol_path", "floor_rows",
+           "apc_scenario_settings", "HISTORY_MODELS"]
 
 #: Values of ``margin.apc``.
 APC_OPTIONS = ("none", "buffer", "stress_weight", "floor")
@@ -153,30 +154,113 @@ METRIC_ATTRS = {
 }
 
 
-def stressed_period(returns: pd.DataFrame, rows: int = STRESS_WINDOW_ROWS) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The ``rows``-row window of ``returns`` (daily log returns, up to the margin date) most stressed.
-
-    Each series' squared returns are divided by its mean square over the
-    whole frame (so no asset dominates by its level of vol), averaged over the
-    series present each row, and the window with the largest mean is chosen
-    (the earliest on ties).  Only the rows given are read: pass the returns
-    up to the margin date and no later one can move the choice.  With fewer
-    rows than ``rows``, the whole frame.
-    """
-    r = returns.to_numpy(dtype=float)
-    if r.shape[0] == 0:
-        raise ValueError("no returns to choose a stressed period from")
+def _stress_score(r: np.ndarray) -> np.ndarray:
+    """Per row, the mean over the series present of ``r^2 / mean(r^2 over rows up to it)`` (causal; 0 if none)."""
+    sq = r ** 2
+    seen = np.cumsum(~np.isnan(sq), axis=0)
+    total = np.cumsum(np.where(np.isnan(sq), 0.0, sq), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ms = np.nanmean(r ** 2, axis=0)
-        z = r ** 2 / np.where(ms > 0, ms, np.nan)
-    score = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=1) if z.shape[1] else np.zeros(r.shape[0])
-    score = np.where(np.isnan(score), 0.0, score)
-    w = min(int(rows), r.shape[0])
+        ms = total / np.where(seen > 0, seen, np.nan)
+        z = np.where(ms > 0, sq / np.where(ms > 0, ms, np.nan), np.nan)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        score = np.nanmean(z, axis=1) if z.shape[1] else np.zeros(r.shape[0])
+    return np.where(np.isnan(score), 0.0, score)
+
+
+def stressed_windows(returns, rows: int = STRESS_WINDOW_ROWS) -> np.ndarray:
+    """For each date t, the first row of the stressed window chosen from the returns up to t.
+
+    ``returns`` is ``[date x series]`` daily log returns.  Each row is scored
+    by :func:`_stress_score` (each series' squared return over its mean square
+    so far, so no asset dominates by its level of vol, averaged over series);
+    the stressed window at t is the ``rows``-row window ending at or before t
+    with the largest total score, the earliest on ties; before ``rows`` rows
+    exist, every row so far.  Row t's choice reads rows up to t only.
+    """
+    r = np.asarray(returns, dtype=float)
+    n = r.shape[0]
+    w = int(rows)
+    out = np.zeros(n, dtype=np.int64)
+    if n < w:
+        return out
+    score = _stress_score(r)
     csum = np.concatenate([[0.0], np.cumsum(score)])
-    sums = csum[w:] - csum[:-w]
-    start = int(np.argmax(sums))
-    idx = returns.index
-    return idx[start], idx[start + w - 1]
+    sums = csum[w:] - csum[:-w]                       # window ending at row w-1+k, starting at k
+    best_k, best = 0, -np.inf
+    for k in range(sums.size):
+        if sums[k] > best:
+            best_k, best = k, sums[k]
+        out[w - 1 + k] = best_k
+    return out
+
+
+def stressed_period(returns: pd.DataFrame, rows: int = STRESS_WINDOW_ROWS) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The stressed window (first and last date) of ``returns`` chosen at its last date (:func:`stressed_windows`).
+
+    Pass the returns up to the margin date: no later row can move the choice.
+    """
+    if len(returns) == 0:
+        raise ValueError("no returns to choose a stressed period from")
+    first = int(stressed_windows(returns.to_numpy(dtype=float), rows)[-1])
+    last = len(returns) - 1 if len(returns) < rows else first + int(rows) - 1
+    return returns.index[first], returns.index[last]
+
+
+def stressed_vol_path(returns, rows: int = STRESS_WINDOW_ROWS) -> np.ndarray:
+    """``[date x series]``: each series' root mean square return over the stressed window chosen at each date."""
+    r = np.asarray(returns, dtype=float)
+    n = r.shape[0]
+    first = stressed_windows(r, rows)
+    sq = np.where(np.isnan(r), 0.0, r ** 2)
+    cnt = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(~np.isnan(r), axis=0)])
+    tot = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(sq, axis=0)])
+    last = np.where(np.arange(n) < rows - 1, np.arange(n), first + int(rows) - 1)
+    c = cnt[last + 1] - cnt[first]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((tot[last + 1] - tot[first]) / np.where(c > 0, c, np.nan))
+
+
+def floor_vol_path(returns, rows: int) -> np.ndarray:
+    """``[date x series]``: root mean square return over the last ``rows`` rows up to each date (fewer at the start)."""
+    r = np.asarray(returns, dtype=float)
+    sq = np.where(np.isnan(r), 0.0, r ** 2)
+    cnt = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(~np.isnan(r), axis=0)])
+    tot = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(sq, axis=0)])
+    end = np.arange(1, r.shape[0] + 1)
+    start = np.maximum(0, end - int(rows))
+    c = cnt[end] - cnt[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((tot[end] - tot[start]) / np.where(c > 0, c, np.nan))
+
+
+def apc_vol_path(apc: str, sigma, returns, floor_lookback: int | None = None,
+                 stress_rows: int = STRESS_WINDOW_ROWS) -> np.ndarray:
+    """The vol a history model uses at each date under ``margin.apc`` (the vol form of Art. 28(1)(b) and (c)).
+
+    ``sigma`` ``[date x series]`` is the model's own vol forecast for each date
+    (from rows up to it), ``returns`` the daily log returns on the same rows.
+
+    - ``stress_weight``: ``0.75 sigma + 0.25 sigma_stress``, sigma_stress the
+      RMS return of the stressed window chosen at that date
+      (:func:`stressed_vol_path`), as ``scenarios.stress_weight`` blends them in fhs;
+    - ``floor``: ``max(sigma, sigma_long)``, sigma_long the RMS return of the
+      last ``floor_lookback`` rows (10 years), as ``scenarios.vol_floor_lookback``;
+    - ``none``, ``buffer``: ``sigma`` unchanged (the buffer acts on the margin:
+      :func:`release_buffer`).
+    """
+    s = np.asarray(sigma, dtype=float)
+    if apc == "stress_weight":
+        stressed = stressed_vol_path(returns, stress_rows)
+        return (1.0 - APC_STRESS_WEIGHT) * s + APC_STRESS_WEIGHT * np.where(np.isnan(stressed), s, stressed)
+    if apc == "floor":
+        if floor_lookback is None:
+            raise ValueError("floor needs floor_lookback rows")
+        long = floor_vol_path(returns, floor_lookback)
+        return np.fmax(s, long)
+    return s
 
 
 def floor_rows(index: pd.DatetimeIndex, years: int = APC_FLOOR_YEARS) -> int:

@@ -190,3 +190,73 @@ def _only_portfolio(path) -> str:
     p = Path(str(path))
     with xr.open_dataset(p, engine="zarr" if p.is_dir() else None) as ds:
         return str(ds["portfolio"].values[0])
+
+
+# --------------------------------------------------------------------------- calibration sweep
+#: Variables of the calibration dataset over (buffer, portfolio), in order.
+SWEEP_VARIABLES = ("coverage", "n_exceedances", "kupiec_pvalue", "christoffersen_pvalue", "red_windows",
+                   "mean_margin", "peak_to_trough", "max_increase_1d", "max_increase_30d")
+
+
+def rescale(im, buffer: float, base_buffer: float):
+    """``im`` computed at ``base_buffer`` rescaled to ``buffer``: ``im x (1 + buffer) / (1 + base_buffer)``."""
+    return np.asarray(im, dtype=float) * (1.0 + float(buffer)) / (1.0 + float(base_buffer))
+
+
+def sweep_point(im, loss, buffer: float, base_buffer: float, confidence: float, horizon: int = 1) -> dict:
+    """The backtest's statistics at one buffer, from its stored ``im`` and ``loss`` ``[date x portfolio]``.
+
+    An exceedance at ``buffer`` is ``loss > im (1 + buffer) / (1 + base_buffer)``
+    (strict, as in the backtest).  Christoffersen's test reads every
+    ``horizon``-th date (overlapping losses; docs/methodology.md, section 13).
+    """
+    from ..stats.coverage import christoffersen_pvalue, kupiec_pvalue, red_windows
+    from .apc import procyclicality
+
+    margin = rescale(im, buffer, base_buffer)
+    exceed = np.asarray(loss, dtype=float) > margin
+    n_days = exceed.shape[0]
+    x = exceed.sum(axis=0)
+    out = {
+        "coverage": 1.0 - x / n_days if n_days else np.full(exceed.shape[1:], np.nan),
+        "n_exceedances": x.astype(np.int64),
+        "kupiec_pvalue": np.asarray(kupiec_pvalue(x, n_days, 1.0 - confidence), dtype=float),
+        "christoffersen_pvalue": np.asarray(christoffersen_pvalue(exceed[::max(1, int(horizon))]), dtype=float),
+        "red_windows": np.asarray(red_windows(exceed), dtype=np.int64),
+        "mean_margin": margin.mean(axis=0),
+    }
+    out.update(procyclicality(margin))
+    return out
+
+
+def passes(point: dict, n_days: int, confidence: float, target_coverage: float, significance: float):
+    """Whether a sweep point passes: coverage at the target, one-sided Kupiec and Christoffersen accept, no red window."""
+    from ..stats.coverage import coverage_rejected
+
+    return ((point["coverage"] >= target_coverage)
+            & ~coverage_rejected(point["n_exceedances"], n_days, 1.0 - confidence, significance)
+            & (point["christoffersen_pvalue"] >= significance)
+            & (point["red_windows"] == 0))
+
+
+def buffer_sweep(im, loss, grid, *, base_buffer: float, confidence: float, target_coverage: float | None = None,
+                 significance: float = 0.05, horizon: int = 1) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Every statistic of :data:`SWEEP_VARIABLES` at every buffer of ``grid`` (sorted), and ``required_buffer``.
+
+    Returns ``(values, passed, required)``: ``values[name]`` is ``[buffer x
+    portfolio]``, ``passed`` the same shape (bool), ``required[portfolio]`` the
+    smallest grid buffer that passes (:func:`passes`), NaN where none does.
+    """
+    grid = np.sort(np.asarray(grid, dtype=float))
+    im, loss = np.asarray(im, dtype=float), np.asarray(loss, dtype=float)
+    if im.shape != loss.shape or im.ndim != 2:
+        raise ValueError("im and loss must both be [date x portfolio]")
+    if not (np.isfinite(im).all() and np.isfinite(loss).all()):
+        raise ValueError("im and loss must be finite on every date of the backtest")
+    target = confidence if target_coverage is None else float(target_coverage)
+    points = [sweep_point(im, loss, b, base_buffer, confidence, horizon) for b in grid]
+    values = {k: np.stack([p[k] for p in points]) for k in SWEEP_VARIABLES}
+    passed = np.stack([passes(p, im.shape[0], confidence, target, significance) for p in points])
+    first = np.argmax(passed, axis=0)
+    required = np.where(passed.any(axis=0), grid[first], np.nan)
+    return values, passed, required
