@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from mcmargin.errors import ConfigError
-from mcmargin.margin import apc
-from mcmargin.margin.apc import (apc_vol_path, floor_vol_path, max_increase, peak_to_trough, procyclicality,
+from mcmargin.calibration import apc
+from mcmargin.calibration.apc import (apc_vol_path, floor_vol_path, max_increase, peak_to_trough, procyclicality,
                                  release_buffer, stressed_period, stressed_vol_path)
 
 

@@ -28,6 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..calibration.apc import apc_margin, apc_variance, backtest_apc, with_procyclicality
 from ..calibration.volatility import GARCH_MIN_OBS, devolatize, ewma_init_obs, ewma_variance, garch_fit
 from ..common.dates import iso as _iso
 from ..common.settings import one_of, real_number, whole_number
@@ -68,6 +69,7 @@ class BacktestSettings:
     refit_every: int = 250
     significance: float = 0.05
     block_dates: int = 250
+    apc: str = "none"               # margin.apc (docs/methodology.md, section 15)
 
     @classmethod
     def from_config(cls, c: dict) -> "BacktestSettings":
@@ -108,7 +110,8 @@ class BacktestSettings:
                    refit_every=whole_number(b.get("refit_every", 250), "backtest.refit_every", 1),
                    significance=real_number(b.get("significance", 0.05), "backtest.significance", 0, 1,
                                             low_open=True, high_open=True),
-                   block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1))
+                   block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1),
+                   apc=backtest_apc(m.get("apc"), model))
 
     def describe(self) -> dict:
         d = dataclasses.asdict(self)
@@ -342,7 +345,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
             lo_row = seg_pos - st.lookback + 1 if st.lookback is not None else np.zeros_like(seg_pos)
             lo, hi = _window_bounds(complete, seg_pos, lo_row)
             _check_rows(hi - lo, st, prep, seg_pos, file, "complete residual row(s)")
-            sig2 = seg.after[seg_pos]
+            sig2 = apc_variance(st.apc, seg.after[seg_pos], r, seg_pos, prep.dates)
             for b0 in range(seg.d0, seg.d1, st.block_dates):
                 b1 = min(seg.d1, b0 + st.block_dates)
                 i0, i1 = b0 - seg.d0, b1 - seg.d0
@@ -377,7 +380,8 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                     last_date=_iso(prep.dates[prep.last]),
                     timings=json.dumps({"prepare_s": round(t1 - t0, 3), "margin_s": round(t2 - t1, 3),
                                         "tasks": len(tasks)}))
-    return ds
+    return with_procyclicality(ds, lambda: run_backtest(history, portfolios, dataclasses.replace(st, apc="none"),
+                                                        scheduler=scheduler)["im"].transpose("date", "portfolio").values)
 
 
 def _check_rows(counts, st, prep, pos, file, what):
@@ -395,7 +399,7 @@ def backtest_dataset(dates, names, var, es, loss, st: BacktestSettings, info: di
     import xarray as xr
 
     p = 1.0 - st.confidence
-    im = np.maximum(0.0, es) * (1.0 + st.buffer)
+    im = apc_margin(st.apc, np.maximum(0.0, es) * (1.0 + st.buffer))
     exc = loss > im
     win = cov.window_exceedances(exc, cov.WINDOW)
     yellow_from, red_from = cov.basel_zone_bounds(p, cov.WINDOW)
@@ -450,7 +454,7 @@ def backtest_dataset(dates, names, var, es, loss, st: BacktestSettings, info: di
     )
     ds.attrs.update(methodology=sec, backtest_settings=json.dumps(st.describe()), model=json.dumps(info),
                     margin_confidence=q, margin_buffer=st.buffer, significance=st.significance,
-                    test_stride=st.horizon, traffic_light_bounds=json.dumps([yellow_from, red_from]),
+                    test_stride=st.horizon, traffic_light_bounds=json.dumps([yellow_from, red_from]), margin_apc=st.apc,
                     window=cov.WINDOW)
     return ds
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from ..errors import ConfigError
 
 __all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
+           "CALIBRATE_BUFFER_RULES",
            "PM_GRID_RULES"]
 
 
@@ -173,7 +174,7 @@ def _number_list(v, k):
 
 
 def _buffer(v, k):
-    """A buffer in [0, 10], or the path of a calibration dataset (read by mcmargin.margin.buffers)."""
+    """A buffer in [0, 10], or the path of a calibration dataset (read by mcmargin.calibration.buffer)."""
     if isinstance(v, str):
         try:
             float(v.strip())
@@ -332,6 +333,32 @@ STRESS_RULES: dict[str, Rule] = {
 
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
+
+#: Every setting of ``jobs.calibrate_buffer`` with a type or range (docs/methodology.md, section 15): the
+#: backtest's keys (used when it is run first), ``backtest_path``, ``buffer.*`` and the output.
+CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
+    "backtest_path": _text,
+    "history": _text,
+    "portfolios": _text,
+    **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
+    "margin.model": _text,
+    "margin.confidence": STRESS_RULES["margin.confidence"],
+    "margin.buffer": _real(0, 10),
+    "margin.apc": STRESS_RULES["margin.apc"],
+    "backtest.start": _text,
+    "backtest.end": _text,
+    "backtest.refit_every": _whole(1),
+    "backtest.significance": _real(0, 1, low_open=True, high_open=True),
+    "backtest.block_dates": _whole(1),
+    "buffer.grid.start": _real(0, 10),
+    "buffer.grid.stop": _real(0, 10),
+    "buffer.grid.step": _real(0, 10, low_open=True),
+    "buffer.grid.*": _real(0, 10),
+    "buffer.target_coverage": _real(0, 1, low_open=True, high_open=True, allow_none=True),
+    "buffer.significance": _real(0, 1, low_open=True, high_open=True),
+    "output.path": _path,
+    "output.plots": _flag,
+}
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:

@@ -62,7 +62,7 @@ class MarginParams:
                        buffer=real_number(self.buffer, "margin.buffer", 0.0, 10.0),
                        maintenance_ratio=real_number(self.maintenance_ratio, "margin.maintenance_ratio", 0.0, 1.0,
                                                      low_open=True))
-        from .apc import apc_option
+        from ..calibration.apc import apc_option
 
         apc_option(self.apc)
         for name, value in checked.items():
@@ -261,8 +261,8 @@ def build_margin_models(cfg: Mapping, fold_apc: bool = False) -> list[MarginMode
     for key in cfg:
         if key not in SHARED_KEYS and key not in models:
             raise ConfigError(f"margin.{key}", f"is not a margin setting nor a model; models: {', '.join(sorted(models))}")
-    from .apc import apc_option, effective_buffer
-    from .buffers import resolve_buffer
+    from ..calibration.apc import apc_option, effective_buffer
+    from ..calibration.buffer import resolve_buffer
 
     resolved, source = resolve_buffer(dict(cfg))
     apc = apc_option(cfg.get("apc"))

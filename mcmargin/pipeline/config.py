@@ -89,7 +89,7 @@ def margin_models_from_config(margin: Mapping, fold_apc: bool = False) -> list[M
 
 def apc_scenarios_from_config(margin: Mapping, scenarios: Mapping, history=None) -> tuple[dict, dict]:
     """The scenario settings under ``margin.apc`` and the attrs recording them (:func:`mcmargin.margin.apc.apc_scenario_settings`)."""
-    from ..margin.apc import apc_option, apc_scenario_settings
+    from ..calibration.apc import apc_option, apc_scenario_settings
 
     return apc_scenario_settings(apc_option(margin.get("apc")), scenarios, history)
 

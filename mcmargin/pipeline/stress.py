@@ -347,7 +347,7 @@ def named_stress_variables(compiled, book: Book, stresses, equity, group_equity,
 
 def _stress_buffers(ds: xr.Dataset) -> dict:
     """``group_required_buffer``, ``group_stress_coverage``, ``group_stress_margin_gap`` of the primary model."""
-    from ..margin.buffers import stress_buffer_variables
+    from ..calibration.buffer import stress_buffer_variables
 
     primary = ds.isel(model=0) if "model" in ds.dims else ds
     return stress_buffer_variables(primary["group_im"].to_numpy(),

@@ -320,3 +320,96 @@ def apc_scenario_settings(apc: str, scenarios: Mapping, history=None) -> tuple[d
         else:
             attrs["apc_floor_lookback"] = f"{cfg['vol_floor_lookback']} rows (scenarios.vol_floor_lookback)"
     return cfg, attrs
+
+
+# --------------------------------------------------------------------------- in a backtest
+def floor_vol_dates(returns, dates, years: int = APC_FLOOR_YEARS) -> np.ndarray:
+    """``[date x series]``: RMS return over the rows dated within ``years`` calendar years up to each date.
+
+    The look-back of the floor at date t is the rows in ``(t - years, t]``, as
+    :func:`floor_rows` counts them for the stress run's ``vol_floor_lookback``.
+    """
+    r = np.asarray(returns, dtype=float)
+    idx = pd.DatetimeIndex(dates)
+    start = np.searchsorted(idx.values, (idx - pd.DateOffset(years=years)).values, side="right")
+    sq = np.where(np.isnan(r), 0.0, r ** 2)
+    cnt = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(~np.isnan(r), axis=0)])
+    tot = np.concatenate([np.zeros((1, r.shape[1])), np.cumsum(sq, axis=0)])
+    end = np.arange(1, r.shape[0] + 1)
+    c = cnt[end] - cnt[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((tot[end] - tot[start]) / np.where(c > 0, c, np.nan))
+
+
+def apc_variance(apc: str, sigma2, returns, positions, dates) -> np.ndarray:
+    """The variance forecasts ``sigma2`` (rows ``positions`` of the history) under ``margin.apc``, for FHS.
+
+    ``returns`` ``[row x series]`` are the history's daily log returns (row t:
+    the return ending at t), ``dates`` its dates; every figure at a position
+    reads rows up to it only.  ``stress_weight``: ``(0.75 sigma + 0.25
+    sigma_stress)^2``; ``floor``: ``max(sigma, sigma_10y)^2``; otherwise
+    ``sigma2`` itself.
+    """
+    if apc not in ("stress_weight", "floor"):
+        return sigma2
+    pos = np.asarray(positions)
+    sigma = np.sqrt(np.asarray(sigma2, dtype=float))
+    if apc == "floor":
+        long = floor_vol_dates(returns, dates)[pos]
+        return np.fmax(sigma, long) ** 2
+    stressed = stressed_vol_path(returns)[pos]
+    return ((1.0 - APC_STRESS_WEIGHT) * sigma + APC_STRESS_WEIGHT * np.where(np.isnan(stressed), sigma,
+                                                                                stressed)) ** 2
+
+
+def apc_margin(apc: str, im) -> np.ndarray:
+    """The margin called under ``margin.apc`` from the model's margin path ``im`` [date x portfolio].
+
+    ``buffer``: :func:`release_buffer`; the other options act on the vol
+    (:func:`apc_variance`) and leave the path as it is.
+    """
+    return release_buffer(im) if apc == "buffer" else np.asarray(im, dtype=float)
+
+
+def procyclicality_variables(im, im_no_apc, apc: str) -> dict:
+    """The metrics of ``im`` and, suffixed ``_no_apc``, of the same run without APC, as dataset variables."""
+    out = {}
+    for suffix, path in (("", im), ("_no_apc", im_no_apc)):
+        for name, values in procyclicality(path).items():
+            attrs = dict(METRIC_ATTRS[name])
+            if suffix:
+                attrs["long_name"] += " (without anti-procyclicality)"
+            else:
+                attrs["long_name"] += f" (margin.apc={apc})"
+            attrs["methodology"] = "docs/methodology.md, section 15"
+            out[name + suffix] = (("portfolio",), np.asarray(values, dtype=float), attrs)
+    return out
+
+
+def with_procyclicality(ds, rerun_without_apc):
+    """``ds`` (a backtest dataset) with the procyclicality metrics of its ``im``, with and without APC.
+
+    ``rerun_without_apc()`` returns the ``im`` [date x portfolio] of the same
+    backtest with ``margin.apc=none``; it is called only for the options that
+    change the vol (``stress_weight``, ``floor``); the ``buffer`` option's
+    margin without APC is the model's own, ``max(0, es) (1 + margin_buffer)``.
+    """
+    apc = str(ds.attrs.get("margin_apc", "none"))
+    im = ds["im"].transpose("date", "portfolio").to_numpy()
+    if apc == "none":
+        bare = im
+    elif apc == "buffer":
+        bare = np.maximum(0.0, ds["es"].transpose("date", "portfolio").to_numpy()) * (
+            1.0 + float(ds.attrs["margin_buffer"]))
+    else:
+        bare = np.asarray(rerun_without_apc(), dtype=float)
+    return ds.assign(procyclicality_variables(im, bare, apc))
+
+
+def backtest_apc(value, model: str) -> str:
+    """``margin.apc`` of a backtest: the vol options need the filtered vol of ``scenarios=fhs``."""
+    apc = apc_option(value)
+    if apc in ("stress_weight", "floor") and model != "fhs":
+        raise ConfigError("margin.apc", f"margin.apc={apc} acts on the filtered vol of each date: the backtest "
+                                        f"applies it with scenarios=fhs, not {model}")
+    return apc

@@ -1,4 +1,4 @@
-"""Required buffers against the named stresses, and margin.buffer read from a calibration dataset (mcmargin.margin.buffers)."""
+"""Required buffers against the named stresses, and margin.buffer read from a calibration dataset (mcmargin.calibration.buffer)."""
 
 import math
 
@@ -8,7 +8,7 @@ import xarray as xr
 
 import jobs.stress as stress
 from mcmargin.errors import ConfigError
-from mcmargin.margin.buffers import required_buffer, stress_coverage, stress_margin_gap
+from mcmargin.calibration.buffer import required_buffer, stress_coverage, stress_margin_gap
 
 from conftest import run_job, stress_config
 
