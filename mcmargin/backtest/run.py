@@ -449,7 +449,7 @@ def backtest_dataset(dates, names, var, es, loss, st: BacktestSettings, info: di
                                     f"{st.significance:g}, no red window", "1"),
         },
         coords={"date": ("date", pd.DatetimeIndex(dates).values.astype("datetime64[ns]"),
-                         {"long_name": "date t at whose close the margin is called", "units": "1"}),
+                         {"long_name": "date t at whose close the margin is called"}),  # units: set by the time encoding
                 "portfolio": ("portfolio", np.array(names, dtype=str), {"long_name": "portfolio", "units": "1"})},
     )
     ds.attrs.update(methodology=sec, backtest_settings=json.dumps(st.describe()), model=json.dumps(info),
