@@ -178,3 +178,106 @@ def test_the_stress_run_applies_each_apc_option(history_csv):
     assert idx[200] <= start <= idx[320]                       # the window holds the volatile rows 301..399
     with pytest.raises(ConfigError, match="margin.apc"):
         stress.run(stress_config("margin.apc=floor"))            # gaussian scenarios: no history to floor on
+
+
+def test_apc_variance_against_loops():
+    g = np.random.default_rng(8)
+    idx = pd.bdate_range("2005-01-03", periods=3200)
+    r = g.standard_normal((idx.size, 2)) * 0.01
+    r[1500:1600] *= 4
+    r[0] = np.nan
+    sig2 = (g.uniform(0.5, 2, (idx.size, 2)) * 0.01) ** 2
+    pos = np.array([10, 400, 1550, 2700, 3199])
+    floored = apc.apc_variance("floor", sig2[pos], r, pos, idx)
+    weighted = apc.apc_variance("stress_weight", sig2[pos], r, pos, idx)
+    for k, t in enumerate(pos):
+        inside = [s for s in range(t + 1) if idx[s] > idx[t] - pd.DateOffset(years=10) and not np.isnan(r[s, 0])]
+        long = np.sqrt(np.mean(r[inside] ** 2, axis=0))
+        np.testing.assert_allclose(floored[k], np.maximum(np.sqrt(sig2[t]), long) ** 2, rtol=1e-12)
+        # stressed window at t: brute force over every 125-row window ending at or before t
+        rows = apc.STRESS_WINDOW_ROWS
+        if t + 1 < rows:
+            window = [s for s in range(t + 1) if not np.isnan(r[s, 0])]
+        else:
+            score = apc._stress_score(r[:t + 1])
+            sums = [score[s:s + rows].sum() for s in range(t + 2 - rows)]
+            s0 = int(np.argmax(sums))
+            window = list(range(s0, s0 + rows))
+        stressed = np.sqrt(np.nanmean(r[window] ** 2, axis=0))
+        np.testing.assert_allclose(weighted[k], (0.75 * np.sqrt(sig2[t]) + 0.25 * stressed) ** 2, rtol=1e-12)
+    assert np.array_equal(apc.apc_variance("none", sig2, r, pos, idx), sig2)
+
+
+@pytest.fixture(scope="module")
+def switch_files(tmp_path_factory):
+    """Three assets: calm, a high-vol regime, calm, and high again; two books."""
+    g = np.random.default_rng(17)
+    n = 1100
+    t = np.arange(n)
+    vol = np.where(((t > 300) & (t < 450)) | (t > 850), 0.04, 0.01)
+    r = g.standard_normal((n, 2)) * vol[:, None]
+    idx = pd.date_range("2021-01-04", periods=n, freq="B", name="date")
+    d = tmp_path_factory.mktemp("apcbt")
+    pd.DataFrame(np.exp(np.cumsum(r, axis=0)) * [100, 40], index=idx, columns=["A", "B"]).to_csv(d / "h.csv")
+    pd.DataFrame({"portfolio": ["long", "pair", "pair"], "asset": ["A", "A", "B"],
+                  "quantity": [10, 10, 20]}).to_csv(d / "p.csv", index=False)
+    return str(d / "h.csv"), str(d / "p.csv")
+
+
+def _backtest(files, apc_option, **kw):
+    from mcmargin.backtest.run import BacktestSettings, run_backtest
+    from mcmargin.inputs.history import load_history
+    from mcmargin.inputs.portfolios import load_portfolios
+
+    h = load_history(files[0])
+    if "cut" in kw:
+        h = h.loc[:kw.pop("cut")]
+    st = BacktestSettings(model="fhs", n=300, seed=3, horizon=1, lookback=250, buffer=0.1, apc=apc_option, **kw)
+    return run_backtest(h, load_portfolios(files[1], list(h.columns)), st, scheduler="sync")
+
+
+def test_the_backtest_applies_each_apc_option_and_reports_procyclicality(switch_files):
+    none = _backtest(switch_files, "none")
+    bare = none["im"].values
+    for name in ("peak_to_trough", "max_increase_1d", "max_increase_30d"):
+        np.testing.assert_array_equal(none[name].values, none[name + "_no_apc"].values)
+        assert none[name].dims == ("portfolio",) and none[name].attrs["units"] == "1"
+    np.testing.assert_array_equal(none["max_increase_30d"].values, max_increase(bare, 30))
+    np.testing.assert_array_equal(none["peak_to_trough"].values, peak_to_trough(bare))
+    buffered = _backtest(switch_files, "buffer")
+    np.testing.assert_array_equal(buffered["im"].values, release_buffer(bare))
+    np.testing.assert_array_equal(buffered["exceedance"].values, buffered["loss"].values > buffered["im"].values)
+    np.testing.assert_array_equal(buffered["max_increase_30d_no_apc"].values, none["max_increase_30d"].values)
+    assert buffered.attrs["margin_apc"] == "buffer"
+    for option in ("buffer", "floor", "stress_weight"):
+        ds = buffered if option == "buffer" else _backtest(switch_files, option)
+        np.testing.assert_array_equal(ds["max_increase_30d_no_apc"].values, none["max_increase_30d"].values)
+        assert (ds["max_increase_30d"].values < ds["max_increase_30d_no_apc"].values).all(), option
+        assert (ds["peak_to_trough"].values < ds["peak_to_trough_no_apc"].values).all(), option
+        if option == "floor":
+            # every vol floored up: a one-asset book's margin never falls; a two-asset book's almost never
+            assert (ds["im"].values[:, 0] >= bare[:, 0] * (1 - 1e-12)).all()
+            assert (ds["im"].values >= bare * (1 - 1e-12)).mean() > 0.97
+
+
+def test_the_backtest_apc_reads_no_later_row(switch_files):
+    from mcmargin.inputs.history import load_history
+
+    dates = load_history(switch_files[0]).index
+    cut = dates[900]
+    for option in ("floor", "stress_weight", "buffer"):
+        full = _backtest(switch_files, option)
+        short = _backtest(switch_files, option, cut=cut)
+        n = short.sizes["date"]
+        np.testing.assert_array_equal(full["im"].values[:n], short["im"].values)
+
+
+def test_the_backtest_refuses_vol_options_with_historical_simulation():
+    from mcmargin.backtest.run import BacktestSettings
+
+    cfg = {"scenarios": {"model": "historical", "horizon_days": 1, "n": 1, "seed": 1},
+           "margin": {"confidence": 0.99, "buffer": 0.0, "apc": "floor"}, "backtest": {}}
+    with pytest.raises(ConfigError, match="margin.apc"):
+        BacktestSettings.from_config(cfg)
+    cfg["margin"]["apc"] = "buffer"
+    assert BacktestSettings.from_config(cfg).apc == "buffer"
