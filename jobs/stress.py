@@ -43,6 +43,7 @@ def run(cfg: DictConfig):
 
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
+    margin = mc.margin_models_from_config(c["margin"], fold_apc=True)   # a buffer dataset is read before any work
     book = mc.book_from_config(c["portfolio"], valuation)
     history = None
     if c.get("history"):
@@ -52,7 +53,6 @@ def run(cfg: DictConfig):
     scen_cfg, apc_attrs = mc.apc_scenarios_from_config(c["margin"], dict(c["scenarios"], valuation_date=valuation),
                                                        history)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
-    margin = mc.margin_models_from_config(c["margin"], fold_apc=True)
     from mcmargin.scenarios.named import load_stresses
 
     stresses = load_stresses(c.get("stress_tests", {}).get("names"))

@@ -181,6 +181,11 @@ def _buffer(v, k):
         except ValueError:
             if not v.strip():
                 raise ConfigError(k, "is empty: give a number in [0, 10] or a calibration dataset path") from None
+            import os
+
+            if not os.path.exists(v):
+                raise ConfigError(k, f"expected a number in [0, 10] or an existing calibration dataset "
+                                     f"(jobs.calibrate_buffer output), got {v!r}") from None
             return v
     return real_number(v, k, 0, 10)
 
