@@ -281,3 +281,14 @@ def test_the_backtest_refuses_vol_options_with_historical_simulation():
         BacktestSettings.from_config(cfg)
     cfg["margin"]["apc"] = "buffer"
     assert BacktestSettings.from_config(cfg).apc == "buffer"
+
+
+def test_metrics_declare_their_infinities_to_the_final_check():
+    from mcmargin.calibration.apc import procyclicality_variables
+    from mcmargin.output.store import check_figures
+    import xarray as xr
+
+    im = np.array([[0.0, 1.0], [2.0, 1.0]])                    # a margin that starts at 0: inf ratios
+    ds = xr.Dataset(procyclicality_variables(im, im, "none"), coords={"portfolio": ["a", "b"]})
+    assert np.isinf(ds["peak_to_trough"].values[0]) and np.isnan(ds["max_increase_30d"].values).all()
+    check_figures(ds)                                          # declared: no error

@@ -146,11 +146,11 @@ def procyclicality(margin, suffix: str = "") -> dict:
 #: Attributes of the procyclicality metrics (dataset variables over ``portfolio``).
 METRIC_ATTRS = {
     "peak_to_trough": {"long_name": "largest margin over the window divided by the smallest", "units": "1",
-                       "nonfinite": "+inf: the smallest margin is 0; nan: no margin"},
+                       "nonfinite": "+inf, nan: +inf where the smallest margin is 0, nan with no margin"},
     "max_increase_1d": {"long_name": "largest relative increase of margin over 1 date: max_t im(t)/im(t-1) - 1",
-                        "units": "1", "nonfinite": "+inf: a rise from 0; nan: fewer than 2 dates"},
+                        "units": "1", "nonfinite": "+inf, nan: +inf for a rise from 0, nan with fewer than 2 dates"},
     "max_increase_30d": {"long_name": "largest relative increase of margin over 30 dates: max_t im(t)/im(t-30) - 1",
-                         "units": "1", "nonfinite": "+inf: a rise from 0; nan: fewer than 31 dates"},
+                         "units": "1", "nonfinite": "+inf, nan: +inf for a rise from 0, nan with fewer than 31 dates"},
 }
 
 
