@@ -423,4 +423,5 @@ def plot_frontier(ds, path) -> str:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="lower right")
     fig.suptitle("buffer frontier: coverage against mean margin", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, path)
