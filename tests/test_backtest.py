@@ -167,7 +167,8 @@ def test_realised_losses_exceedances_and_window_counts():
 # ----------------------------------------------------------------------------- no look-ahead
 @pytest.mark.parametrize("kw", [dict(model="fhs", horizon=1), dict(model="fhs", horizon=2),
                                 dict(model="historical", horizon=3),
-                                dict(model="fhs", horizon=1, vol_method="garch", refit_every=60, n=200)])
+                                dict(model="fhs", horizon=1, vol_method="garch", refit_every=60, n=200),
+                                dict(model="fhs", horizon=2, n=150, backend="array_api_strict")])
 def test_no_look_ahead_bit_for_bit(kw):
     """Alter every price after T: every im(t), t <= T - h, is bit-identical; so are other block sizes and ends."""
     hist = gaussian_history(520, regimes=True)
@@ -359,3 +360,100 @@ def test_job_bad_portfolios_exit_2_and_write_nothing(job_files, tmp_path, text):
     assert line.startswith("mcmargin: error: file ") and str(bad) in line and "row " in line and "column " in line
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_worst_selection_is_exact_with_ties_and_adversarial_orders():
+    g = np.random.default_rng(8)
+    buf = np.empty(20000)
+    cases = [g.normal(size=20000), np.sort(g.normal(size=20000)),          # ascending: the pilot sees the smallest
+             np.sort(g.normal(size=20000))[::-1].copy(),                   # descending: the pilot sees the largest
+             np.round(g.normal(size=20000), 1), np.zeros(20000), g.normal(size=500)]
+    for x in cases:
+        for m in (1, 37, 200):
+            got = kernels._worst(x, m, buf)
+            assert got.tolist() == np.sort(x)[-m:].tolist()
+
+
+def test_unknown_key_exits_2(job_files, tmp_path):
+    res = run_job("jobs.backtest", f"history={job_files / 'prices.csv'}", f"portfolios={job_files / 'books.csv'}",
+                  "backtest.no_such_key=1", f"output.path={tmp_path / 'o.zarr'}", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_significance_sets_the_verdict_and_plots_are_optional(tmp_path):
+    n = 1000
+    loss = np.zeros((n, 1))
+    loss[30::62] = 10.0                                        # 16 exceedances, at most 5 in any 250 dates
+    var = np.ones((n, 1))
+    dates = pd.bdate_range("2000-01-03", periods=n)
+    lax = backtest_dataset(dates, ["p"], var, var, loss, settings(significance=0.01), {})
+    p = float(lax["kupiec_pvalue"].values[0])
+    strict = backtest_dataset(dates, ["p"], var, var, loss, settings(significance=p * 1.01), {})
+    assert int(lax["n_exceedances"].values[0]) == 16 and int(strict["red_windows"].values[0]) == 0
+    assert float(lax["christoffersen_pvalue"].values[0]) > p * 1.01
+    assert p > 0.01 and bool(lax["passed"].values[0]) and not bool(strict["passed"].values[0])
+    from jobs.backtest import write
+
+    ds = run_backtest(gaussian_history(300), books(), settings())
+    write(ds, tmp_path / "a" / "bt.zarr", plots=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["bt.zarr"]
+    write(ds, tmp_path / "b" / "bt.nc", plots=True)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bt.nc", "bt_hedged.png", "bt_long.png",
+                                                                  "bt_long_short.png", "bt_single.png"]
+
+
+def test_all_rows_look_back_and_late_or_missing_prices():
+    hist = gaussian_history(200)
+    pf = books()
+    ds = run_backtest(hist, pf, settings(lookback=None, n=200))
+    assert ds["date"].values[0] == hist.index[30]              # min_observations rows (the EWMA start needs 20)
+    late = hist.copy()
+    late.loc[late.index[:150], "C"] = np.nan                    # C starts at row 150, after the default start
+    late = validate_history(late.reset_index(), file="late.csv")
+    with pytest.raises(ConfigError, match="too early for C"):
+        run_backtest(late, pf, settings(lookback=100, n=200))
+    ds = run_backtest(late, pf, settings(lookback=30, n=200, start=str(late.index[180].date())))
+    assert ds["date"].values[0] == late.index[180]
+    holed = hist.copy()
+    holed.loc[holed.index[120], "B"] = np.nan
+    holed = validate_history(holed.reset_index(), file="holed.csv")
+    with pytest.raises(InputError) as err:
+        run_backtest(holed, pf, settings(lookback=60, n=200))
+    assert (err.value.row, err.value.column) == (122, "B")
+
+
+@pytest.mark.parametrize("model", ["fhs", "historical"])
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict", "jax"])
+def test_array_api_blocks_match_the_compiled_kernels(model, backend):
+    """The array-API path (what CuPy and JAX run) gives the compiled kernels' figures, the same draws included."""
+    from mcmargin.backend import get_backend
+    from mcmargin.backtest import arrays
+
+    key = date_keys(3, pd.DatetimeIndex(["2011-08-08"]))[0]
+    assert arrays.draw_rows(key, 700, 3, 211).tolist() == kernels.draw_rows(key[0], key[1], 700, 3, 211).tolist()
+    hist = gaussian_history(330, regimes=True)
+    for h in (1, 2):
+        st = settings(model=model, horizon=h, n=4200, block_dates=40)
+        ref = run_backtest(hist, books(), st)
+        if backend == "numpy":                      # the numpy *array* path, not the kernels: call it directly
+            import mcmargin.backtest.run as run_mod
+            ds = _run_with_arrays(run_mod, hist, st, get_backend("numpy"))
+        else:
+            ds = run_backtest(hist, books(), BacktestSettings(**{**st.__dict__, "backend": backend}))
+        for v in ("var", "es", "im"):
+            assert ds[v].values == pytest.approx(ref[v].values, rel=1e-11, abs=1e-9), (v, h)
+
+
+def _run_with_arrays(run_mod, hist, st, be):
+    import functools
+
+    from mcmargin.backtest import arrays
+
+    saved = kernels.fhs_block, kernels.historical_block
+    kernels.fhs_block = functools.partial(arrays.fhs_block, be)
+    kernels.historical_block = functools.partial(arrays.historical_block, be)
+    try:
+        return run_mod.run_backtest(hist, books(), st)
+    finally:
+        kernels.fhs_block, kernels.historical_block = saved

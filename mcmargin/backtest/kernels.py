@@ -85,6 +85,34 @@ def draw_rows(k0, k1, n, h, n_rows):
     return out
 
 
+#: Losses of the pilot sample that sets a date's selection threshold.
+PILOT = 1024
+
+
+@njit(cache=True, nogil=True)
+def _worst(x, m, buf):
+    """The m largest values of ``x``, sorted ascending (exact).
+
+    A pilot threshold (a high order statistic of the first PILOT losses,
+    about 1.6 m expected above it) screens the losses in one pass; the m
+    largest of the few kept are the m largest of all whenever at least m
+    were kept (else a full partition).  The result is the same multiset,
+    hence the same sorted array, whichever way it is found.
+    """
+    n = x.shape[0]
+    if n >= 4 * PILOT and 8 * m < n:
+        j = min(PILOT, int(1.6 * m * PILOT / n) + 4)
+        tau = np.partition(x[:PILOT], PILOT - j)[PILOT - j]
+        c = 0
+        for i in range(n):
+            if x[i] >= tau:
+                buf[c] = x[i]
+                c += 1
+        if c >= m:
+            return np.sort(np.partition(buf[:c], c - m)[c - m:])
+    return np.sort(np.partition(x, n - m)[n - m:])
+
+
 @njit(cache=True, nogil=True)
 def _tail(losses, m, var, es):
     """VaR and ES of each row of ``losses`` [P, n] (mcmargin.tails: the m-th largest; the mean of the m largest).
@@ -92,9 +120,9 @@ def _tail(losses, m, var, es):
     The m largest are sorted ascending and summed in that order, so the sum
     depends only on the values.
     """
-    n = losses.shape[1]
+    buf = np.empty(losses.shape[1])
     for p in range(losses.shape[0]):
-        worst = np.sort(np.partition(losses[p], n - m)[n - m:])
+        worst = _worst(losses[p], m, buf)
         acc = 0.0
         for i in range(m):
             acc += worst[i]
@@ -152,11 +180,27 @@ def fhs_block(keys, expo, sig2, omega, alpha, beta, z, win_lo, win_hi, rows, n, 
                 for p in range(n_port):
                     losses[p, s] = table[p, r]
         else:
-            for s in range(n):
+            # The first step and the vol of the second depend only on the first row drawn: tabulate them
+            # per look-back row (the same operations as the path below, so the same numbers).
+            ret0 = np.empty((n_rows, k))
+            sd1 = np.empty((n_rows, k))
+            s2_1 = np.empty((n_rows, k))
+            for r in range(n_rows):
+                zr = rows[lo + r]
                 for a in range(k):
-                    s2[a] = sig2[d, a]
-                    total[a] = 0.0
-                for j in range(h):
+                    ret = sd[a] * z[zr, a]
+                    ret0[r, a] = ret
+                    v = omega[a] + alpha[a] * ret * ret + beta[a] * sig2[d, a]
+                    s2_1[r, a] = v
+                    sd1[r, a] = np.sqrt(v)
+            for s in range(n):
+                r0 = _row(k0, k1, s, 0, n_rows)
+                zr = rows[lo + _row(k0, k1, s, 1, n_rows)]
+                for a in range(k):
+                    ret = sd1[r0, a] * z[zr, a]
+                    total[a] = 0.0 + ret0[r0, a] + ret
+                    s2[a] = omega[a] + alpha[a] * ret * ret + beta[a] * s2_1[r0, a]
+                for j in range(2, h):
                     zr = rows[lo + _row(k0, k1, s, j, n_rows)]
                     for a in range(k):
                         ret = np.sqrt(s2[a]) * z[zr, a]

@@ -69,6 +69,7 @@ class BacktestSettings:
     refit_every: int = 250
     significance: float = 0.05
     block_dates: int = 250
+    backend: str = "numpy"
     apc: str = "none"               # margin.apc (docs/methodology.md, section 15)
 
     @classmethod
@@ -111,6 +112,7 @@ class BacktestSettings:
                    significance=real_number(b.get("significance", 0.05), "backtest.significance", 0, 1,
                                             low_open=True, high_open=True),
                    block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1),
+                   backend=_backend_name(c.get("backend", "numpy")),
                    apc=backtest_apc(m.get("apc"), model))
 
     def describe(self) -> dict:
@@ -121,6 +123,12 @@ class BacktestSettings:
         elif self.vol_method == "ewma":
             d.pop("refit_every")
         return d
+
+
+def _backend_name(v) -> str:
+    from ..backend import BACKENDS
+
+    return one_of(v, "backend", BACKENDS)
 
 
 def _date_text(v, key):
@@ -311,6 +319,20 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
 
     from . import kernels
 
+    fhs_block, historical_block = kernels.fhs_block, kernels.historical_block
+    from ..backend import get_backend, resolve
+
+    backend_name = resolve(settings.backend)
+    if backend_name != "numpy":
+        # Any other backend: the array-API blocks (the compiled kernels are NumPy's fast path).
+        import functools
+
+        from . import arrays
+
+        be = get_backend(backend_name)
+        fhs_block = functools.partial(arrays.fhs_block, be)
+        historical_block = functools.partial(arrays.historical_block, be)
+
     t0 = time.perf_counter()
     st = settings
     file = history_file(history)
@@ -323,7 +345,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
     prices = np.where(np.isnan(prep.prices), 0.0, prep.prices)
     value = (q[None, :, :] * prices[:, None, :]).sum(axis=2)   # V(t) [T, P]
     loss = -(value[pos + h] - value[pos])
-    info: dict = {"model": st.model}
+    info: dict = {"model": st.model, "backend": backend_name}
     tasks = []
     if st.model == "fhs":
         r = daily_returns(pd.DataFrame(prep.prices, index=prep.dates), st.gaps).to_numpy(dtype=np.float64)
@@ -349,7 +371,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
             for b0 in range(seg.d0, seg.d1, st.block_dates):
                 b1 = min(seg.d1, b0 + st.block_dates)
                 i0, i1 = b0 - seg.d0, b1 - seg.d0
-                tasks.append(dask.delayed(kernels.fhs_block, pure=False)(
+                tasks.append(dask.delayed(fhs_block, pure=False)(
                     keys[b0:b1], expo[b0:b1], sig2[i0:i1], seg.omega, seg.alpha, seg.beta, seg.z,
                     lo[i0:i1], hi[i0:i1], complete, st.n, h, m))
         info.update(n=st.n, seed=st.seed, tail_size=m)
@@ -364,7 +386,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
         windows = np.where(np.isfinite(windows), windows, 0.0)
         for b0 in range(0, n_dates, st.block_dates):
             b1 = min(n_dates, b0 + st.block_dates)
-            tasks.append(dask.delayed(kernels.historical_block, pure=False)(
+            tasks.append(dask.delayed(historical_block, pure=False)(
                 expo[b0:b1], windows, lo[b0:b1], hi[b0:b1], complete, ms[b0:b1]))
         info.update(scenarios_per_date="every complete h-row window of the look-back, once",
                     min_scenarios=int((hi - lo).min()), max_scenarios=int((hi - lo).max()))

@@ -403,6 +403,7 @@ def _shown(key: str) -> str:
 #: Every setting of ``jobs.backtest`` with a type or range (docs/methodology.md, section 13): the stress
 #: run's scenario keys, the margin keys the backtest uses, its own ``backtest.*`` keys and the output.
 BACKTEST_RULES: dict[str, Rule] = {
+    "backend": _text,
     "history": _text,
     "portfolios": _text,
     **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
