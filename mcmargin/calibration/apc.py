@@ -19,6 +19,10 @@ by default):
 
 :func:`procyclicality` gives the metrics a backtest reports with and without
 the option: ``peak_to_trough``, ``max_increase_1d``, ``max_increase_30d``.
+In a backtest (``mcmargin.backtest``) the options act date by date from rows
+up to each date: :func:`apc_variance` (the FHS vol of ``stress_weight`` and
+``floor``), :func:`apc_margin` (the released ``buffer``) and
+:func:`with_procyclicality` (the metrics, with and without APC).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ log = logging.getLogger(__name__)
 __all__ = ["APC_OPTIONS", "APC_BUFFER", "APC_STRESS_WEIGHT", "APC_FLOOR_YEARS", "STRESS_WINDOW_ROWS",
            "apc_option", "effective_buffer", "release_buffer", "procyclicality", "max_increase", "peak_to_trough",
            "stressed_period", "stressed_windows", "stressed_vol_path", "floor_vol_path", "apc_vol_path", "floor_rows",
-           "apc_scenario_settings", "HISTORY_MODELS"]
+           "apc_scenario_settings", "HISTORY_MODELS", "floor_vol_dates", "apc_variance", "apc_margin",
+           "procyclicality_variables", "with_procyclicality", "backtest_apc", "METRIC_ATTRS"]
 
 #: Values of ``margin.apc``.
 APC_OPTIONS = ("none", "buffer", "stress_weight", "floor")
@@ -116,12 +121,11 @@ def max_increase(margin, dates: int) -> np.ndarray:
         rel = np.where(before > 0, now / np.where(before > 0, before, 1.0) - 1.0,
                        np.where(now > 0, np.inf, 0.0))
     rel = np.where(np.isnan(now) | np.isnan(before), np.nan, rel)
-    with np.errstate(all="ignore"):
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmax(rel, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # an all-NaN portfolio gives NaN, not a warning
+        return np.nanmax(rel, axis=0)
 
 
 def peak_to_trough(margin) -> np.ndarray:

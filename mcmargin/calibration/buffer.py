@@ -13,7 +13,11 @@ speak of the same ``b``.
 - :func:`stress_buffer_variables`: both (and the margin the venue would add)
   as dataset variables of the stress run;
 - :func:`calibrated_buffer`: ``margin.buffer=PATH``, the ``required_buffer`` of
-  one portfolio of a calibration dataset.
+  one portfolio of a calibration dataset;
+- :func:`buffer_sweep`, :func:`calibration_dataset`: ``jobs.calibrate_buffer``,
+  every statistic of the backtest at every buffer of a grid from the stored
+  ``im`` and ``loss``, and ``required_buffer``; :func:`frontier_table` and
+  :func:`plot_frontier` show coverage against mean margin.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from ..errors import ConfigError
 from ..output.store import NONFINITE
 
 __all__ = ["required_buffer", "stress_coverage", "stress_margin_gap", "stress_buffer_variables",
-           "calibrated_buffer", "resolve_buffer"]
+           "calibrated_buffer", "resolve_buffer", "rescale", "sweep_point", "buffer_sweep", "buffer_grid",
+           "calibration_dataset", "frontier_table", "plot_frontier", "SWEEP_VARIABLES", "DEFAULT_GRID"]
 
 
 def required_buffer(group_im, stress_loss, buffer: float) -> np.ndarray:
