@@ -90,7 +90,8 @@ def fhs_reference(history, pf, st, when):
 
     cfg = dict(model="fhs", n=st.n, seed=st.seed, horizon_days=st.horizon, lookback=st.lookback,
                vol_method=st.vol_method, ewma_lambda=st.ewma_lambda, gaps="span",
-               min_observations=st.min_observations, valuation_date=str(when.date()))
+               min_observations=st.min_observations, valuation_date=str(when.date()),
+               vol_floor_lookback=st.vol_floor_lookback)
     model = fhs(cfg, pf.assets, np.ones(len(pf.assets)), history)
     key = date_keys(st.seed, pd.DatetimeIndex([when]))[0]
     rows = kernels.draw_rows(key[0], key[1], st.n, st.horizon, model.residuals.shape[0])
@@ -122,6 +123,28 @@ def test_fhs_margin_equals_the_stress_models_recompute(horizon):
         assert got["var"].values == pytest.approx(ref[:, 0], rel=1e-12, abs=1e-12)
         assert got["es"].values == pytest.approx(ref[:, 1], rel=1e-12, abs=1e-12)
         assert got["im"].values == pytest.approx(np.maximum(0, ref[:, 1]), rel=1e-12, abs=1e-12)
+
+
+def test_vol_floor_and_garch_refits_equal_the_stress_models_recompute():
+    """Floored FHS on every date; GARCH on the dates it is refitted (the stress model fits on the same data)."""
+    hist = gaussian_history(520, regimes=True)
+    pf = books()
+    st = settings(n=300, lookback=120, vol_floor_lookback=400)
+    ds = run_backtest(hist, pf, st)
+    plain = run_backtest(hist, pf, settings(n=300, lookback=120))
+    floored = ds["im"].values > plain["im"].values
+    # a higher vol of one asset can lower a hedged book's margin; a single-name book's only rises
+    assert floored.mean() > 0.2 and (ds["im"].values[:, 2] >= plain["im"].values[:, 2]).all()
+    for when in ds["date"].values[[0, 150, 300, -1]]:
+        ref = fhs_reference(hist, pf, st, pd.Timestamp(when))
+        assert ds["es"].sel(date=when).values == pytest.approx(ref[:, 1], rel=1e-12)
+    st = settings(n=200, lookback=150, vol_method="garch", refit_every=90, start=str(hist.index[200].date()))
+    ds = run_backtest(hist, pf, st)
+    assert [r["fitted_on"] for r in json.loads(ds.attrs["model"])["garch_refits"]][:2] == \
+        [str(hist.index[200].date()), str(hist.index[290].date())]
+    for when in (hist.index[200], hist.index[290]):
+        ref = fhs_reference(hist, pf, st, when)
+        assert ds["es"].sel(date=when).values == pytest.approx(ref[:, 1], rel=1e-9)
 
 
 def test_historical_margin_equals_the_stress_models_recompute():
@@ -168,7 +191,8 @@ def test_realised_losses_exceedances_and_window_counts():
 @pytest.mark.parametrize("kw", [dict(model="fhs", horizon=1), dict(model="fhs", horizon=2),
                                 dict(model="historical", horizon=3),
                                 dict(model="fhs", horizon=1, vol_method="garch", refit_every=60, n=200),
-                                dict(model="fhs", horizon=2, n=150, backend="array_api_strict")])
+                                dict(model="fhs", horizon=2, n=150, backend="array_api_strict"),
+                                dict(model="fhs", horizon=1, n=150, vol_floor_lookback=300)])
 def test_no_look_ahead_bit_for_bit(kw):
     """Alter every price after T: every im(t), t <= T - h, is bit-identical; so are other block sizes and ends."""
     hist = gaussian_history(520, regimes=True)
@@ -326,6 +350,7 @@ def job_files(tmp_path_factory):
     ("margin.confidence=nan", "margin.confidence"), ("scenarios=gaussian", "scenarios"),
     ("backtest.start=notadate", "backtest.start"), ("scenarios.horizon_days=1.5", "scenarios.horizon_days"),
     ("backtest.plots=1", "backtest.plots"), ("scenarios.stress_period=covid", "scenarios.stress_period"),
+    ("scenarios.vol_floor_lookback=1", "scenarios.vol_floor_lookback"), ("backend=tpu", "backend"),
 ])
 def test_every_key_is_validated(job_files, override, key):
     from jobs.backtest import run
@@ -334,6 +359,13 @@ def test_every_key_is_validated(job_files, override, key):
     with pytest.raises(ConfigError) as err:
         run(cfg)
     assert err.value.key == key
+
+
+def test_vol_floor_is_for_fhs_only():
+    with pytest.raises(ConfigError) as err:
+        BacktestSettings.from_config({"scenarios": {"model": "historical", "horizon_days": 1,
+                                                    "vol_floor_lookback": 300}})
+    assert err.value.key == "scenarios.vol_floor_lookback"
 
 
 def test_job_writes_dataset_and_plots(job_files, tmp_path):

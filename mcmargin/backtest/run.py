@@ -46,7 +46,7 @@ MODELS = ("fhs", "historical")
 #: Stream of the backtest's draws (rng.NORMAL, MIXING, BOOTSTRAP are 0, 1, 2).
 STREAM = 3
 #: Scenario-model keys the backtest does not model yet; each must stay null (or empty).
-UNSUPPORTED = ("params", "stress_period", "vol_floor_lookback", "implied_vol_columns", "asset_map")
+UNSUPPORTED = ("params", "stress_period", "implied_vol_columns", "asset_map")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ class BacktestSettings:
     significance: float = 0.05
     block_dates: int = 250
     backend: str = "numpy"
+    vol_floor_lookback: int | None = None
     apc: str = "none"               # margin.apc (docs/methodology.md, section 15)
 
     @classmethod
@@ -113,6 +114,7 @@ class BacktestSettings:
                                             low_open=True, high_open=True),
                    block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1),
                    backend=_backend_name(c.get("backend", "numpy")),
+                   vol_floor_lookback=_vol_floor(model, s.get("vol_floor_lookback")),
                    apc=backtest_apc(m.get("apc"), model))
 
     def describe(self) -> dict:
@@ -122,7 +124,17 @@ class BacktestSettings:
                 d.pop(k)
         elif self.vol_method == "ewma":
             d.pop("refit_every")
+        if self.vol_floor_lookback is None:
+            d.pop("vol_floor_lookback")
         return d
+
+
+def _vol_floor(model, v):
+    rows = whole_number(v, "scenarios.vol_floor_lookback", 2, allow_none=True)
+    if rows is not None and model != "fhs":
+        raise ConfigError("scenarios.vol_floor_lookback", f"is supported by the backtest for fhs only, not {model!r}: "
+                                                          "leave it null")
+    return rows
 
 
 def _backend_name(v) -> str:
@@ -359,6 +371,9 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                        **{a: {"omega": float(s.omega[i]), "alpha": float(s.alpha[i]),
                                               "beta": float(s.beta[i])} for i, a in enumerate(portfolios.assets)}}
                                       for s in segments])
+        if st.vol_floor_lookback is not None:
+            floor_var = _trailing_mean_square(r, st.vol_floor_lookback)
+            info.update(vol_floor_lookback=st.vol_floor_lookback)
         keys = date_keys(st.seed, prep.dates[pos])
         m = tail_size(st.n, st.confidence)
         for seg in segments:
@@ -367,7 +382,10 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
             lo_row = seg_pos - st.lookback + 1 if st.lookback is not None else np.zeros_like(seg_pos)
             lo, hi = _window_bounds(complete, seg_pos, lo_row)
             _check_rows(hi - lo, st, prep, seg_pos, file, "complete residual row(s)")
-            sig2 = apc_variance(st.apc, seg.after[seg_pos], r, seg_pos, prep.dates)
+            sig2 = seg.after[seg_pos]
+            if st.vol_floor_lookback is not None:
+                sig2 = np.maximum(sig2, floor_var[seg_pos])
+            sig2 = apc_variance(st.apc, sig2, r, seg_pos, prep.dates, floor_set=st.vol_floor_lookback is not None)
             for b0 in range(seg.d0, seg.d1, st.block_dates):
                 b1 = min(seg.d1, b0 + st.block_dates)
                 i0, i1 = b0 - seg.d0, b1 - seg.d0
@@ -404,6 +422,22 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                         "tasks": len(tasks)}))
     return with_procyclicality(ds, lambda: run_backtest(history, portfolios, dataclasses.replace(st, apc="none"),
                                                         scheduler=scheduler)["im"].transpose("date", "portfolio").values)
+
+
+def _trailing_mean_square(r: np.ndarray, rows: int) -> np.ndarray:
+    """Mean square of each column's returns over the ``rows`` rows ending at each row (NaN skipped; 0 if none).
+
+    The anti-procyclical floor of the FHS variance (methodology-history H.7):
+    running sums, so row t's value uses rows up to t only.
+    """
+    valid = ~np.isnan(r)
+    zero = np.zeros((1, r.shape[1]))
+    cs = np.vstack([zero, np.cumsum(np.where(valid, r * r, 0.0), axis=0)])
+    cn = np.vstack([zero, np.cumsum(valid, axis=0)])
+    t = np.arange(r.shape[0])
+    lo = np.maximum(t - rows + 1, 0)
+    total, count = cs[t + 1] - cs[lo], cn[t + 1] - cn[lo]
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
 def _check_rows(counts, st, prep, pos, file, what):

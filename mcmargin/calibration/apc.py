@@ -345,16 +345,18 @@ def floor_vol_dates(returns, dates, years: int = APC_FLOOR_YEARS) -> np.ndarray:
         return np.sqrt((tot[end] - tot[start]) / np.where(c > 0, c, np.nan))
 
 
-def apc_variance(apc: str, sigma2, returns, positions, dates) -> np.ndarray:
+def apc_variance(apc: str, sigma2, returns, positions, dates, floor_set: bool = False) -> np.ndarray:
     """The variance forecasts ``sigma2`` (rows ``positions`` of the history) under ``margin.apc``, for FHS.
 
     ``returns`` ``[row x series]`` are the history's daily log returns (row t:
     the return ending at t), ``dates`` its dates; every figure at a position
     reads rows up to it only.  ``stress_weight``: ``(0.75 sigma + 0.25
     sigma_stress)^2``; ``floor``: ``max(sigma, sigma_10y)^2``; otherwise
-    ``sigma2`` itself.
+    ``sigma2`` itself.  ``floor_set``: ``scenarios.vol_floor_lookback`` already
+    floors ``sigma2`` (the same floor on a look-back the user chose), which then
+    wins, as in the stress run: ``floor`` changes nothing more.
     """
-    if apc not in ("stress_weight", "floor"):
+    if apc not in ("stress_weight", "floor") or (apc == "floor" and floor_set):
         return sigma2
     pos = np.asarray(positions)
     sigma = np.sqrt(np.asarray(sigma2, dtype=float))
