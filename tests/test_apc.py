@@ -292,3 +292,10 @@ def test_metrics_declare_their_infinities_to_the_final_check():
     ds = xr.Dataset(procyclicality_variables(im, im, "none"), coords={"portfolio": ["a", "b"]})
     assert np.isinf(ds["peak_to_trough"].values[0]) and np.isnan(ds["max_increase_30d"].values).all()
     check_figures(ds)                                          # declared: no error
+
+
+def test_a_configured_vol_floor_wins_over_the_apc_floor_in_the_backtest(switch_files):
+    user = _backtest(switch_files, "none", vol_floor_lookback=300)
+    both = _backtest(switch_files, "floor", vol_floor_lookback=300)
+    np.testing.assert_array_equal(both["im"].values, user["im"].values)
+    np.testing.assert_array_equal(both["max_increase_30d"].values, both["max_increase_30d_no_apc"].values)
