@@ -113,8 +113,11 @@ def test_dataset_contract_and_frontier(base):
     np.testing.assert_allclose(cal["mean_margin"].values / cal["mean_margin"].values[0],
                                np.broadcast_to((1 + cal["buffer"].values[:, None]), cal["mean_margin"].shape),
                                rtol=1e-12)
+    # the procyclicality metrics do not depend on the buffer (a rescaling)
+    for v in ("peak_to_trough", "max_increase_1d", "max_increase_30d"):
+        np.testing.assert_allclose(cal[v].values, np.broadcast_to(cal[v].values[0], cal[v].shape), rtol=1e-12)
     text = frontier_table(cal)
-    assert "required_buffer" in text and "coverage" in text
+    assert "required_buffer" in text and "coverage" in text and "max_increase_30d" in text
 
 
 def test_buffer_grid():

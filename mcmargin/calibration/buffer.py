@@ -386,7 +386,10 @@ def frontier_table(ds, rows: int = 11) -> str:
         v = ds.sel(portfolio=p)
         req = float(v["required_buffer"])
         shown = sorted(pick | ({int(np.searchsorted(grid, req))} if np.isfinite(req) else set()))
-        lines.append(f"  {p}: required_buffer {'none on the grid' if not np.isfinite(req) else f'{req:g}'}")
+        lines.append(f"  {p}: required_buffer {'none on the grid' if not np.isfinite(req) else f'{req:g}'}; "
+                     f"procyclicality (any buffer): peak_to_trough {float(v['peak_to_trough'][0]):.3g}, "
+                     f"max_increase_1d {float(v['max_increase_1d'][0]):.3g}, "
+                     f"max_increase_30d {float(v['max_increase_30d'][0]):.3g}")
         lines.append(f"    {'buffer':>8}{'coverage':>10}{'exceed':>8}{'mean margin':>18}{'kupiec':>9}{'indep':>9}"
                      f"{'red':>5}  passed")
         for i in shown:
