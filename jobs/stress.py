@@ -44,15 +44,16 @@ def run(cfg: DictConfig):
 
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
+    margin = mc.margin_models_from_config(c["margin"], fold_apc=True)   # a buffer dataset is read before any work
     book = mc.book_from_config(c["portfolio"], valuation)
     history = None
     if c.get("history"):
         from mcmargin.inputs.history import load_history
 
         history = load_history(c["history"])
-    scen_cfg = dict(c["scenarios"], valuation_date=valuation)
+    scen_cfg, apc_attrs = mc.apc_scenarios_from_config(c["margin"], dict(c["scenarios"], valuation_date=valuation),
+                                                       history)
     scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
-    margin = mc.margin_models_from_config(c["margin"])
     from mcmargin.scenarios.named import load_stresses
 
     stresses = load_stresses(c.get("stress_tests", {}).get("names"))
@@ -73,7 +74,7 @@ def run(cfg: DictConfig):
                         cascade=CascadeParams.from_config(c.get("cascade")))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
+                    versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS), **apc_attrs)
     return check_figures(ds)
 
 

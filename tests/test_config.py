@@ -228,6 +228,10 @@ def test_documented_keys_are_all_in_the_table():
         "margin.models": "test_margin_base.py::test_the_stress_job_runs_several_models_and_prints_them",
         "output.margin_calls": "test_status.py::test_the_job_writes_the_margin_call_file",
         "reverse_stress.enabled": "test_reverse_stress.py::test_the_job_runs_a_reverse_stress_and_refuses_one_without_a_fund",
+        "margin.apc": "test_apc.py::test_the_stress_run_applies_each_apc_option",
+        "margin.buffer_portfolio": "test_buffer.py::test_margin_buffer_reads_a_calibration_dataset",
+        "scenarios.stress_period": "test_stress_history.py::test_stress_run_fhs_options",
+        "scenarios.vol_floor_lookback": "test_stress_history.py::test_stress_run_fhs_options",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered

@@ -28,6 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..calibration.apc import apc_margin, apc_variance, backtest_apc, with_procyclicality
 from ..calibration.volatility import GARCH_MIN_OBS, devolatize, ewma_init_obs, ewma_variance, garch_fit
 from ..common.dates import iso as _iso
 from ..common.settings import one_of, real_number, whole_number
@@ -70,6 +71,7 @@ class BacktestSettings:
     block_dates: int = 250
     backend: str = "numpy"
     vol_floor_lookback: int | None = None
+    apc: str = "none"               # margin.apc (docs/methodology.md, section 15)
 
     @classmethod
     def from_config(cls, c: dict) -> "BacktestSettings":
@@ -112,7 +114,8 @@ class BacktestSettings:
                                             low_open=True, high_open=True),
                    block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1),
                    backend=_backend_name(c.get("backend", "numpy")),
-                   vol_floor_lookback=_vol_floor(model, s.get("vol_floor_lookback")))
+                   vol_floor_lookback=_vol_floor(model, s.get("vol_floor_lookback")),
+                   apc=backtest_apc(m.get("apc"), model))
 
     def describe(self) -> dict:
         d = dataclasses.asdict(self)
@@ -382,6 +385,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
             sig2 = seg.after[seg_pos]
             if st.vol_floor_lookback is not None:
                 sig2 = np.maximum(sig2, floor_var[seg_pos])
+            sig2 = apc_variance(st.apc, sig2, r, seg_pos, prep.dates, floor_set=st.vol_floor_lookback is not None)
             for b0 in range(seg.d0, seg.d1, st.block_dates):
                 b1 = min(seg.d1, b0 + st.block_dates)
                 i0, i1 = b0 - seg.d0, b1 - seg.d0
@@ -416,7 +420,8 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                     last_date=_iso(prep.dates[prep.last]),
                     timings=json.dumps({"prepare_s": round(t1 - t0, 3), "margin_s": round(t2 - t1, 3),
                                         "tasks": len(tasks)}))
-    return ds
+    return with_procyclicality(ds, lambda: run_backtest(history, portfolios, dataclasses.replace(st, apc="none"),
+                                                        scheduler=scheduler)["im"].transpose("date", "portfolio").values)
 
 
 def _trailing_mean_square(r: np.ndarray, rows: int) -> np.ndarray:
@@ -450,7 +455,7 @@ def backtest_dataset(dates, names, var, es, loss, st: BacktestSettings, info: di
     import xarray as xr
 
     p = 1.0 - st.confidence
-    im = np.maximum(0.0, es) * (1.0 + st.buffer)
+    im = apc_margin(st.apc, np.maximum(0.0, es) * (1.0 + st.buffer))
     exc = loss > im
     win = cov.window_exceedances(exc, cov.WINDOW)
     yellow_from, red_from = cov.basel_zone_bounds(p, cov.WINDOW)
@@ -505,7 +510,7 @@ def backtest_dataset(dates, names, var, es, loss, st: BacktestSettings, info: di
     )
     ds.attrs.update(methodology=sec, backtest_settings=json.dumps(st.describe()), model=json.dumps(info),
                     margin_confidence=q, margin_buffer=st.buffer, significance=st.significance,
-                    test_stride=st.horizon, traffic_light_bounds=json.dumps([yellow_from, red_from]),
+                    test_stride=st.horizon, traffic_light_bounds=json.dumps([yellow_from, red_from]), margin_apc=st.apc,
                     window=cov.WINDOW)
     return ds
 

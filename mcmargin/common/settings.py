@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from ..errors import ConfigError
 
 __all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
-           "BACKTEST_RULES",
+           "CALIBRATE_BUFFER_RULES", "BACKTEST_RULES",
            "PM_GRID_RULES"]
 
 
@@ -173,6 +173,23 @@ def _number_list(v, k):
     return v
 
 
+def _buffer(v, k):
+    """A buffer in [0, 10], or the path of a calibration dataset (read by mcmargin.calibration.buffer)."""
+    if isinstance(v, str):
+        try:
+            float(v.strip())
+        except ValueError:
+            if not v.strip():
+                raise ConfigError(k, "is empty: give a number in [0, 10] or a calibration dataset path") from None
+            import os
+
+            if not os.path.exists(v):
+                raise ConfigError(k, f"expected a number in [0, 10] or an existing calibration dataset "
+                                     f"(jobs.calibrate_buffer output), got {v!r}") from None
+            return v
+    return real_number(v, k, 0, 10)
+
+
 def _shrinkage(v, k):
     if isinstance(v, str) and v.lower().replace("-", "_") in ("ledoit_wolf", "lw", "auto"):
         return v
@@ -266,7 +283,9 @@ STRESS_RULES: dict[str, Rule] = {
     **{f"scenarios.default_factor.{f}": r for f, r in _FACTOR_RULES.items()},
     **{f"scenarios.{k}": r for k, r in _HISTORY_RULES.items()},
     "margin.confidence": _real(0.5, 1, low_open=True, high_open=True),
-    "margin.buffer": _real(0, 10),
+    "margin.buffer": _buffer,
+    "margin.buffer_portfolio": _text,
+    "margin.apc": lambda v, k: one_of(v, k, ("none", "buffer", "stress_weight", "floor")),
     "margin.maintenance_ratio": _real(0, 1, low_open=True),
     "margin.status.*": _real(0, low_open=True),
     "margin.mc_es.liquidity_addon": _flag,
@@ -328,6 +347,32 @@ STRESS_RULES: dict[str, Rule] = {
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
 
+#: Every setting of ``jobs.calibrate_buffer`` with a type or range (docs/methodology.md, section 15): the
+#: backtest's keys (used when it is run first), ``backtest_path``, ``buffer.*`` and the output.
+CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
+    "backtest_path": _text,
+    "history": _text,
+    "portfolios": _text,
+    **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
+    "margin.model": _text,
+    "margin.confidence": STRESS_RULES["margin.confidence"],
+    "margin.buffer": _real(0, 10),
+    "margin.apc": STRESS_RULES["margin.apc"],
+    "backtest.start": _text,
+    "backtest.end": _text,
+    "backtest.refit_every": _whole(1),
+    "backtest.significance": _real(0, 1, low_open=True, high_open=True),
+    "backtest.block_dates": _whole(1),
+    "buffer.grid.start": _real(0, 10),
+    "buffer.grid.stop": _real(0, 10),
+    "buffer.grid.step": _real(0, 10, low_open=True),
+    "buffer.grid.*": _real(0, 10),
+    "buffer.target_coverage": _real(0, 1, low_open=True, high_open=True, allow_none=True),
+    "buffer.significance": _real(0, 1, low_open=True, high_open=True),
+    "output.path": _path,
+    "output.plots": _flag,
+}
+
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
     """Check every value of ``cfg`` that a rule of ``rules`` covers (absent keys are not required).
@@ -373,6 +418,7 @@ BACKTEST_RULES: dict[str, Rule] = {
     "margin.model": _text,
     "margin.confidence": STRESS_RULES["margin.confidence"],
     "margin.buffer": STRESS_RULES["margin.buffer"],
+    "margin.apc": STRESS_RULES["margin.apc"],
     "backtest.start": _text,
     "backtest.end": _text,
     "backtest.refit_every": _whole(1),

@@ -47,6 +47,13 @@ class MarginParams:
     confidence: float = 0.99
     buffer: float = 0.0
     maintenance_ratio: float = 0.75
+    #: ``margin.apc`` (docs/methodology.md, section 15): none | buffer | stress_weight | floor.
+    apc: str = "none"
+    #: Where ``buffer`` came from when ``margin.buffer`` named a calibration dataset, and its portfolio.
+    buffer_source: str | None = None
+    buffer_portfolio: str | None = None
+    #: ``margin.buffer`` before the APC buffer was folded into ``buffer`` (a single-date run), else None.
+    buffer_before_apc: float | None = None
 
     def __post_init__(self):
         # Parsed here too, so that the library used without Hydra gets the same checks (NaN fails them).
@@ -55,6 +62,9 @@ class MarginParams:
                        buffer=real_number(self.buffer, "margin.buffer", 0.0, 10.0),
                        maintenance_ratio=real_number(self.maintenance_ratio, "margin.maintenance_ratio", 0.0, 1.0,
                                                      low_open=True))
+        from ..calibration.apc import apc_option
+
+        apc_option(self.apc)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -194,8 +204,13 @@ class MarginModel(abc.ABC):
     def attrs(self) -> dict:
         """Dataset attributes (names that scripts read: keep them)."""
         p = self.params
-        return dict(margin_model=self.name, methodology=self.methodology, margin_confidence=p.confidence,
-                    margin_buffer=p.buffer, maintenance_ratio=p.maintenance_ratio)
+        out = dict(margin_model=self.name, methodology=self.methodology, margin_confidence=p.confidence,
+                   margin_buffer=p.buffer, maintenance_ratio=p.maintenance_ratio, margin_apc=p.apc)
+        if p.buffer_source is not None:
+            out.update(margin_buffer_source=p.buffer_source, margin_buffer_portfolio=str(p.buffer_portfolio))
+        if p.buffer_before_apc is not None:
+            out.update(margin_buffer_before_apc=p.buffer_before_apc)
+        return out
 
 
 # name -> MarginModel subclass
@@ -221,14 +236,18 @@ def known_models() -> dict[str, type[MarginModel]]:
 
 
 #: Keys of the ``margin`` section besides one section per model.
-SHARED_KEYS = ("model", "models", "confidence", "buffer", "maintenance_ratio", "status")
+SHARED_KEYS = ("model", "models", "confidence", "buffer", "maintenance_ratio", "status", "buffer_portfolio", "apc")
 
 
-def build_margin_models(cfg: Mapping) -> list[MarginModel]:
+def build_margin_models(cfg: Mapping, fold_apc: bool = False) -> list[MarginModel]:
     """The models the ``margin`` config section runs, primary first.
 
     ``margin.models`` (a list; default: ``[margin.model]``) names them in
     order; each gets the shared parameters and its own section ``margin.<name>``.
+    ``margin.buffer`` may name a calibration dataset (:func:`.buffers.resolve_buffer`).
+    ``fold_apc``: with ``margin.apc=buffer``, fold the 25% APC buffer into
+    ``buffer`` (a single margin date, which has no path to release it along;
+    docs/methodology.md, section 15).
     """
     models = known_models()
     for key in ("confidence", "buffer", "maintenance_ratio"):
@@ -242,8 +261,21 @@ def build_margin_models(cfg: Mapping) -> list[MarginModel]:
     for key in cfg:
         if key not in SHARED_KEYS and key not in models:
             raise ConfigError(f"margin.{key}", f"is not a margin setting nor a model; models: {', '.join(sorted(models))}")
-    params = MarginParams(confidence=cfg["confidence"], buffer=cfg["buffer"],
-                          maintenance_ratio=cfg["maintenance_ratio"])
+    from ..calibration.apc import apc_option, effective_buffer
+    from ..calibration.buffer import resolve_buffer
+
+    resolved, source = resolve_buffer(dict(cfg))
+    apc = apc_option(cfg.get("apc"))
+    buffer = real_number(resolved["buffer"], "margin.buffer", 0.0, 10.0)
+    folded = fold_apc and apc == "buffer"
+    if folded and effective_buffer(buffer, apc) > 10.0:
+        raise ConfigError("margin.buffer", f"with margin.apc=buffer the buffer applied, (1 + {buffer:g}) x 1.25 - 1, "
+                                           "must stay within 10")
+    params = MarginParams(confidence=cfg["confidence"], buffer=effective_buffer(buffer, apc) if folded else buffer,
+                          maintenance_ratio=cfg["maintenance_ratio"], apc=apc,
+                          buffer_source=source.get("margin_buffer_source"),
+                          buffer_portfolio=source.get("margin_buffer_portfolio"),
+                          buffer_before_apc=buffer if folded else None)
     out = []
     for i, name in enumerate(names):
         key = "margin.model" if "models" not in cfg or not cfg.get("models") else f"margin.models[{i}]"

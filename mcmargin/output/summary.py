@@ -88,7 +88,30 @@ def _stress_lines(ds: xr.Dataset) -> list[str]:
         out.append(line)
     if fund is not None:
         out.append(f"    default fund required (largest cover2) {_money(float(ds['default_fund_required'])):>14} USD")
-    return out + _reverse_lines(ds)
+    return out + _stress_buffer_lines(ds) + _reverse_lines(ds)
+
+
+def _stress_buffer_lines(ds: xr.Dataset, top: int = 5) -> list[str]:
+    """The margin the venue would add for every pool to cover every named stress, and the pools needing most."""
+    if "group_stress_margin_gap" not in ds:
+        return []
+    gap = ds["group_stress_margin_gap"]
+    short = int((gap > 0).sum())
+    out = [f"  margin to cover every named stress {_money(float(gap.sum())):>14} USD over {short:,} pools "
+           f"(sum of group_stress_margin_gap; {int((ds['group_stress_coverage'] < 1).sum()):,} pools cover "
+           "fewer than all stresses, group_stress_coverage < 1)"]
+    order = np.argsort(-gap.to_numpy(), kind="stable")[:top]
+    for i in order:
+        if gap[i] <= 0:
+            break
+        b = float(ds["group_required_buffer"][i])
+        out.append(f"    {str(gap['group'][i].item()):<12} {_money(float(gap[i])):>18} USD   group_required_buffer "
+                   f"{'inf' if b == float('inf') else f'{b:.4f}'}   group_im {_money(float(_primary(ds)['group_im'][i]))}")
+    return out
+
+
+def _primary(ds: xr.Dataset) -> xr.Dataset:
+    return ds.isel(model=0) if "model" in ds.dims else ds
 
 
 def _cascade_lines(ds: xr.Dataset) -> list[str]:

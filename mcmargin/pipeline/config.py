@@ -77,10 +77,21 @@ def book_from_config(portfolio: Mapping, valuation: dt.date) -> Book:
     return book
 
 
-def margin_models_from_config(margin: Mapping) -> list[MarginModel]:
-    """The margin models ``margin.models`` names (default ``[margin.model]``), primary first, checked key by key."""
+def margin_models_from_config(margin: Mapping, fold_apc: bool = False) -> list[MarginModel]:
+    """The margin models ``margin.models`` names (default ``[margin.model]``), primary first, checked key by key.
+
+    ``fold_apc``: a single-date run (the stress run) holds the ``margin.apc=buffer``
+    buffer in full, folded into the buffer applied (docs/methodology.md, section 15).
+    """
     check_settings({"margin": dict(margin)}, STRESS_RULES)
-    return build_margin_models(margin)
+    return build_margin_models(margin, fold_apc=fold_apc)
+
+
+def apc_scenarios_from_config(margin: Mapping, scenarios: Mapping, history=None) -> tuple[dict, dict]:
+    """The scenario settings under ``margin.apc`` and the attrs recording them (:func:`mcmargin.margin.apc.apc_scenario_settings`)."""
+    from ..calibration.apc import apc_option, apc_scenario_settings
+
+    return apc_scenario_settings(apc_option(margin.get("apc")), scenarios, history)
 
 
 def reverse_stress_from_config(reverse: Mapping, default_fund, book: Book):

@@ -162,6 +162,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         ds = ds.assign_coords(stress=[s.name for s in stresses], cover_rank=[1, 2])
         if default_fund is not None:
             ds.attrs["default_fund_size"] = float(default_fund)
+        ds = ds.assign(_stress_buffers(ds))
     if reverse is not None:
         variables, attrs = reverse_stress_variables(compiled, book, ds["group_equity"].to_numpy(), *reverse)
         ds = ds.assign(variables).assign_coords(cover_rank=[1, 2])
@@ -372,6 +373,16 @@ def named_stress_variables(compiled, book: Book, stresses, equity, group_equity,
         out["default_fund_required"] = da((), float(cover2.max()) if cover2.size else 0.0,
                                           "default fund Cover-2 needs: the largest cover2 over the stresses")
     return out
+
+
+def _stress_buffers(ds: xr.Dataset) -> dict:
+    """``group_required_buffer``, ``group_stress_coverage``, ``group_stress_margin_gap`` of the primary model."""
+    from ..calibration.buffer import stress_buffer_variables
+
+    primary = ds.isel(model=0) if "model" in ds.dims else ds
+    return stress_buffer_variables(primary["group_im"].to_numpy(),
+                                   ds["group_stress_loss"].transpose("group", "stress").to_numpy(),
+                                   float(ds.attrs["margin_buffer"]))
 
 
 def pool_limits(compiled, models, each):
