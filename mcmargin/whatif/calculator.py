@@ -1,0 +1,408 @@
+"""What-if margin from the night's cube: a pool's loss vector plus the trades, then the margin model's formula.
+
+A pool's losses are ``loss = -(E @ pnl.T)`` with ``E`` the sum of its
+members' factor exposures (docs/architecture.md, "Revaluation"); adding
+``q`` units of position column ``c`` adds ``q x u_c`` to its P&L, with
+``u_c = to_factors[c] @ pnl.T`` the column's P&L per unit.  So a what-if is
+
+    loss_after = loss_before - sum_k q_k u_{c_k}          O(scenarios x trades)
+
+and then the tail definitions of :mod:`mcmargin.tails` (one
+``np.argpartition`` for the m worst, a sort of those m, :func:`~mcmargin.tails.var_es`)
+and the ``mc_es`` requirement (:meth:`~mcmargin.margin.mc_es.McEs.im_from_es`).
+Loss vectors of the pools and accounts asked about are cached (LRU), so a
+request never forms ``E @ pnl.T`` twice.
+
+A trade adds a position and nothing else, exactly as a row added to the
+positions file of the nightly run: its value today (``unit_value x q``: a
+spot price, an option premium; nothing for a perpetual or a future) enters
+equity.  A premium or a spot price paid in cash is a collateral change and
+not part of the trade.
+
+Attribution (``GET /account``, ``GET /group``) is the Euler allocation of
+ES: over the row's m tail scenarios (the m largest losses, equal losses
+ordered by the lower scenario index), each holding's contribution is minus
+the mean of its P&L, and the contributions sum to ES.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import xarray as xr
+
+from ..aggregation import compile_book
+from ..backend import get_backend
+from ..instruments import revaluation
+from ..margin import MarginParams
+from ..margin.mc_es import McEs
+from ..tails import tail_size, var_es
+from .cube import REVALUE_BLOCK, instruments_book, strings
+
+#: Largest |quantity| of one trade, in contracts (a larger one is refused as a slip).
+MAX_QUANTITY = 1e12
+#: Intraday prices (USD) and vols of risky assets a re-pricing accepts.
+PRICE_RANGE, VOL_RANGE = (1e-8, 1e12), (1e-4, 10.0)
+#: Worst scenarios reported as drivers.
+DRIVERS = 5
+
+
+class UnknownName(LookupError):
+    """An account, group, instrument or asset the cube does not hold."""
+
+    def __init__(self, what: str, name):
+        super().__init__(f"unknown {what} {name!r}")
+        self.what, self.name = what, name
+
+
+class BadRequest(ValueError):
+    """A request the calculator cannot answer (a quantity out of range, a bad price), with a one-line reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pricing:
+    """What a re-pricing replaces: the factor P&L, the column map and today's unit values."""
+
+    pnl_t: np.ndarray            # [factor x scenario], C order: a factor's scenarios are contiguous
+    to_factors: sp.csr_matrix    # [column x factor]
+    unit_value: np.ndarray       # [column]
+    prices: np.ndarray           # [asset]
+    vols: np.ndarray             # [asset]
+    marks: str                   # "night" or "intraday"
+
+
+@dataclasses.dataclass(frozen=True)
+class RowFigures:
+    """A loss vector and its tail figures at ``margin.confidence``."""
+
+    loss: np.ndarray
+    var: float
+    es: float
+    im: float
+    tail: np.ndarray             # the m worst scenarios, ascending loss
+
+
+class _Lru(collections.OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class Calculator:
+    """What-if, max size, attribution and re-pricing on a loaded cube (:func:`~mcmargin.whatif.cube.load_cube`).
+
+    Parameters
+    ----------
+    cube : xarray.Dataset
+    cache_rows : int
+        Pool and account loss vectors kept (each ``8 x n_scenarios`` bytes).
+    """
+
+    def __init__(self, cube: xr.Dataset, cache_rows: int = 256):
+        self.cube = cube
+        a = cube.attrs
+        self.model = McEs(MarginParams(confidence=a["margin_confidence"], buffer=a["margin_buffer"],
+                                       maintenance_ratio=a["maintenance_ratio"]))
+        self.n = cube.sizes["scenario"]
+        self.m = tail_size(self.n, self.model.params.confidence)
+        self.accounts = strings(cube["account"])
+        self.groups = strings(cube["group"])
+        self.instruments = strings(cube["instrument"])
+        self.assets = strings(cube["asset"])
+        self.account_index = {k: i for i, k in enumerate(self.accounts)}
+        self.group_index = {k: i for i, k in enumerate(self.groups)}
+        self.column_index = {k: i for i, k in enumerate(self.instruments)}
+        self.factors = strings(cube["factor"])
+        self.columns = strings(cube["column"])
+        self.group_of_account = np.searchsorted(self.groups, strings(cube["account_group"]))
+        order = np.argsort(self.group_of_account, kind="stable")
+        bounds = np.searchsorted(self.group_of_account[order], np.arange(self.groups.size + 1))
+        self.members = [order[bounds[g]:bounds[g + 1]] for g in range(self.groups.size)]   # accounts in id order
+        self.holdings = sp.csr_matrix(
+            (cube["holding_quantity"].to_numpy(), (cube["holding_account"].to_numpy(),
+                                                   cube["holding_column"].to_numpy())),
+            shape=(self.accounts.size, self.columns.size))
+        self.holdings.sort_indices()
+        to_factors = sp.csr_matrix(
+            (cube["to_factors_exposure"].to_numpy(), (cube["to_factors_column"].to_numpy(),
+                                                      cube["to_factors_factor"].to_numpy())),
+            shape=(self.columns.size, self.factors.size))
+        to_factors.sort_indices()
+        self.pricing = Pricing(pnl_t=np.ascontiguousarray(cube["factor_pnl"].to_numpy().astype(np.float64).T),
+                               to_factors=to_factors, unit_value=cube["unit_value"].to_numpy().astype(np.float64),
+                               prices=cube["price"].to_numpy().astype(np.float64),
+                               vols=cube["vol"].to_numpy().astype(np.float64), marks="night")
+        self._cache_rows = cache_rows
+        self._reset_caches()
+
+    # ------------------------------------------------------------------ rows
+    def _reset_caches(self):
+        self._pools = _Lru(self._cache_rows)
+        self._accounts = _Lru(self._cache_rows)
+        self._column_pnl = _Lru(4 * self._cache_rows)
+        p = self.pricing
+        self.equity = np.asarray(self.holdings @ p.unit_value)
+        self.group_equity = np.bincount(self.group_of_account, weights=self.equity, minlength=self.groups.size)
+
+    def figures(self, loss: np.ndarray) -> RowFigures:
+        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions (one partition, a sort of m)."""
+        n, m = self.n, self.m
+        worst = np.argpartition(loss, n - m)[n - m:]
+        values = loss[worst]
+        order = np.argsort(values, kind="stable")
+        var, es = var_es(values[order][None, :], m)
+        es = float(es[0])
+        return RowFigures(loss, float(var[0]), es, float(self.model.im_from_es(es)), worst[order])
+
+    def _loss_of(self, holdings: sp.csr_matrix) -> np.ndarray:
+        exposure = holdings @ self.pricing.to_factors          # netted to one delta per factor first, as the engine
+        exposure.eliminate_zeros()
+        return -np.asarray(exposure @ self.pricing.pnl_t).ravel() + 0.0
+
+    def account_row(self, a: int) -> RowFigures:
+        return self._accounts.get_or(a, lambda: self.figures(self._loss_of(self.holdings[a])))
+
+    def pool_row(self, g: int) -> RowFigures:
+        """The pool's losses and figures (a singleton pool is its account's row)."""
+        members = self.members[g]
+        if members.size == 1:
+            return self.account_row(int(members[0]))
+        pick = sp.csr_matrix((np.ones(members.size), (np.zeros(members.size, dtype=int), members)),
+                             shape=(1, self.accounts.size))
+        return self._pools.get_or(g, lambda: self.figures(self._loss_of(pick @ self.holdings)))
+
+    def column_pnl(self, c: int) -> np.ndarray:
+        """P&L of one unit of position column ``c`` in every scenario."""
+        return self._column_pnl.get_or(
+            c, lambda: np.asarray(self.pricing.to_factors[c] @ self.pricing.pnl_t).ravel())
+
+    # --------------------------------------------------------------- lookups
+    def account_of(self, account=None, group=None) -> int:
+        """Index of ``account``, or of ``group``'s first member (in account id order)."""
+        if (account is None) == (group is None):
+            raise BadRequest("give exactly one of account and group")
+        if account is not None:
+            if account not in self.account_index:
+                raise UnknownName("account", account)
+            return self.account_index[account]
+        if group not in self.group_index:
+            raise UnknownName("group", group)
+        return int(self.members[self.group_index[group]][0])
+
+    def instrument_column(self, instrument) -> int:
+        if instrument not in self.column_index:
+            raise UnknownName("instrument", instrument)
+        return self.column_index[instrument]
+
+    @staticmethod
+    def check_quantity(q, where: str = "quantity") -> float:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
+            raise BadRequest(f"{where} must be a finite number, got {q!r}")
+        if abs(q) > MAX_QUANTITY:
+            raise BadRequest(f"{where} {q:g} is larger than {MAX_QUANTITY:g} contracts in size")
+        return float(q)
+
+    # ---------------------------------------------------------------- what-if
+    def whatif(self, trades, account=None, group=None) -> dict:
+        """The account's and its pool's figures before and after ``trades`` ((instrument, quantity) pairs)."""
+        a = self.account_of(account, group)
+        g = int(self.group_of_account[a])
+        if not trades:
+            raise BadRequest("trades is empty: give at least one {instrument, quantity}")
+        legs = [(self.instrument_column(i), self.check_quantity(q, f"trades[{k}].quantity"))
+                for k, (i, q) in enumerate(trades)]
+        pnl = np.zeros(self.n)
+        value = 0.0
+        for c, q in legs:
+            pnl += q * self.column_pnl(c)
+            value += q * self.pricing.unit_value[c]
+        acc, pool = self.account_row(a), self.pool_row(g)
+        acc_after = self.figures(acc.loss - pnl)
+        pool_after = acc_after if self.members[g].size == 1 else self.figures(pool.loss - pnl)
+        mr = self.model.params.maintenance_ratio
+        equity_after, group_equity_after = self.equity[a] + value, self.group_equity[g] + value
+        return {
+            "account": str(self.accounts[a]), "group": str(self.groups[g]), "marks": self.pricing.marks,
+            "equity_before": float(self.equity[a]), "equity_after": float(equity_after),
+            "es_before": acc.es, "es_after": acc_after.es,
+            "im_before": acc.im, "im_after": acc_after.im, "mm_after": acc_after.im * mr,
+            "margin_call_after": max(0.0, acc_after.im - equity_after),
+            "group_equity_after": float(group_equity_after),
+            "group_es_before": pool.es, "group_es_after": pool_after.es,
+            "group_im_before": pool.im, "group_im_after": pool_after.im, "group_mm_after": pool_after.im * mr,
+            "group_margin_call_after": max(0.0, pool_after.im - group_equity_after),
+            "marginal_im": pool_after.im - pool.im,
+            "drivers": self.drivers(pool_after),
+        }
+
+    def drivers(self, row: RowFigures, k: int = DRIVERS) -> list:
+        """The ``k`` worst scenarios of a row, worst first (equal losses: the lower scenario index first)."""
+        tail = row.tail
+        loss = row.loss[tail]
+        order = np.lexsort((tail, -loss))[:k]
+        return [{"scenario": int(tail[i]), "loss": float(loss[i])} for i in order]
+
+    def max_size(self, instrument, side: str, account=None, group=None, lot: float = 1.0) -> dict:
+        """The largest number of lots of ``instrument`` the account can ``side`` before its pool's ``im`` exceeds
+        its equity (bisection on the exact requirement: ``max_quantity`` lots keep the pool out of a call, one lot
+        more puts it in one)."""
+        if side not in ("buy", "sell"):
+            raise BadRequest(f"side must be 'buy' or 'sell', got {side!r}")
+        lot = self.check_quantity(lot, "lot")
+        if lot <= 0:
+            raise BadRequest(f"lot must be positive, got {lot:g}")
+        a = self.account_of(account, group)
+        g = int(self.group_of_account[a])
+        c = self.instrument_column(instrument)
+        step = lot if side == "buy" else -lot
+        u, v = step * self.column_pnl(c), step * self.pricing.unit_value[c]
+        pool = self.pool_row(g)
+        equity = self.group_equity[g]
+
+        def state(k):
+            im = self.figures(pool.loss - k * u).im if k else pool.im
+            return im, equity + k * v
+
+        def in_call(k):
+            im, eq = state(k)
+            return im > eq
+
+        out = {"account": str(self.accounts[a]), "group": str(self.groups[g]), "instrument": instrument, "side": side,
+               "lot": lot, "marks": self.pricing.marks}
+        if in_call(0):
+            im, eq = state(0)
+            return {**out, "max_quantity": 0.0, "bounded": True, "already_in_call": True,
+                    "group_im_at_max": im, "group_equity_at_max": eq, "group_im_one_more": None}
+        lo, hi = 0, 1
+        limit = int(MAX_QUANTITY // lot)
+        while not in_call(hi):
+            lo = hi
+            if hi >= limit:
+                im, eq = state(lo)
+                return {**out, "max_quantity": lo * lot, "bounded": False, "already_in_call": False,
+                        "group_im_at_max": im, "group_equity_at_max": eq, "group_im_one_more": None}
+            hi = min(2 * hi, limit)
+        while hi - lo > 1:                 # invariant: lo keeps the pool out of a call, hi puts it in one
+            mid = (lo + hi) // 2
+            if in_call(mid):
+                hi = mid
+            else:
+                lo = mid
+        im, eq = state(lo)
+        return {**out, "max_quantity": lo * lot, "bounded": True, "already_in_call": False,
+                "group_im_at_max": im, "group_equity_at_max": eq, "group_im_one_more": state(lo + 1)[0]}
+
+    # ------------------------------------------------------------ attribution
+    def _attribution(self, row: RowFigures, holdings: sp.csr_matrix, owners: np.ndarray) -> dict:
+        """Euler allocation of ES over the row's m tail scenarios (equal losses: the lower index first)."""
+        tail = np.lexsort((np.arange(self.n), -row.loss))[:self.m]
+        factor_mean = self.pricing.pnl_t[:, tail].mean(axis=1)              # [factor]
+        column_mean = np.asarray(self.pricing.to_factors @ factor_mean)     # [column]
+        h = holdings.tocoo()
+        contrib = -h.data * column_mean[h.col]
+        exposure = np.asarray((holdings.sum(axis=0) @ self.pricing.to_factors)).ravel()
+        factor_contrib = -exposure * factor_mean
+        kinds = np.where(h.col < self.instruments.size, "instrument", "collateral")
+        return {
+            "es": row.es,
+            "es_contribution": [{"account": self.accounts[owners[r]], "kind": k, "name": self.columns[c],
+                                 "quantity": float(q), "contribution": float(x)}
+                                for r, c, q, x, k in zip(h.row, h.col, h.data, contrib, kinds)],
+            "factor_contribution": [{"factor": self.factors[f], "contribution": float(factor_contrib[f])}
+                                    for f in np.flatnonzero(exposure)],
+            "tail_scenarios": self.drivers(row),
+        }
+
+    def _night(self, prefix: str, i: int, dim: str) -> dict:
+        out = {}
+        for name in self.cube.data_vars:
+            if name.startswith(f"night_{prefix}") and self.cube[name].dims == (dim,):
+                key = name[len("night_"):]
+                if prefix == "" and key.startswith("group_"):
+                    continue
+                out[key] = float(self.cube[name].values[i])
+        return out
+
+    def account(self, account) -> dict:
+        """The night's figures of ``account`` (from the cube), its figures now, and the attribution of its ES."""
+        if account not in self.account_index:
+            raise UnknownName("account", account)
+        a = self.account_index[account]
+        row = self.account_row(a)
+        return {"account": account, "group": self.groups[self.group_of_account[a]], "marks": self.pricing.marks,
+                "night": self._night("", a, "account"),
+                "now": {"equity": float(self.equity[a]), "var": row.var, "es": row.es, "im": row.im,
+                        "mm": row.im * self.model.params.maintenance_ratio,
+                        "margin_call": max(0.0, row.im - float(self.equity[a]))},
+                "attribution": self._attribution(row, self.holdings[a], np.array([a]))}
+
+    def group(self, group) -> dict:
+        """The night's figures of ``group``, its figures now, and the attribution of its ES to every holding."""
+        if group not in self.group_index:
+            raise UnknownName("group", group)
+        g = self.group_index[group]
+        members = self.members[g]
+        row = self.pool_row(g)
+        eq = float(self.group_equity[g])
+        return {"group": group, "members": [self.accounts[i] for i in members], "marks": self.pricing.marks,
+                "night": self._night("group_", g, "group"),
+                "now": {"equity": eq, "var": row.var, "es": row.es, "im": row.im,
+                        "mm": row.im * self.model.params.maintenance_ratio, "margin_call": max(0.0, row.im - eq)},
+                "attribution": self._attribution(row, self.holdings[members], members)}
+
+    # ------------------------------------------------------------- re-pricing
+    def reprice(self, prices=None, vols=None) -> dict:
+        """Re-centre on intraday marks: revalue every instrument on the stored shocks at these prices and vols.
+
+        ``prices`` and ``vols`` map assets to their intraday price (USD, > 0)
+        and implied vol; assets left out keep the night's marks, so ``{}``
+        returns to the night.  An asset's vol cannot move between zero (cash:
+        no risk factor) and positive.  Returns the time the re-pricing took.
+        """
+        t0 = time.perf_counter()
+        night_p, night_v = self.cube["price"].to_numpy(), self.cube["vol"].to_numpy()
+        p, v = night_p.astype(float).copy(), night_v.astype(float).copy()
+        index = {k: i for i, k in enumerate(self.assets)}
+        for name, given, target, positive in (("prices", prices, p, True), ("vols", vols, v, False)):
+            for asset, x in (given or {}).items():
+                if asset not in index:
+                    raise UnknownName("asset", asset)
+                x = self.check_quantity(x, f"{name}[{asset}]")
+                low = PRICE_RANGE[0] if positive else (VOL_RANGE[0] if night_v[index[asset]] > 0 else 0.0)
+                high = PRICE_RANGE[1] if positive else VOL_RANGE[1]
+                if not low <= x <= high:
+                    raise BadRequest(f"{name}[{asset}] = {x:g} is out of range ({low:g} to {high:g})")
+                if not positive and (x > 0) != (night_v[index[asset]] > 0):
+                    raise BadRequest(f"vols[{asset}] = {x:g}: a cash asset (vol 0) stays cash and a risky one "
+                                     "stays risky (the factor map would change)")
+                target[index[asset]] = x
+        compiled = compile_book(instruments_book(self.cube, p, v), self.cube.attrs["horizon_calendar_days"],
+                                self.cube.attrs["pricing_rate"], row_kinds=("accounts",))
+        nb = get_backend("numpy")
+        priced = revaluation.to_backend(compiled, nb)
+        shock, vol_shock = self.cube["shock"].to_numpy(), self.cube["vol_shock"].to_numpy()
+        pnl = np.empty((self.n, compiled.n_factors))
+        for s in range(0, self.n, REVALUE_BLOCK):
+            pnl[s:s + REVALUE_BLOCK] = np.asarray(revaluation.revalue(nb, priced, shock[s:s + REVALUE_BLOCK],
+                                                                      vol_shock[s:s + REVALUE_BLOCK]))
+        marks = "night" if np.array_equal(p, night_p) and np.array_equal(v, night_v) else "intraday"
+        self.pricing = Pricing(pnl_t=np.ascontiguousarray(pnl.T), to_factors=compiled.to_factors,
+                               unit_value=compiled.unit_value, prices=p, vols=v, marks=marks)
+        self._reset_caches()
+        return {"marks": marks, "prices": dict(zip(self.assets.tolist(), p.tolist())),
+                "vols": dict(zip(self.assets.tolist(), v.tolist())), "n_scenarios": self.n,
+                "n_options": int(compiled.options.n), "latency_ms": 1e3 * (time.perf_counter() - t0)}
