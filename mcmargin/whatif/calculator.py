@@ -84,7 +84,7 @@ class RowFigures:
     var: float
     es: float
     im: float
-    tail: np.ndarray             # the m worst scenarios, ascending loss
+    tail: np.ndarray             # the m worst scenarios, worst first (equal losses: the lower index first)
 
 
 class _Lru(collections.OrderedDict):
@@ -159,14 +159,20 @@ class Calculator:
         self.group_equity = np.bincount(self.group_of_account, weights=self.equity, minlength=self.groups.size)
 
     def figures(self, loss: np.ndarray) -> RowFigures:
-        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions (one partition, a sort of m)."""
+        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions (one partition, a sort of m).
+
+        The tail is the m largest losses; among losses equal to the m-th, the
+        lower scenario indices (so the drivers and the attribution do not
+        depend on how the partition broke ties).
+        """
         n, m = self.n, self.m
-        worst = np.argpartition(loss, n - m)[n - m:]
-        values = loss[worst]
-        order = np.argsort(values, kind="stable")
-        var, es = var_es(values[order][None, :], m)
+        threshold = loss[np.argpartition(loss, n - m)[n - m:]].min()
+        above = np.flatnonzero(loss > threshold)
+        tail = np.concatenate([above, np.flatnonzero(loss == threshold)[:m - above.size]])
+        tail = tail[np.lexsort((tail, -loss[tail]))]                    # worst first; ties: lower index first
+        var, es = var_es(loss[tail][::-1][None, :], m)
         es = float(es[0])
-        return RowFigures(loss, float(var[0]), es, float(self.model.im_from_es(es)), worst[order])
+        return RowFigures(loss, float(var[0]), es, float(self.model.im_from_es(es)), tail)
 
     def _loss_of(self, holdings: sp.csr_matrix) -> np.ndarray:
         exposure = holdings @ self.pricing.to_factors          # netted to one delta per factor first, as the engine
@@ -251,10 +257,7 @@ class Calculator:
 
     def drivers(self, row: RowFigures, k: int = DRIVERS) -> list:
         """The ``k`` worst scenarios of a row, worst first (equal losses: the lower scenario index first)."""
-        tail = row.tail
-        loss = row.loss[tail]
-        order = np.lexsort((tail, -loss))[:k]
-        return [{"scenario": int(tail[i]), "loss": float(loss[i])} for i in order]
+        return [{"scenario": int(i), "loss": float(row.loss[i])} for i in row.tail[:k]]
 
     def max_size(self, instrument, side: str, account=None, group=None, lot: float = 1.0) -> dict:
         """The largest number of lots of ``instrument`` the account can ``side`` before its pool's ``im`` exceeds
@@ -309,7 +312,7 @@ class Calculator:
     # ------------------------------------------------------------ attribution
     def _attribution(self, row: RowFigures, holdings: sp.csr_matrix, owners: np.ndarray) -> dict:
         """Euler allocation of ES over the row's m tail scenarios (equal losses: the lower index first)."""
-        tail = np.lexsort((np.arange(self.n), -row.loss))[:self.m]
+        tail = row.tail
         factor_mean = self.pricing.pnl_t[:, tail].mean(axis=1)              # [factor]
         column_mean = np.asarray(self.pricing.to_factors @ factor_mean)     # [column]
         h = holdings.tocoo()
