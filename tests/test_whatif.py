@@ -104,6 +104,23 @@ def test_whatif_equals_the_nightly_rerun_with_the_trades_added(night, case):
     assert [d["scenario"] for d in out["drivers"]] == worst.tolist()
 
 
+def test_tail_figures_by_definition_with_and_without_the_bound(night):
+    """VaR/ES of the calculator equal a full sort (tails.var_es_reference), ties included, with or without ``near``."""
+    from mcmargin.tails import var_es_reference
+
+    _, calc = night
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        loss = np.round(rng.standard_t(3, N) * 100, 0 if trial % 3 else 3)      # rounded: many ties
+        near = rng.choice(N, calc.m, replace=False)
+        var, es = var_es_reference(loss, 0.99)
+        for got in (calc.figures(loss), calc.figures(loss, near)):
+            assert got.var == var and math.isclose(got.es, es, rel_tol=1e-12)
+            assert got.im == max(0.0, es) * 1.1 or math.isclose(got.im, max(0.0, es) * 1.1, rel_tol=1e-12)
+            expected = np.lexsort((np.arange(N), -loss))[:calc.m]
+            assert got.tail.tolist() == expected.tolist()
+
+
 def test_max_size_is_the_boundary_of_a_call(night):
     """At max_quantity the rerun has no pool call; one lot more and it has one."""
     _, calc = night

@@ -7,8 +7,10 @@ members' factor exposures (docs/architecture.md, "Revaluation"); adding
 
     loss_after = loss_before - sum_k q_k u_{c_k}          O(scenarios x trades)
 
-and then the tail definitions of :mod:`mcmargin.tails` (one
-``np.argpartition`` for the m worst, a sort of those m, :func:`~mcmargin.tails.var_es`)
+and then the tail definitions of :mod:`mcmargin.tails` (one compare with the
+smallest loss, after the trade, of the m scenarios of the tail before it,
+which bounds the new m-th largest from below; one ``np.argpartition`` of the
+few losses above that bound; a sort of the m worst; :func:`~mcmargin.tails.var_es`)
 and the ``mc_es`` requirement (:meth:`~mcmargin.margin.mc_es.McEs.im_from_es`).
 Loss vectors of the pools and accounts asked about are cached (LRU), so a
 request never forms ``E @ pnl.T`` twice.
@@ -158,17 +160,25 @@ class Calculator:
         self.equity = np.asarray(self.holdings @ p.unit_value)
         self.group_equity = np.bincount(self.group_of_account, weights=self.equity, minlength=self.groups.size)
 
-    def figures(self, loss: np.ndarray) -> RowFigures:
-        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions (one partition, a sort of m).
+    def figures(self, loss: np.ndarray, near: np.ndarray | None = None) -> RowFigures:
+        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions.
 
         The tail is the m largest losses; among losses equal to the m-th, the
         lower scenario indices (so the drivers and the attribution do not
-        depend on how the partition broke ties).
+        depend on how a partition broke ties).  ``near``: m scenarios (the
+        tail before a trade) whose smallest loss bounds the m-th largest from
+        below, so only the losses at or above it are partitioned (exact: every
+        loss of the tail is at least that bound); else the whole vector is.
         """
         n, m = self.n, self.m
-        threshold = loss[np.argpartition(loss, n - m)[n - m:]].min()
-        above = np.flatnonzero(loss > threshold)
-        tail = np.concatenate([above, np.flatnonzero(loss == threshold)[:m - above.size]])
+        if near is not None and near.size == m:
+            candidates = np.flatnonzero(loss >= loss[near].min())
+        else:
+            candidates = np.arange(n)
+        values = loss[candidates]
+        threshold = values[np.argpartition(values, values.size - m)[values.size - m:]].min()
+        above = candidates[values > threshold]
+        tail = np.concatenate([above, candidates[values == threshold][:m - above.size]])
         tail = tail[np.lexsort((tail, -loss[tail]))]                    # worst first; ties: lower index first
         var, es = var_es(loss[tail][::-1][None, :], m)
         es = float(es[0])
@@ -237,8 +247,8 @@ class Calculator:
             pnl += q * self.column_pnl(c)
             value += q * self.pricing.unit_value[c]
         acc, pool = self.account_row(a), self.pool_row(g)
-        acc_after = self.figures(acc.loss - pnl)
-        pool_after = acc_after if self.members[g].size == 1 else self.figures(pool.loss - pnl)
+        acc_after = self.figures(acc.loss - pnl, acc.tail)
+        pool_after = acc_after if self.members[g].size == 1 else self.figures(pool.loss - pnl, pool.tail)
         mr = self.model.params.maintenance_ratio
         equity_after, group_equity_after = self.equity[a] + value, self.group_equity[g] + value
         return {
@@ -277,7 +287,7 @@ class Calculator:
         equity = self.group_equity[g]
 
         def state(k):
-            im = self.figures(pool.loss - k * u).im if k else pool.im
+            im = self.figures(pool.loss - k * u, pool.tail).im if k else pool.im
             return im, equity + k * v
 
         def in_call(k):
