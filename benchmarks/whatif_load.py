@@ -143,11 +143,14 @@ def start_server(cube, port: int, token: str | None = None, cwd=None, timeout: f
     cmd = [sys.executable, "-m", "jobs.serve", f"cube={cube}", f"serve.port={port}"]
     if token:
         cmd.append(f"serve.token={token}")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.Popen(cmd, cwd=cwd or root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the service exited {proc.returncode}: {proc.stdout.read()}")
+            raise RuntimeError(f"the service exited {proc.returncode}: {proc.stderr.read()}")
         try:
             httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1.0)
             return proc

@@ -319,7 +319,7 @@ STRESS_RULES: dict[str, Rule] = {
 
 #: Every setting of ``jobs.serve`` (the what-if service) with a type or range.
 SERVE_RULES: dict[str, Rule] = {
-    "cube": _path,
+    "cube": _text,
     "serve.host": _path,
     "serve.port": _whole(0, 65535),
     "serve.token": _text,

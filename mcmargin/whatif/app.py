@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .calculator import MAX_QUANTITY, BadRequest, Calculator, UnknownName
 
@@ -253,6 +254,12 @@ def create_app(calculator: Calculator, token: str | None = None, max_body_bytes:
         if len(problems) > 1:
             message += f" (and {len(problems) - 1} more problem(s))"
         return _error(422, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:         # FastAPI could not read the body at all (e.g. not UTF-8)
+            return _error(422, f"malformed JSON body: {exc.detail}")
+        return _error(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
     @app.exception_handler(UnknownName)
     async def _unknown(request: Request, exc: UnknownName):
