@@ -221,7 +221,8 @@ def create_app(calculator: Calculator, token: str | None = None, max_body_bytes:
     """The ASGI app over ``calculator`` (wrap it in :class:`BodyLimit` with :func:`asgi`)."""
     bearer = HTTPBearer(auto_error=False)
 
-    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+    async def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        # async: a plain function would be run in a worker thread on every request
         if token is None:
             return
         given = credentials.credentials if credentials is not None else ""

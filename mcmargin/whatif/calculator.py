@@ -34,6 +34,7 @@ import dataclasses
 import math
 import time
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 import xarray as xr
@@ -50,6 +51,8 @@ from .cube import REVALUE_BLOCK, instruments_book, strings
 MAX_QUANTITY = 1e12
 #: Intraday prices (USD) and vols of risky assets a re-pricing accepts.
 PRICE_RANGE, VOL_RANGE = (1e-8, 1e12), (1e-4, 10.0)
+#: Scenarios whose losses after a trade set the first bound of the tail.
+PILOT_SAMPLE = 2048
 #: Worst scenarios reported as drivers.
 DRIVERS = 5
 
@@ -80,13 +83,49 @@ class Pricing:
 
 @dataclasses.dataclass(frozen=True)
 class RowFigures:
-    """A loss vector and its tail figures at ``margin.confidence``."""
+    """A row's tail figures at ``margin.confidence`` (and its whole loss vector when it is a cached row)."""
 
-    loss: np.ndarray
     var: float
     es: float
     im: float
     tail: np.ndarray             # the m worst scenarios, worst first (equal losses: the lower index first)
+    tail_loss: np.ndarray        # their losses
+    loss: np.ndarray | None = None
+
+
+@numba.njit(cache=True, nogil=True)
+def _losses_above(loss, pnl_t, factors, weights, bound):  # pragma: no cover - compiled
+    """Scenarios (ascending) and losses of ``loss - sum_j weights[j] pnl_t[factors[j]]`` that are >= ``bound``.
+
+    One pass over the scenarios, nothing of size N written but the few
+    losses kept: the what-if's only O(scenarios x trades) step.
+    """
+    n = loss.size
+    index = np.empty(n, np.int64)
+    value = np.empty(n, np.float64)
+    k = 0
+    for s in range(n):
+        x = loss[s]
+        for j in range(factors.size):
+            x -= weights[j] * pnl_t[factors[j], s]
+        if x >= bound:
+            index[k] = s
+            value[k] = x
+            k += 1
+    return index[:k].copy(), value[:k].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _losses_at(loss, pnl_t, factors, weights, scenarios):  # pragma: no cover - compiled
+    """The same losses as :func:`_losses_above` (same order of operations, so the same bits) at ``scenarios``."""
+    out = np.empty(scenarios.size, np.float64)
+    for i in range(scenarios.size):
+        s = scenarios[i]
+        x = loss[s]
+        for j in range(factors.size):
+            x -= weights[j] * pnl_t[factors[j], s]
+        out[i] = x
+    return out
 
 
 class _Lru(collections.OrderedDict):
@@ -150,39 +189,75 @@ class Calculator:
                                vols=cube["vol"].to_numpy().astype(np.float64), marks="night")
         self._cache_rows = cache_rows
         self._reset_caches()
+        # Scenarios of the pilot sample (strided: draws are independent of their index) and the rank in it
+        # above which about 1.6 m of all scenarios are expected (docs/architecture.md, "What-if service").
+        self._sample = np.arange(0, self.n, max(1, self.n // PILOT_SAMPLE), dtype=np.int64)
+        self._sample_rank = max(1, math.ceil(1.6 * self.m * self._sample.size / self.n))
+        # Compile (or load from numba's cache) the kernels now, not on the first request.
+        self.after(np.zeros(self.n), np.zeros(1, np.int64), np.zeros(1))
 
     # ------------------------------------------------------------------ rows
     def _reset_caches(self):
         self._pools = _Lru(self._cache_rows)
         self._accounts = _Lru(self._cache_rows)
-        self._column_pnl = _Lru(4 * self._cache_rows)
         p = self.pricing
         self.equity = np.asarray(self.holdings @ p.unit_value)
         self.group_equity = np.bincount(self.group_of_account, weights=self.equity, minlength=self.groups.size)
 
     def figures(self, loss: np.ndarray, near: np.ndarray | None = None) -> RowFigures:
-        """VaR, ES and ``im`` of one loss vector by :mod:`mcmargin.tails`' definitions.
+        """VaR, ES and ``im`` of a loss vector by :mod:`mcmargin.tails`' definitions (:meth:`after` with no trade)."""
+        return self.after(loss, np.zeros(0, np.int64), np.zeros(0), near, keep=True)
 
-        The tail is the m largest losses; among losses equal to the m-th, the
-        lower scenario indices (so the drivers and the attribution do not
-        depend on how a partition broke ties).  ``near``: m scenarios (the
-        tail before a trade) whose smallest loss bounds the m-th largest from
-        below, so only the losses at or above it are partitioned (exact: every
-        loss of the tail is at least that bound); else the whole vector is.
+    def after(self, loss, factors, weights, near=None, keep: bool = False) -> RowFigures:
+        """Tail figures of ``loss - sum_j weights[j] x factor_pnl[:, factors[j]]``.
+
+        The tail is the m largest losses; among losses equal to the m-th,
+        the lower scenario indices (so drivers and attribution never depend on
+        how a partition broke ties).  ``near``: m scenarios (the tail before
+        the trade), whose smallest loss after it bounds the new m-th largest
+        from below.  Only the losses at or above a bound are kept and
+        partitioned: exact whenever at least m are, as every loss of the tail
+        is then at least the bound.
         """
-        n, m = self.n, self.m
-        if near is not None and near.size == m:
-            candidates = np.flatnonzero(loss >= loss[near].min())
-        else:
-            candidates = np.arange(n)
-        values = loss[candidates]
+        n, m, pnl_t = self.n, self.m, self.pricing.pnl_t
+        # Any bound with at least m losses at or above it keeps the whole tail (the m-th largest is at least
+        # the bound), so a bound is tried and the count checked: first the loss a strided sample puts about
+        # 1.6 m scenarios above, raised to the guaranteed bound of the old tail; that failing, the old tail's.
+        sample = self._sample
+        got = _losses_at(loss, pnl_t, factors, weights, sample)
+        j = min(sample.size, self._sample_rank)
+        guess = got[np.argpartition(got, sample.size - j)[sample.size - j:]].min()
+        safe = _losses_at(loss, pnl_t, factors, weights, near).min() if near is not None and near.size == m \
+            else -np.inf
+        index, values = _losses_above(loss, pnl_t, factors, weights, max(guess, safe))
+        if index.size < m:
+            index, values = _losses_above(loss, pnl_t, factors, weights, safe)
+        if index.size < m:                                   # only if rounding moved a loss across the bound
+            index, values = _losses_above(loss, pnl_t, factors, weights, -np.inf)
         threshold = values[np.argpartition(values, values.size - m)[values.size - m:]].min()
-        above = candidates[values > threshold]
-        tail = np.concatenate([above, candidates[values == threshold][:m - above.size]])
-        tail = tail[np.lexsort((tail, -loss[tail]))]                    # worst first; ties: lower index first
-        var, es = var_es(loss[tail][::-1][None, :], m)
+        above = values > threshold
+        at = np.flatnonzero(values == threshold)[:m - int(above.sum())]
+        pick = np.concatenate([np.flatnonzero(above), at])
+        tail, tail_loss = index[pick], values[pick]
+        order = np.lexsort((tail, -tail_loss))                 # worst first; ties: lower index first
+        tail, tail_loss = tail[order], tail_loss[order]
+        var, es = var_es(tail_loss[::-1][None, :], m)
         es = float(es[0])
-        return RowFigures(loss, float(var[0]), es, float(self.model.im_from_es(es)), tail)
+        full = None
+        if keep:
+            full = loss if factors.size == 0 else loss - np.asarray(weights) @ pnl_t[factors]
+        return RowFigures(float(var[0]), es, float(self.model.im_from_es(es)), tail, tail_loss, full)
+
+    def trade_factors(self, legs):
+        """``(factors, weights)`` of trades ``[(column, quantity)]``: each unit's factor exposures times its quantity."""
+        tf = self.pricing.to_factors
+        factors, weights = [], []
+        for c, q in legs:
+            lo, hi = tf.indptr[c], tf.indptr[c + 1]
+            factors.append(tf.indices[lo:hi])
+            weights.append(q * tf.data[lo:hi])
+        return (np.concatenate(factors).astype(np.int64) if factors else np.zeros(0, np.int64),
+                np.concatenate(weights).astype(np.float64) if weights else np.zeros(0))
 
     def _loss_of(self, holdings: sp.csr_matrix) -> np.ndarray:
         exposure = holdings @ self.pricing.to_factors          # netted to one delta per factor first, as the engine
@@ -197,14 +272,17 @@ class Calculator:
         members = self.members[g]
         if members.size == 1:
             return self.account_row(int(members[0]))
-        pick = sp.csr_matrix((np.ones(members.size), (np.zeros(members.size, dtype=int), members)),
-                             shape=(1, self.accounts.size))
-        return self._pools.get_or(g, lambda: self.figures(self._loss_of(pick @ self.holdings)))
+
+        def rebuild():
+            pick = sp.csr_matrix((np.ones(members.size), (np.zeros(members.size, dtype=int), members)),
+                                 shape=(1, self.accounts.size))
+            return self.figures(self._loss_of(pick @ self.holdings))
+
+        return self._pools.get_or(g, rebuild)
 
     def column_pnl(self, c: int) -> np.ndarray:
         """P&L of one unit of position column ``c`` in every scenario."""
-        return self._column_pnl.get_or(
-            c, lambda: np.asarray(self.pricing.to_factors[c] @ self.pricing.pnl_t).ravel())
+        return np.asarray(self.pricing.to_factors[c] @ self.pricing.pnl_t).ravel()
 
     # --------------------------------------------------------------- lookups
     def account_of(self, account=None, group=None) -> int:
@@ -241,14 +319,11 @@ class Calculator:
             raise BadRequest("trades is empty: give at least one {instrument, quantity}")
         legs = [(self.instrument_column(i), self.check_quantity(q, f"trades[{k}].quantity"))
                 for k, (i, q) in enumerate(trades)]
-        pnl = np.zeros(self.n)
-        value = 0.0
-        for c, q in legs:
-            pnl += q * self.column_pnl(c)
-            value += q * self.pricing.unit_value[c]
+        value = sum(q * self.pricing.unit_value[c] for c, q in legs)
+        factors, weights = self.trade_factors(legs)
         acc, pool = self.account_row(a), self.pool_row(g)
-        acc_after = self.figures(acc.loss - pnl, acc.tail)
-        pool_after = acc_after if self.members[g].size == 1 else self.figures(pool.loss - pnl, pool.tail)
+        acc_after = self.after(acc.loss, factors, weights, acc.tail)
+        pool_after = acc_after if self.members[g].size == 1 else self.after(pool.loss, factors, weights, pool.tail)
         mr = self.model.params.maintenance_ratio
         equity_after, group_equity_after = self.equity[a] + value, self.group_equity[g] + value
         return {
@@ -267,7 +342,7 @@ class Calculator:
 
     def drivers(self, row: RowFigures, k: int = DRIVERS) -> list:
         """The ``k`` worst scenarios of a row, worst first (equal losses: the lower scenario index first)."""
-        return [{"scenario": int(i), "loss": float(row.loss[i])} for i in row.tail[:k]]
+        return [{"scenario": int(i), "loss": float(x)} for i, x in zip(row.tail[:k], row.tail_loss[:k])]
 
     def max_size(self, instrument, side: str, account=None, group=None, lot: float = 1.0) -> dict:
         """The largest number of lots of ``instrument`` the account can ``side`` before its pool's ``im`` exceeds
@@ -282,12 +357,13 @@ class Calculator:
         g = int(self.group_of_account[a])
         c = self.instrument_column(instrument)
         step = lot if side == "buy" else -lot
-        u, v = step * self.column_pnl(c), step * self.pricing.unit_value[c]
+        factors, weights = self.trade_factors([(c, step)])
+        v = step * self.pricing.unit_value[c]
         pool = self.pool_row(g)
         equity = self.group_equity[g]
 
         def state(k):
-            im = self.figures(pool.loss - k * u, pool.tail).im if k else pool.im
+            im = self.after(pool.loss, factors, k * weights, pool.tail).im if k else pool.im
             return im, equity + k * v
 
         def in_call(k):
