@@ -190,8 +190,8 @@ def build_cube(book: Book, scenarios, ds: xr.Dataset) -> xr.Dataset:
         margin_buffer=float(ds.attrs["margin_buffer"]), maintenance_ratio=float(ds.attrs["maintenance_ratio"]),
         pricing_rate=rate, horizon_calendar_days=horizon, valuation_date=book.valuation_date.isoformat(),
         n_scenarios=int(scenarios.n), seed=int(scenarios.seed), scenario_model=json.dumps(scenarios.describe()),
-        methodology="what-if cube: loss = -(H @ to_factors) @ factor_pnl.T (docs/architecture.md, "
-                    "\"What-if service\"); mc_es im = max(0, ES_q) x (1 + buffer)")
+        methodology="what-if cube: loss = -(H @ to_factors) @ factor_pnl.T; mc_es im = max(0, ES_q) x "
+                    "(1 + buffer); the What-if service section of docs/architecture.md")
     return cube
 
 
