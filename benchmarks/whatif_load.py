@@ -8,12 +8,13 @@
 pooled with two others, beside 200 small accounts; 100 instruments on four
 assets), runs ``python -m jobs.stress ... output.cube=`` on it, starts
 ``python -m jobs.serve`` as its own process and drives it with the client
-from this one.  The client is a bounded open-loop asyncio client (httpx):
-request i is due at ``start + i / rate`` whatever the answers before it,
-at most ``--in-flight`` requests wait at once (a request over the bound
-waits for a slot and its wait counts in its latency, so a slow server
-cannot hide its queue), and latency runs from the request's due time to
-its answer.  Nothing is dropped: every request is sent and counted, and
+from this one.  The client is a bounded open-loop asyncio client on
+plain asyncio streams (keep-alive HTTP/1.1, a few tens of microseconds of
+its own per request): request i is due at ``start + i / rate`` whatever
+the answers before it, at most ``--in-flight`` requests are out at once (a
+request over the bound waits for a connection and its wait counts in its
+latency, so a slow server cannot hide its queue), and latency runs from the
+request's due time to its answer.  Nothing is dropped: every request is sent and counted, and
 any answer other than 200 (or a transport error) is a failure.
 """
 
@@ -84,10 +85,52 @@ def write_book(directory, seed: int = 7) -> dict:
     return {"account": "BIG", "instruments": ids.tolist()}
 
 
-async def load(url: str, account: str, instruments, rate: float, duration: float, in_flight: int = 64,
+class _Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: a request costs a write and two reads.
+
+    The client's own cost per request is a few tens of microseconds, so on a
+    shared machine the measurement is of the server (an HTTP library client
+    costs a millisecond or more of CPU per request, as much as the what-if).
+    """
+
+    def __init__(self, host: str, port: int, headers: dict):
+        self.host, self.port = host, port
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.head}"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        if b"connection: close" in head.lower():
+            self.close()
+        return status, payload
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load(url: str, account: str, instruments, rate: float, duration: float, in_flight: int = 32,
                token: str | None = None, seed: int = 1) -> dict:
-    """Drive ``POST /whatif`` at ``rate`` requests/s for ``duration`` s; latency percentiles in ms and failures."""
-    import httpx
+    """Drive ``POST /whatif`` at ``rate`` requests/s for ``duration`` s; latency percentiles in ms and failures.
+
+    ``in_flight`` workers, each with its own keep-alive connection, take the
+    requests in turn: request i goes out at its due time ``start + i / rate``,
+    or as soon as a worker is free if every worker is busy then (its wait
+    counts in its latency).
+    """
+    from urllib.parse import urlsplit
 
     rng = np.random.default_rng(seed)
     n = int(round(rate * duration))
@@ -96,38 +139,52 @@ async def load(url: str, account: str, instruments, rate: float, duration: float
         k = int(rng.integers(1, 4))
         bodies.append(json.dumps({"account": account, "trades": [
             {"instrument": str(rng.choice(instruments)), "quantity": float(np.round(rng.uniform(-10, 10), 3) or 1.0)}
-            for _ in range(k)]}))
-    headers = {"content-type": "application/json"}
+            for _ in range(k)]}).encode())
+    headers = {"Content-Type": "application/json"}
     if token:
-        headers["authorization"] = f"Bearer {token}"
+        headers["Authorization"] = f"Bearer {token}"
+    where = urlsplit(url)
     latency = np.full(n, np.nan)
     failures: list[str] = []
-    slots = asyncio.Semaphore(in_flight)
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
-        await client.post("/whatif", content=bodies[0])          # warm: connection, caches
-        start = time.perf_counter() + 0.05
+    queue: asyncio.Queue = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    warm = _Connection(where.hostname, where.port, headers)
+    await warm.post("/whatif", bodies[0])                   # connection, caches
+    warm.close()
+    start = time.perf_counter() + 0.05
 
-        async def one(i):
+    async def worker():
+        conn = _Connection(where.hostname, where.port, headers)
+        while not queue.empty():
+            i = queue.get_nowait()
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            async with slots:
-                try:
-                    r = await client.post("/whatif", content=bodies[i])
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code}: {r.text[:200]}")
-                except Exception as exc:  # noqa: BLE001 - a transport failure is a failed request, counted
-                    failures.append(f"{type(exc).__name__}: {exc}")
-                    return
+            try:
+                status, payload = await conn.post("/whatif", bodies[i])
+                if status != 200:
+                    failures.append(f"{status}: {payload[:200]!r}")
+                    continue
+            except Exception as exc:  # noqa: BLE001 - a transport failure is a failed request, counted
+                failures.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                continue
             latency[i] = time.perf_counter() - due
+        conn.close()
 
-        await asyncio.gather(*(one(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - start
     done = latency[np.isfinite(latency)] * 1e3
     pct = {f"p{p}": float(np.percentile(done, p)) if done.size else float("nan") for p in (50, 90, 99, 99.9)}
     return {"requests": n, "answered": int(done.size), "failures": len(failures), "first_failures": failures[:3],
             "rate": rate, "achieved_rate": n / elapsed, "duration_s": elapsed, **pct,
             "max": float(done.max()) if done.size else float("nan")}
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -175,7 +232,7 @@ def main(argv=None):
     for q in (c, r):
         q.add_argument("--rate", type=float, default=200.0)
         q.add_argument("--duration", type=float, default=60.0)
-        q.add_argument("--in-flight", type=int, default=64)
+        q.add_argument("--in-flight", type=int, default=32)
         q.add_argument("--token", default=None)
     a = p.parse_args(argv)
     if a.cmd == "book":
@@ -208,12 +265,15 @@ def main(argv=None):
     print(f"service up in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     try:
         held = [i for i in book["instruments"]]
+        cpu0, own0 = process_cpu(server.pid), time.process_time()
         out = asyncio.run(load(f"http://127.0.0.1:{port}", book["account"], held, a.rate, a.duration,
                                a.in_flight, a.token))
+        out["server_cpu_ms_per_request"] = 1e3 * (process_cpu(server.pid) - cpu0) / out["requests"]
+        out["client_cpu_ms_per_request"] = 1e3 * (time.process_time() - own0) / out["requests"]
     finally:
         server.terminate()
         server.wait(timeout=30)
-    out.update(scenarios=a.scenarios, positions=50, cpu_count=os.cpu_count())
+    out.update(scenarios=a.scenarios, positions=50, cpu_count=os.cpu_count(), load_average=os.getloadavg())
     print(json.dumps(out, indent=1))
 
 
