@@ -181,6 +181,20 @@ async def load(url: str, account: str, instruments, rate: float, duration: float
             "max": float(done.max()) if done.size else float("nan")}
 
 
+async def reprice_latency(port: int, token: str | None, times: int = 3) -> list:
+    """Wall ms of ``POST /reprice`` (BTC 1 % up, ETH vol 0.75, then back to the night), as the client sees it."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    conn = _Connection("127.0.0.1", port, headers)
+    out = []
+    for body in ([{"prices": {"BTC": ASSETS["BTC"][0] * 1.01}, "vols": {"ETH": 0.75}}, {}] * times)[:times]:
+        t = time.perf_counter()
+        status, _ = await conn.post("/reprice", json.dumps(body).encode())
+        assert status == 200
+        out.append(round(1e3 * (time.perf_counter() - t), 1))
+    conn.close()
+    return out
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -270,6 +284,7 @@ def main(argv=None):
                                a.in_flight, a.token))
         out["server_cpu_ms_per_request"] = 1e3 * (process_cpu(server.pid) - cpu0) / out["requests"]
         out["client_cpu_ms_per_request"] = 1e3 * (time.process_time() - own0) / out["requests"]
+        out["reprice_ms"] = asyncio.run(reprice_latency(port, a.token))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -191,15 +191,36 @@ def test_attribution_is_the_brute_force_tail_mean_and_sums_to_es(night, tmp_path
     assert night_fig["im"] == float(ds["im"].sel(account="a"))
 
 
-def test_reprice_at_the_nights_marks_is_the_cube_and_intraday_marks_revalue(night):
+def _full_revaluation(calc, prices, vols):
+    """Every factor revalued at these marks on the cube's shocks, the way the cube was built (no shortcut)."""
+    from mcmargin.aggregation import compile_book
+    from mcmargin.backend import get_backend
+    from mcmargin.instruments import revaluation
+    from mcmargin.whatif.cube import instruments_book
+
+    compiled = compile_book(instruments_book(calc.cube, prices, vols), 2.0, 0.0, row_kinds=("accounts",))
+    nb = get_backend("numpy")
+    pnl = revaluation.revalue(nb, revaluation.to_backend(compiled, nb), calc.cube["shock"].values,
+                              calc.cube["vol_shock"].values)
+    return np.asarray(pnl).T
+
+
+def test_reprice_revalues_on_the_stored_shocks_and_returns_to_the_night(night):
     ds, calc = night
     stored = calc.pricing.pnl_t.copy()
+    night_p, night_v = calc.cube["price"].values.copy(), calc.cube["vol"].values.copy()
+    # The cube's factor P&L is the one a full revaluation at the night's marks gives.
+    assert np.array_equal(_full_revaluation(calc, night_p, night_v), stored)
     try:
-        out = calc.reprice({}, {})
-        assert out["marks"] == "night" and out["latency_ms"] > 0
-        assert np.array_equal(calc.pricing.pnl_t, stored)
-        # Intraday: BTC up 5 %, its vol 0.6 -- the nightly run on the same shocks at those marks is the reference.
-        calc.reprice({"BTC": 94_500.0}, {"BTC": 0.6})
+        # Intraday: ETH moved first, then BTC alone (ETH back to the night): only the moved options are priced
+        # again (both BTC options and the ETH one), and every factor equals a full revaluation at the marks in force.
+        calc.reprice({"ETH": 3_100.0})
+        out = calc.reprice({"BTC": 94_500.0}, {"BTC": 0.6})
+        assert out["marks"] == "intraday" and out["options_repriced"] == 3 and out["latency_ms"] > 0
+        p, v = night_p.copy(), night_v.copy()
+        p[0], v[0] = 94_500.0, 0.6
+        assert np.allclose(calc.pricing.pnl_t, _full_revaluation(calc, p, v), rtol=0, atol=1e-9)
+        # The nightly run on the same shocks at those marks is the reference of a what-if.
         out = calc.whatif([("BTC-C", 1.0)], account="a")
         ins, mkt, pos, col, acc = _frames([("a", "BTC-C", 1.0)])
         mkt.loc[mkt["asset"] == "BTC", ["price", "vol"]] = [94_500.0, 0.6]
@@ -211,8 +232,9 @@ def test_reprice_at_the_nights_marks_is_the_cube_and_intraday_marks_revalue(nigh
         assert close(out["group_im_after"], float(rerun["group_im"].sel(group="G1")))
         assert close(out["equity_after"], float(rerun["equity"].sel(account="a")))
     finally:
-        calc.reprice({}, {})
+        assert calc.reprice({}, {})["marks"] == "night"
     assert np.array_equal(calc.pricing.pnl_t, stored)
+    assert close(calc.whatif([("BTC-C", 1.0)], account="a")["im_before"], float(ds["im"].sel(account="a")))
 
 
 @pytest.mark.parametrize("call, error", [

@@ -153,6 +153,7 @@ class RepriceResponse(BaseModel):
     vols: dict[str, float]
     n_scenarios: int
     n_options: int
+    options_repriced: int
     latency_ms: float
 
 

@@ -41,7 +41,7 @@ import xarray as xr
 
 from ..aggregation import compile_book
 from ..backend import get_backend
-from ..instruments import revaluation
+from ..instruments import options as option_family
 from ..margin import MarginParams
 from ..margin.mc_es import McEs
 from ..tails import tail_size, var_es
@@ -187,6 +187,7 @@ class Calculator:
                                to_factors=to_factors, unit_value=cube["unit_value"].to_numpy().astype(np.float64),
                                prices=cube["price"].to_numpy().astype(np.float64),
                                vols=cube["vol"].to_numpy().astype(np.float64), marks="night")
+        self._night_pnl_t = self.pricing.pnl_t               # never written: re-pricing copies it
         self._cache_rows = cache_rows
         self._reset_caches()
         # Scenarios of the pilot sample (strided: draws are independent of their index) and the rank in it
@@ -479,19 +480,36 @@ class Calculator:
                     raise BadRequest(f"vols[{asset}] = {x:g}: a cash asset (vol 0) stays cash and a risky one "
                                      "stays risky (the factor map would change)")
                 target[index[asset]] = x
+        marks = "night" if np.array_equal(p, night_p) and np.array_equal(v, night_v) else "intraday"
         compiled = compile_book(instruments_book(self.cube, p, v), self.cube.attrs["horizon_calendar_days"],
                                 self.cube.attrs["pricing_rate"], row_kinds=("accounts",))
-        nb = get_backend("numpy")
-        priced = revaluation.to_backend(compiled, nb)
-        shock, vol_shock = self.cube["shock"].to_numpy(), self.cube["vol_shock"].to_numpy()
-        pnl = np.empty((self.n, compiled.n_factors))
-        for s in range(0, self.n, REVALUE_BLOCK):
-            pnl[s:s + REVALUE_BLOCK] = np.asarray(revaluation.revalue(nb, priced, shock[s:s + REVALUE_BLOCK],
-                                                                      vol_shock[s:s + REVALUE_BLOCK]))
-        marks = "night" if np.array_equal(p, night_p) and np.array_equal(v, night_v) else "intraday"
-        self.pricing = Pricing(pnl_t=np.ascontiguousarray(pnl.T), to_factors=compiled.to_factors,
-                               unit_value=compiled.unit_value, prices=p, vols=v, marks=marks)
+        if not np.array_equal(compiled.instruments.astype(str), self.instruments):
+            raise RuntimeError("re-pricing reordered the instruments")     # compile_book's order is fixed: a bug
+        now = self.pricing
+        if marks == "night":
+            pnl_t = self._night_pnl_t                        # the cube's own factor P&L, as loaded
+        else:
+            # Asset factors (expm1 of the shock) never change; an option is priced again only if its
+            # underlying's price or vol moved since the marks in force.
+            moved = np.flatnonzero((p != now.prices) | (v != now.vols))
+            o = compiled.options
+            redo = np.flatnonzero(np.isin(o.asset, moved))
+            pnl_t = now.pnl_t.copy()
+            if redo.size:
+                sub = dataclasses.replace(o, **{f: getattr(o, f)[redo] for f in (
+                    "asset", "spot", "strike", "expiry", "expiry_after", "vol", "is_call", "size", "value")})
+                nb = get_backend("numpy")
+                priced = sub.on(nb)
+                shock, vol_shock = self.cube["shock"].to_numpy(), self.cube["vol_shock"].to_numpy()
+                rows = self.assets.size + redo
+                for s in range(0, self.n, REVALUE_BLOCK):
+                    part = np.asarray(option_family.revalue(nb, priced, shock[s:s + REVALUE_BLOCK],
+                                                            vol_shock[s:s + REVALUE_BLOCK]))
+                    pnl_t[rows, s:s + part.shape[0]] = part.T
+        self.pricing = Pricing(pnl_t=pnl_t, to_factors=compiled.to_factors, unit_value=compiled.unit_value,
+                               prices=p, vols=v, marks=marks)
         self._reset_caches()
         return {"marks": marks, "prices": dict(zip(self.assets.tolist(), p.tolist())),
                 "vols": dict(zip(self.assets.tolist(), v.tolist())), "n_scenarios": self.n,
-                "n_options": int(compiled.options.n), "latency_ms": 1e3 * (time.perf_counter() - t0)}
+                "n_options": int(compiled.options.n), "options_repriced": int(redo.size) if marks != "night" else 0,
+                "latency_ms": 1e3 * (time.perf_counter() - t0)}
