@@ -94,7 +94,8 @@ def test_whatif_equals_the_nightly_rerun_with_the_trades_added(night, case):
                             ("group_margin_call_after", "group_margin_call", group),
                             ("group_equity_after", "group_equity", group)):
         dim = "group" if var.startswith("group_") else "account"
-        assert close(out[key], float(after[var].sel({dim: label}))), (key, out[key], float(after[var].sel({dim: label})))
+        rerun = float(after[var].sel({dim: label}))
+        assert close(out[key], rerun), (key, out[key], rerun)
     assert close(out["marginal_im"], out["group_im_after"] - out["group_im_before"])
     assert out["im_before"] != out["im_after"]
     # Drivers: the pool's 5 worst scenarios after the trade, worst first (brute force over its rebuilt losses).

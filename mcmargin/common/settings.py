@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES", "SERVE_RULES",
-           "PM_GRID_RULES"]
+__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
+           "PM_GRID_RULES", "SERVE_RULES"]
 
 
 def plain(cfg) -> dict:

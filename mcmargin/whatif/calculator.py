@@ -250,7 +250,7 @@ class Calculator:
         return RowFigures(float(var[0]), es, float(self.model.im_from_es(es)), tail, tail_loss, full)
 
     def trade_factors(self, legs):
-        """``(factors, weights)`` of trades ``[(column, quantity)]``: each unit's factor exposures times its quantity."""
+        """``(factors, weights)`` of trades ``[(column, quantity)]``: a unit's factor exposures times the quantity."""
         tf = self.pricing.to_factors
         factors, weights = [], []
         for c, q in legs:
