@@ -34,10 +34,23 @@ def warm_up(verbose: bool = True) -> float:
     # Chunks of 1,024 of 4,096 scenarios: the pilot, the thresholded fold and the final cut all run.
     run_stress(book, scen, margin=MarginParams(confidence=0.99), confidences=(0.99, 0.995), backend="numpy",
                fast_path=True, chunking=Chunking(scenarios=1024), scheduler="sync")
+    _warm_whatif()
     seconds = time.perf_counter() - t0
     if verbose:
         print(f"mcmargin: compiled kernels cached in {seconds:.1f} s")
     return seconds
+
+
+def _warm_whatif() -> None:
+    """The what-if service's two kernels (:mod:`mcmargin.whatif.calculator`), on the types it calls them with."""
+    import numpy as np
+
+    from ..whatif.calculator import _losses_above, _losses_at
+
+    loss, pnl_t = np.zeros(4), np.zeros((2, 4))
+    factors, weights = np.zeros(1, np.int64), np.ones(1)
+    _losses_above(loss, pnl_t, factors, weights, 0.0)
+    _losses_at(loss, pnl_t, factors, weights, np.arange(2, dtype=np.int64))
 
 
 if __name__ == "__main__":
