@@ -42,15 +42,16 @@ def warm_up(verbose: bool = True) -> float:
 
 
 def _warm_whatif() -> None:
-    """The what-if service's two kernels (:mod:`mcmargin.whatif.calculator`), on the types it calls them with."""
+    """The what-if service's kernels (:mod:`mcmargin.whatif.calculator`), on the types it calls them with."""
     import numpy as np
 
-    from ..whatif.calculator import _losses_above, _losses_at
+    from ..whatif.calculator import _losses_above, _losses_at, _pair_above
 
     loss, pnl_t = np.zeros(4), np.zeros((2, 4))
     factors, weights = np.zeros(1, np.int64), np.ones(1)
     _losses_above(loss, pnl_t, factors, weights, 0.0)
     _losses_at(loss, pnl_t, factors, weights, np.arange(2, dtype=np.int64))
+    _pair_above(loss, loss, pnl_t, factors, weights, 0.0, 0.0)
 
 
 if __name__ == "__main__":

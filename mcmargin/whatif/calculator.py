@@ -116,6 +116,30 @@ def _losses_above(loss, pnl_t, factors, weights, bound):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, nogil=True)
+def _pair_above(loss_a, loss_b, pnl_t, factors, weights, bound_a, bound_b):  # pragma: no cover - compiled
+    """:func:`_losses_above` of two rows under the same trades in one pass (each factor row read once)."""
+    n = loss_a.size
+    index_a, value_a = np.empty(n, np.int64), np.empty(n, np.float64)
+    index_b, value_b = np.empty(n, np.int64), np.empty(n, np.float64)
+    ka = kb = 0
+    for s in range(n):
+        xa, xb = loss_a[s], loss_b[s]
+        for j in range(factors.size):
+            d = weights[j] * pnl_t[factors[j], s]
+            xa -= d
+            xb -= d
+        if xa >= bound_a:
+            index_a[ka] = s
+            value_a[ka] = xa
+            ka += 1
+        if xb >= bound_b:
+            index_b[kb] = s
+            value_b[kb] = xb
+            kb += 1
+    return index_a[:ka].copy(), value_a[:ka].copy(), index_b[:kb].copy(), value_b[:kb].copy()
+
+
+@numba.njit(cache=True, nogil=True)
 def _losses_at(loss, pnl_t, factors, weights, scenarios):  # pragma: no cover - compiled
     """The same losses as :func:`_losses_above` (same order of operations, so the same bits) at ``scenarios``."""
     out = np.empty(scenarios.size, np.float64)
@@ -195,7 +219,8 @@ class Calculator:
         self._sample = np.arange(0, self.n, max(1, self.n // PILOT_SAMPLE), dtype=np.int64)
         self._sample_rank = max(1, math.ceil(1.6 * self.m * self._sample.size / self.n))
         # Compile (or load from numba's cache) the kernels now, not on the first request.
-        self.after(np.zeros(self.n), np.zeros(1, np.int64), np.zeros(1))
+        zero = np.zeros(self.n)
+        self.after_pair(((zero, None), (zero, None)), np.zeros(1, np.int64), np.zeros(1))
 
     # ------------------------------------------------------------------ rows
     def _reset_caches(self):
@@ -220,17 +245,45 @@ class Calculator:
         partitioned: exact whenever at least m are, as every loss of the tail
         is then at least the bound.
         """
-        n, m, pnl_t = self.n, self.m, self.pricing.pnl_t
-        # Any bound with at least m losses at or above it keeps the whole tail (the m-th largest is at least
-        # the bound), so a bound is tried and the count checked: first the loss a strided sample puts about
-        # 1.6 m scenarios above, raised to the guaranteed bound of the old tail; that failing, the old tail's.
-        sample = self._sample
+        m, pnl_t = self.m, self.pricing.pnl_t
+        guess, safe = self._bounds(loss, factors, weights, near)
+        index, values = _losses_above(loss, pnl_t, factors, weights, max(guess, safe))
+        out = self._select(loss, factors, weights, index, values, safe)
+        if keep:
+            full = loss if factors.size == 0 else loss - np.asarray(weights) @ pnl_t[factors]
+            out = dataclasses.replace(out, loss=full)
+        return out
+
+    def after_pair(self, rows, factors, weights):
+        """:meth:`after` of two rows ``((loss, near), (loss, near))`` under the same trades, in one pass."""
+        (loss_a, near_a), (loss_b, near_b) = rows
+        ga, sa = self._bounds(loss_a, factors, weights, near_a)
+        gb, sb = self._bounds(loss_b, factors, weights, near_b)
+        ia, va, ib, vb = _pair_above(loss_a, loss_b, self.pricing.pnl_t, factors, weights, max(ga, sa), max(gb, sb))
+        return (self._select(loss_a, factors, weights, ia, va, sa),
+                self._select(loss_b, factors, weights, ib, vb, sb))
+
+    def _bounds(self, loss, factors, weights, near):
+        """``(guess, safe)`` lower bounds of the m-th largest loss after the trades.
+
+        Any bound with at least m losses at or above it keeps the whole tail
+        (the m-th largest is at least the bound), so a bound is tried and the
+        count checked: first the loss a strided sample puts about 1.6 m
+        scenarios above (``guess``), raised to ``safe``, the smallest loss after
+        the trades of the m scenarios ``near`` (the tail before them), which
+        always holds.
+        """
+        pnl_t, sample = self.pricing.pnl_t, self._sample
         got = _losses_at(loss, pnl_t, factors, weights, sample)
         j = min(sample.size, self._sample_rank)
         guess = got[np.argpartition(got, sample.size - j)[sample.size - j:]].min()
-        safe = _losses_at(loss, pnl_t, factors, weights, near).min() if near is not None and near.size == m \
-            else -np.inf
-        index, values = _losses_above(loss, pnl_t, factors, weights, max(guess, safe))
+        safe = (_losses_at(loss, pnl_t, factors, weights, near).min() if near is not None and near.size == self.m
+                else -np.inf)
+        return guess, safe
+
+    def _select(self, loss, factors, weights, index, values, safe) -> RowFigures:
+        """The row's figures from the losses kept above a bound; the bound lowered where fewer than m were kept."""
+        m, pnl_t = self.m, self.pricing.pnl_t
         if index.size < m:
             index, values = _losses_above(loss, pnl_t, factors, weights, safe)
         if index.size < m:                                   # only if rounding moved a loss across the bound
@@ -244,10 +297,7 @@ class Calculator:
         tail, tail_loss = tail[order], tail_loss[order]
         var, es = var_es(tail_loss[::-1][None, :], m)
         es = float(es[0])
-        full = None
-        if keep:
-            full = loss if factors.size == 0 else loss - np.asarray(weights) @ pnl_t[factors]
-        return RowFigures(float(var[0]), es, float(self.model.im_from_es(es)), tail, tail_loss, full)
+        return RowFigures(float(var[0]), es, float(self.model.im_from_es(es)), tail, tail_loss)
 
     def trade_factors(self, legs):
         """``(factors, weights)`` of trades ``[(column, quantity)]``: a unit's factor exposures times the quantity."""
@@ -323,8 +373,10 @@ class Calculator:
         value = sum(q * self.pricing.unit_value[c] for c, q in legs)
         factors, weights = self.trade_factors(legs)
         acc, pool = self.account_row(a), self.pool_row(g)
-        acc_after = self.after(acc.loss, factors, weights, acc.tail)
-        pool_after = acc_after if self.members[g].size == 1 else self.after(pool.loss, factors, weights, pool.tail)
+        if self.members[g].size == 1:
+            acc_after = pool_after = self.after(acc.loss, factors, weights, acc.tail)
+        else:
+            acc_after, pool_after = self.after_pair(((acc.loss, acc.tail), (pool.loss, pool.tail)), factors, weights)
         mr = self.model.params.maintenance_ratio
         equity_after, group_equity_after = self.equity[a] + value, self.group_equity[g] + value
         return {
