@@ -132,6 +132,11 @@ def main(cfg: DictConfig) -> None:
             check_margin_calls_path(job_output_path(calls))
         cube_path = cfg.output.get("cube")
         if cube_path:
+            from mcmargin.output.store import is_netcdf_path
+
+            if is_netcdf_path(cube_path):
+                raise ConfigError("output.cube", f"{cube_path}: the cube is a Zarr directory (e.g. out/cube.zarr), "
+                                                 "not netCDF")
             cube_path = check_output_path(job_output_path(cube_path), key="output.cube")
             if cube_path.resolve() == path.resolve():
                 raise ConfigError("output.cube", f"{cube_path} is output.path too: the cube needs a path of its own")

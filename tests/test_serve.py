@@ -232,4 +232,6 @@ def test_stress_job_refuses_a_cube_it_cannot_serve(tmp_path):
     assert done.returncode == 2 and "output.cube" in done.stderr and "closeout_cost" in done.stderr
     same = run_job("jobs.stress", *RUN, f"output.path={tmp_path / 's.zarr'}", f"output.cube={tmp_path / 's.zarr'}")
     assert same.returncode == 2 and "output.cube" in same.stderr
-    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "c.zarr").exists()
+    netcdf = run_job("jobs.stress", *RUN, f"output.path={tmp_path / 's.zarr'}", f"output.cube={tmp_path / 'c.nc'}")
+    assert netcdf.returncode == 2 and "output.cube" in netcdf.stderr and "Zarr" in netcdf.stderr
+    assert sorted(tmp_path.iterdir()) == []
