@@ -11,7 +11,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[test,bench,serve]"
 	$(PY) -m mcmargin.pipeline.warmup   # compile the numba kernels into their on-disk cache now, not on the first run
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ bench: $(STAMP)
 # Mutation testing (not in CI): mutmut over the figure-computing modules ([tool.mutmut] in
 # pyproject.toml), then the score and the survivors appended to benchmarks/RESULTS.md.
 mutate: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench,mutate]"
+	$(PY) -m pip install --quiet -e ".[test,bench,serve,mutate]"
 	$(PY) -m mutmut run --max-children $(or $(JOBS),2) || true
 	$(PY) -m benchmarks.mutation
 

@@ -27,11 +27,13 @@ log = logging.getLogger("mcmargin.stress")
 _VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed", "numba", "scipy")
 
 
-def run(cfg: DictConfig):
+def run(cfg: DictConfig, *, cube: bool = False):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
     Every setting is checked before any work (:mod:`mcmargin.common.settings`), and
-    every figure after it (:func:`mcmargin.output.check_figures`).
+    every figure after it (:func:`mcmargin.output.check_figures`).  With ``cube``
+    (and ``output.cube`` set) returns ``(dataset, cube)``: the what-if cube of
+    :mod:`mcmargin.whatif.cube`, also not written.
     """
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
@@ -45,6 +47,11 @@ def run(cfg: DictConfig):
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
     margin = mc.margin_models_from_config(c["margin"], fold_apc=True)   # a buffer dataset is read before any work
+    cube = cube and bool(c["output"].get("cube"))
+    if cube:
+        from mcmargin.whatif import check_cube_margin
+
+        check_cube_margin(margin)          # before any work: a cube the service cannot serve is refused now
     book = mc.book_from_config(c["portfolio"], valuation)
     history = None
     if c.get("history"):
@@ -75,7 +82,12 @@ def run(cfg: DictConfig):
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS), **apc_attrs)
-    return check_figures(ds)
+    ds = check_figures(ds)
+    if cube:
+        from mcmargin.whatif import build_cube
+
+        return ds, build_cube(book, scenarios, ds)
+    return ds
 
 
 def export_only(cfg: DictConfig) -> str:
@@ -105,6 +117,7 @@ def _version(package: str) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
+    from mcmargin.errors import ConfigError
     from mcmargin.output.store import check_output_path, write_dataset
     from mcmargin.output.summary import summary
     from mcmargin.pipeline.runtime import job_output_path
@@ -120,14 +133,30 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
 
             check_margin_calls_path(job_output_path(calls))
-        ds = run(cfg)
+        cube_path = cfg.output.get("cube")
+        if cube_path:
+            from mcmargin.output.store import is_netcdf_path
+
+            if is_netcdf_path(cube_path):
+                raise ConfigError("output.cube", f"{cube_path}: the cube is a Zarr directory (e.g. out/cube.zarr), "
+                                                 "not netCDF")
+            cube_path = check_output_path(job_output_path(cube_path), key="output.cube")
+            if cube_path.resolve() == path.resolve():
+                raise ConfigError("output.cube", f"{cube_path} is output.path too: the cube needs a path of its own")
+            ds, cube = run(cfg, cube=True)
+        else:
+            ds = run(cfg)
         path = write_dataset(ds, path)
+        if cube_path:
+            cube_path = write_dataset(cube, cube_path, key="output.cube")
         if calls:
             calls = write_margin_calls(ds, job_output_path(calls))
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
     if calls:
         print(f"margin calls written to {calls}")
+    if cube_path:
+        print(f"what-if cube written to {cube_path} (serve it: python -m jobs.serve cube={cube_path})")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 
 __all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
            "CALIBRATE_BUFFER_RULES", "BACKTEST_RULES",
-           "PM_GRID_RULES"]
+           "PM_GRID_RULES", "SERVE_RULES"]
 
 
 def plain(cfg) -> dict:
@@ -330,6 +330,7 @@ STRESS_RULES: dict[str, Rule] = {
     "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),
     "output.scenarios": _flag,
     "output.top": _whole(0),
+    "output.cube": _text,
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),
@@ -342,6 +343,17 @@ STRESS_RULES: dict[str, Rule] = {
     "cluster.cores": _whole(1),
     "cluster.processes": _whole(1),
     "cluster.device_memory_limit": _device_memory,
+}
+
+#: Every setting of ``jobs.serve`` (the what-if service) with a type or range.
+SERVE_RULES: dict[str, Rule] = {
+    "cube": _text,
+    "serve.host": _path,
+    "serve.port": _whole(0, 65535),
+    "serve.token": _text,
+    "serve.max_body_bytes": _whole(256),
+    "serve.max_trades": _whole(1, 100_000),
+    "serve.cache_rows": _whole(1),
 }
 
 #: Every setting of ``jobs.calibrate`` with a type or range.

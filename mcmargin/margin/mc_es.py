@@ -104,7 +104,7 @@ class McEs(MarginModel):
         acc, grp = rows("accounts"), book.group_row
         scale = 1.0 + params.buffer
         account_holdings = book.holdings[acc]
-        im = np.maximum(0.0, es[acc, k]) * scale
+        im = self.im_from_es(es[acc, k])
 
         # Standalone requirement per unit, long and short, then per position.
         unit_es = np.stack([es[rows("long"), k], es[rows("short"), k]], axis=1)     # [instrument x side]
@@ -120,7 +120,7 @@ class McEs(MarginModel):
         per_asset = np.abs(coll.data) * np.maximum(0.0, unit_coll[coll.col, cside])
         collateral_im = np.bincount(coll.row, weights=per_asset, minlength=book.accounts.size) * scale
 
-        group_im = np.maximum(0.0, es[grp, k]) * scale
+        group_im = self.im_from_es(es[grp, k])
         variables = {
             "collateral_im": _da(collateral_im, ("account",),
                                  "initial margin of the account's collateral margined alone (positions excluded)"),
@@ -131,6 +131,11 @@ class McEs(MarginModel):
         im, group_im = self._add_ons(inputs, im, group_im, isolated, variables)
         return Requirement(im, group_im, isolated_im=isolated, variables=variables,
                            coords={"side": np.array(["long", "short"])})
+
+    def im_from_es(self, es):
+        """The ES requirement of rows from their ES at ``margin.confidence``: ``max(0, ES_q) x (1 + buffer)``
+        (before add-ons; the what-if service applies it to a pool's rebuilt losses)."""
+        return np.maximum(0.0, es) * (1.0 + self.params.buffer)
 
     def pool_limit_from_tails(self, inputs: MarginInputs):
         """group_im = (1 + buffer) max(0, ES_q) + the add-ons known from the book (none with a netting cap,

@@ -35,6 +35,7 @@ def warm_up(verbose: bool = True) -> float:
     run_stress(book, scen, margin=MarginParams(confidence=0.99), confidences=(0.99, 0.995), backend="numpy",
                fast_path=True, chunking=Chunking(scenarios=1024), scheduler="sync")
     warm_up_backtest()
+    _warm_whatif()
     seconds = time.perf_counter() - t0
     if verbose:
         print(f"mcmargin: compiled kernels cached in {seconds:.1f} s")
@@ -57,6 +58,19 @@ def warm_up_backtest() -> None:
     pf = Portfolios(("p",), ("A", "B"), np.array([[1.0, -1.0]]), "warm-up", "")
     for kw in (dict(horizon=1), dict(horizon=3), dict(model="historical", horizon=2)):
         run_backtest(hist, pf, BacktestSettings(n=4096, lookback=60, **kw), scheduler="sync")
+
+
+def _warm_whatif() -> None:
+    """The what-if service's kernels (:mod:`mcmargin.whatif.calculator`), on the types it calls them with."""
+    import numpy as np
+
+    from ..whatif.calculator import _losses_above, _losses_at, _pair_above
+
+    loss, pnl_t = np.zeros(4), np.zeros((2, 4))
+    factors, weights = np.zeros(1, np.int64), np.ones(1)
+    _losses_above(loss, pnl_t, factors, weights, 0.0)
+    _losses_at(loss, pnl_t, factors, weights, np.arange(2, dtype=np.int64))
+    _pair_above(loss, loss, pnl_t, factors, weights, 0.0, 0.0)
 
 
 if __name__ == "__main__":
