@@ -68,7 +68,9 @@ def run(cfg: DictConfig):
                         blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
-                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
+                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
+                        loss_pools=int(c["output"].get("loss_pools", 0)),
+                        loss_bins=int(c["output"].get("loss_bins", 50)))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
@@ -117,14 +119,26 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
 
             check_margin_calls_path(job_output_path(calls))
+        report = None
+        if cfg.output.get("report", True):
+            from mcmargin.report.page import check_report_path
+            from mcmargin.report import report_path_for
+
+            report = check_report_path(report_path_for(path))
         ds = run(cfg)
         path = write_dataset(ds, path)
         if calls:
             calls = write_margin_calls(ds, job_output_path(calls))
+        if report is not None:
+            from mcmargin.report import write_report
+
+            report = write_report(ds, report, top=max(20, int(cfg.output.top)))
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
     if calls:
         print(f"margin calls written to {calls}")
+    if report is not None:
+        print(f"report written to {report}")
 
 
 if __name__ == "__main__":

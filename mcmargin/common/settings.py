@@ -302,6 +302,9 @@ STRESS_RULES: dict[str, Rule] = {
     "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),
     "output.scenarios": _flag,
     "output.top": _whole(0),
+    "output.report": _flag,
+    "output.loss_pools": _whole(0),
+    "output.loss_bins": _whole(1, 10000),
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),
@@ -315,6 +318,9 @@ STRESS_RULES: dict[str, Rule] = {
     "cluster.processes": _whole(1),
     "cluster.device_memory_limit": _device_memory,
 }
+
+#: Every setting of ``jobs.report`` with a type or range.
+REPORT_RULES: dict[str, Rule] = {"dataset": _text, "output.path": _text, "output.top": _whole(1)}
 
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}

@@ -66,7 +66,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None) -> xr.Dataset:
+               reverse=None, loss_pools: int = 0, loss_bins: int = 50) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -112,6 +112,10 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Reverse stress: the smallest move along ``direction`` (log-return
         weights per market asset) at which Cover-2 exceeds ``fund`` USD
         (:func:`reverse_stress`).
+    loss_pools, loss_bins : int
+        The binned loss distribution (``loss_bins`` bins) over every scenario of
+        the ``loss_pools`` pools with the largest primary ``group_im``
+        (:func:`~mcmargin.pipeline.losses.loss_distribution_variables`); 0: none.
 
     Returns
     -------
@@ -163,6 +167,13 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         ds = ds.assign(variables).assign_coords(cover_rank=[1, 2])
         ds.attrs.update(attrs)
     t_stress = time.perf_counter() - t_stress
+    t_losses = time.perf_counter()
+    if loss_pools > 0:
+        from .losses import loss_distribution_variables
+
+        gim = ds["group_im"].isel(model=0) if "model" in ds["group_im"].dims else ds["group_im"]
+        ds = ds.assign(loss_distribution_variables(compiled, scenarios, gim.to_numpy(), loss_pools, loss_bins))
+    t_losses = time.perf_counter() - t_losses
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -171,8 +182,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            {"long_name": "log change of the asset's implied volatility", "units": "1"})
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
-    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress,
-               "named_stress_s": t_stress, "total_s": t3 - t0}
+    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress - t_losses,
+               "named_stress_s": t_stress, "loss_distribution_s": t_losses, "total_s": t3 - t0}
     ds.attrs.update(
         backend=b.name, device=b.device, kernel=select_kernel(b.name, fast_path).label,
         scenario_model=json.dumps(scenarios.describe()), seed=int(scenarios.seed),

@@ -267,11 +267,24 @@ def page(title: str, subtitle: str, sections, with_charts: bool) -> str:
             f"<script>{_SORT_JS}</script></body></html>")
 
 
-def write_text_atomically(text: str, path, key: str = "output.path") -> Path:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then ``os.replace``)."""
-    path = Path(path)
+def check_report_path(path, key: str = "output.path") -> Path:
+    """``path`` as a Path if a report can be written there (checked before any work), else a ConfigError."""
+    path = Path(str(path)).expanduser()
     if path.is_dir():
         raise ConfigError(key, f"{path} is a directory; a report is a file (give e.g. {path / 'report.html'})")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(key, f"cannot write {path}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"cannot write {path}: permission denied on {ancestor}")
+    return path
+
+
+def write_text_atomically(text: str, path, key: str = "output.path") -> Path:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then ``os.replace``)."""
+    path = check_report_path(path, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

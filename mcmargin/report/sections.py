@@ -238,7 +238,8 @@ def loss_distribution(ds: xr.Dataset, top: int) -> Section | None:
                 fig.add_vline(x, color="#b00020" if label == "ES" else "#e07b00", dash=dash,
                               text=f"{label} {q:g}")
         fig.update_layout(title=f"pool {pool}: loss over the horizon (USD)", xaxis_title="loss (USD)",
-                          yaxis_title="share of scenarios", showlegend=False, bargap=0)
+                          yaxis_title="share of scenarios (log scale: the tail shows)", showlegend=False, bargap=0,
+                          yaxis={"type": "log"})
         body += chart(fig, f"loss-{k}", height=320)
         rows.append([pool, p["group_im"].values[i]] + [p["group_var"].values[i, j] for j in range(conf.size)]
                     + [p["group_es"].values[i, j] for j in range(conf.size)])
