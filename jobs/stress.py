@@ -124,7 +124,7 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.report.page import check_report_path
             from mcmargin.report import report_path_for
 
-            report = check_report_path(report_path_for(path))
+            report = check_report_path(report_path_for(path), key="output.report")
         ds = run(cfg)
         path = write_dataset(ds, path)
         if calls:
