@@ -228,6 +228,9 @@ def test_documented_keys_are_all_in_the_table():
         "margin.models": "test_margin_base.py::test_the_stress_job_runs_several_models_and_prints_them",
         "output.margin_calls": "test_status.py::test_the_job_writes_the_margin_call_file",
         "reverse_stress.enabled": "test_reverse_stress.py::test_the_job_runs_a_reverse_stress_and_refuses_one_without_a_fund",
+        "output.report": "test_report.py::test_stress_job_writes_its_report_beside_the_dataset",
+        "output.loss_pools": "test_report.py::test_loss_distribution_is_the_pools_losses_binned",
+        "output.loss_bins": "test_report.py::test_loss_distribution_is_the_pools_losses_binned",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered
