@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata as md
+import json
 import logging
 
 import hydra
@@ -73,6 +74,7 @@ def run(cfg: DictConfig):
                         loss_bins=int(c["output"].get("loss_bins", 50)))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    input_checksums=json.dumps(mc.input_checksums(c)),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
     return check_figures(ds)
 

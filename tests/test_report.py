@@ -233,3 +233,20 @@ def test_stress_job_refuses_a_report_path_that_is_a_directory(tmp_path):
                 f"output.path={tmp_path / 'stress.zarr'}")
     assert p.returncode == 2 and "stress.html" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "stress.zarr").exists()
+
+
+def test_header_names_the_run_and_its_input_files(stress_ds, exported_book):
+    """The header's checksums are the files' own sha256 (hashlib over the bytes, here), with the run's facts."""
+    import hashlib
+    import json
+
+    html = render_report(stress_ds)
+    sums = json.loads(stress_ds.attrs["input_checksums"])
+    want = {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in exported_book.iterdir()
+            if f.suffix == ".csv"}
+    assert sums == want and len(want) == 5
+    for path, digest in want.items():
+        assert f"<tr><th>sha256 {path}</th><td>{digest}</td></tr>" in html
+    for text in (f"{stress_ds.sizes['account']:,} accounts", "<th>scenario model</th><td>gaussian</td>",
+                 "<th>backend</th><td>numpy</td>", "compute_s", stress_ds.attrs["versions"], "1,500"):
+        assert text in html, text

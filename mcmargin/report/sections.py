@@ -114,11 +114,18 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
     for key in ("versions", "created_by"):
         if key in a:
             pairs.append(("code version" if key == "versions" else key.replace("_", " "), a[key]))
-    checksums = [(k, a[k]) for k in sorted(a) if "checksum" in k.lower() or "sha256" in k.lower()]
-    for k, v in checksums:
-        pairs.append((k.replace("_", " "), _compact(v if isinstance(v, str) else str(v), 2000)))
+    checksums = []
+    for k in sorted(a):
+        if "checksum" in k.lower() or "sha256" in k.lower():
+            parsed = _attr_json(ds, k)
+            if isinstance(parsed, dict):
+                checksums += [(f"sha256 {path}", str(digest)) for path, digest in parsed.items()]
+            else:
+                checksums.append((k.replace("_", " "), _compact(str(a[k]), 2000)))
+    pairs += checksums
     if not checksums:
-        pairs.append(("input checksums", "none recorded in the dataset"))
+        pairs.append(("input checksums", "no input file (a synthetic book)" if "input_checksums" in a
+                      else "none recorded in the dataset"))
     body = key_values("run", pairs)
     if "config" in a:
         body += f"<details><summary>resolved configuration</summary><pre>{esc(a['config'])}</pre></details>"
