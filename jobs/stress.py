@@ -132,15 +132,19 @@ def main(cfg: DictConfig) -> None:
         if calls:
             calls = write_margin_calls(ds, job_output_path(calls))
         if report is not None:
+            import time
+
             from mcmargin.report import write_report
 
+            t = time.perf_counter()
             report = write_report(ds, report, top=max(20, int(cfg.output.top)))
+            report_s = time.perf_counter() - t
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
     if calls:
         print(f"margin calls written to {calls}")
     if report is not None:
-        print(f"report written to {report}")
+        print(f"report written to {report} ({report_s:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_stress_job_writes_its_report_beside_the_dataset(tmp_path):
     p = run_job("jobs.stress", "portfolio.n_accounts=60", "scenarios.n=1000", "backend=numpy", f"output.path={out}")
     assert p.returncode == 0, p.stderr
     page = tmp_path / "out" / "stress.html"
-    assert page.is_file() and f"report written to {page}" in p.stdout
+    assert page.is_file() and f"report written to {page} (" in p.stdout
     assert titles(page.read_text()) == ["Run", "Totals", "Loss distribution of the largest pools", "Named stresses"]
     other = tmp_path / "off.zarr"
     p = run_job("jobs.stress", "portfolio.n_accounts=60", "scenarios.n=1000", "backend=numpy",

@@ -30,6 +30,16 @@ def strings(values) -> list[str]:
     return [str(v) for v in np.asarray(values).tolist()]
 
 
+def pick(da: xr.DataArray, idx) -> list[str]:
+    """The labels of ``da`` at positions ``idx`` of its one dimension, as strings.
+
+    Rows are selected before they are converted: a million-row string
+    variable read back from Zarr (an Arrow-backed array) costs about 0.6 s
+    to convert whole, and a table needs twenty rows of it.
+    """
+    return strings(da.isel({da.dims[0]: np.asarray(idx, dtype=np.int64)}).values)
+
+
 def primary(ds: xr.Dataset) -> xr.Dataset:
     """The primary (first) model's view of a stress dataset."""
     return ds.isel(model=0) if "model" in ds.dims else ds
@@ -179,7 +189,7 @@ def _es_at(p: xr.Dataset, q: float) -> np.ndarray | None:
 def _largest_requirements(p: xr.Dataset, q: float, top: int) -> str:
     gim = p["group_im"].values
     idx = top_indices(gim, top)
-    groups = strings(p["group"].values[idx])
+    groups = pick(p["group"], idx)
     es = _es_at(p, q)
     cols = [Column("pool", numeric=False), Column("members", lambda v: f"{v:,}"), Column("group_equity", money),
             Column("group_im", money), Column("group_mm", money), Column("group_margin_call", money)]
@@ -193,7 +203,7 @@ def _largest_requirements(p: xr.Dataset, q: float, top: int) -> str:
         data.append(p["group_exceedance_prob"].values[idx])
     if "group_status" in p:
         cols.append(Column("group_status", numeric=False))
-        data.append(strings(p["group_status"].values[idx]))
+        data.append(pick(p["group_status"], idx))
     return (f"<h3>Largest requirements (top {len(idx)} of {gim.size:,} pools by group_im)</h3>"
             + table("largest-requirements", cols, list(zip(*data))))
 
@@ -203,16 +213,16 @@ def _largest_calls(p: xr.Dataset, top: int) -> str:
     idx = top_indices(call, top, positive=True)
     cols = [Column("pool", numeric=False), Column("group_margin_call", money), Column("group_im", money),
             Column("group_equity", money)]
-    data = [strings(p["group"].values[idx]), call[idx], p["group_im"].values[idx], p["group_equity"].values[idx]]
+    data = [pick(p["group"], idx), call[idx], p["group_im"].values[idx], p["group_equity"].values[idx]]
     if "group_margin_ratio" in p:
         cols.append(Column("group_margin_ratio", lambda v: number(v, 4)))
         data.append(p["group_margin_ratio"].values[idx])
     if "group_status" in p:
         cols.append(Column("group_status", numeric=False))
-        data.append(strings(p["group_status"].values[idx]))
+        data.append(pick(p["group_status"], idx))
     if "group_topup_asset" in p:
         cols += [Column("top-up asset", numeric=False), Column("group_topup_amount", lambda v: number(v, 8))]
-        data += [strings(p["group_topup_asset"].values[idx]), p["group_topup_amount"].values[idx]]
+        data += [pick(p["group_topup_asset"], idx), p["group_topup_amount"].values[idx]]
     n = int((call > 0).sum())
     return (f"<h3>Largest margin calls (top {len(idx)} of {n:,} pools with a call)</h3>"
             + table("largest-calls", cols, list(zip(*data)) if idx.size else []))
@@ -224,9 +234,8 @@ def loss_distribution(ds: xr.Dataset, top: int) -> Section | None:
         return None
     p = primary(ds)
     conf = p["confidence"].values
-    groups = strings(p["group"].values)
-    where = {g: i for i, g in enumerate(groups)}
     pools = strings(ds["loss_pool"].values)
+    where = dict(zip(pools, p.indexes["group"].get_indexer(pools).tolist()))
     counts, edges = ds["pool_loss_count"].values, ds["pool_loss_edge"].values
     n = counts[0].sum() if counts.size else 0
     body = (f"<p>Each pool's loss in every one of the run's {int(n):,} scenarios, binned "
@@ -284,7 +293,7 @@ def margin_models(ds: xr.Dataset, top: int) -> Section | None:
     # The largest pools (by the primary model), each model's requirement beside the others.
     p = ds.isel(model=0)
     idx = top_indices(p["group_im"].values, top)
-    cols, data = [Column("pool", numeric=False)], [strings(ds["group"].values[idx])]
+    cols, data = [Column("pool", numeric=False)], [pick(ds["group"], idx)]
     for k, name in enumerate(names):
         m = ds.isel(model=k)
         cols.append(Column(f"group_im {name}", money))
@@ -336,7 +345,7 @@ def named_stresses(ds: xr.Dataset, top: int) -> Section | None:
         idx = top_indices(np.where(np.isinf(rb), np.finfo(float).max, rb), top, positive=True)
         cols = [Column("pool", numeric=False), Column("group_required_buffer", lambda v: number(v, 6)),
                 Column("group_im", money)]
-        data = [strings(p["group"].values[idx]), rb[idx], p["group_im"].values[idx]]
+        data = [pick(p["group"], idx), rb[idx], p["group_im"].values[idx]]
         if "group_stress_coverage" in p:
             cols.append(Column("group_stress_coverage", share))
             data.append(p["group_stress_coverage"].values[idx])
@@ -398,7 +407,7 @@ def cascade(ds: xr.Dataset, top: int) -> Section | None:
         lp = p["group_liquidation_prob_cascade"].values
         idx = top_indices(lp, top, positive=True)
         cols = [Column("pool", numeric=False), Column("group_liquidation_prob_cascade", share)]
-        data = [strings(p["group"].values[idx]), lp[idx]]
+        data = [pick(p["group"], idx), lp[idx]]
         if "group_liquidation_prob" in p:
             cols.append(Column("group_liquidation_prob (no cascade)", share))
             data.append(p["group_liquidation_prob"].values[idx])
