@@ -71,7 +71,8 @@ def run(cfg: DictConfig):
                         stresses=stresses, default_fund=None if fund is None else float(fund),
                         reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
                         loss_pools=int(c["output"].get("loss_pools", 0)),
-                        loss_bins=int(c["output"].get("loss_bins", 50)))
+                        loss_bins=int(c["output"].get("loss_bins", 50)),
+                        loss_scenarios=int(c["output"].get("loss_scenarios", 0)))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     input_checksums=json.dumps(mc.input_checksums(c)),

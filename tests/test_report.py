@@ -136,6 +136,27 @@ def test_loss_distribution_is_the_pools_losses_binned(stress_ds, exported_book):
             assert float(p["group_es"].values[i, j]) == pytest.approx(es, rel=1e-9)
     tables, _ = read_page(render_report(stress_ds))
     assert [r[0][1] for r in tables["loss-pools"]] == [groups[i] for i in top]
+    assert "every one of the run's 1,500 scenarios" in render_report(stress_ds)
+
+
+def test_loss_distribution_of_the_first_scenarios(stress_ds, exported_book):
+    """output.loss_scenarios=700: the first 700 scenarios by index are binned, the same losses as in the full run."""
+    from jobs.stress import run
+
+    ds = run(stress_config("portfolio=files", f"portfolio.dir={exported_book}", "scenarios.n=1500",
+                           "output.loss_pools=2", "output.loss_bins=10", "output.loss_scenarios=700",
+                           "stress_tests.names=[]"))
+    ref = recompute.recompute(exported_book, stress_ds["shock"].to_pandas().iloc[:700],
+                              stress_ds["vol_shock"].to_pandas().iloc[:700], accounts=stress_ds["account"].values,
+                              confidences=[0.99])
+    groups = [str(g) for g in ref["groups"]]
+    for k, pool in enumerate(ds["loss_pool"].values):
+        member = np.array([str(g) == str(pool) for g in ref["account_group"]], dtype=float)
+        x = member @ ref["loss"]
+        assert ds["pool_loss_count"].values[k].sum() == 700
+        np.testing.assert_allclose(ds["pool_loss_edge"].values[k][[0, -1]], [x.min(), x.max()], rtol=1e-9)
+    assert str(ds["loss_pool"].values[0]) in groups
+    assert "the first 700 of the run's 1,500 scenarios" in render_report(ds)
 
 
 def test_cascade_table_equals_numpy(stress_ds):

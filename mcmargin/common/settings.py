@@ -305,6 +305,7 @@ STRESS_RULES: dict[str, Rule] = {
     "output.report": _flag,
     "output.loss_pools": _whole(0),
     "output.loss_bins": _whole(1, 10000),
+    "output.loss_scenarios": _whole(0),
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),

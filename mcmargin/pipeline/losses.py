@@ -22,8 +22,10 @@ from ..instruments import revaluation
 BLOCK = 8192
 
 
-def pool_losses(compiled, scenarios, pools: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """``[pool x scenario]`` losses (USD, positive = loss) of the pools at indices ``pools`` of ``compiled.groups``."""
+def pool_losses(compiled, scenarios, pools: np.ndarray, n: int | None = None, block: int = BLOCK) -> np.ndarray:
+    """``[pool x scenario]`` losses (USD, positive = loss) of the pools at indices ``pools`` of ``compiled.groups``,
+    in the scenarios ``0 .. n - 1`` (default every scenario)."""
+    n = scenarios.n if n is None else min(int(n), scenarios.n)
     nb = get_backend("numpy")
     exposures = compiled.exposures[compiled.group_row[pools]].tocsr()
     used = np.unique(exposures.indices)
@@ -38,25 +40,29 @@ def pool_losses(compiled, scenarios, pools: np.ndarray, block: int = BLOCK) -> n
     # Columns of the revalued block [assets..., held options...] in the order of ``used``.
     columns = np.concatenate([linear, n_assets + np.arange(held.size)])
     e = exposures[:, used]
-    out = np.empty((len(pools), scenarios.n))
-    for start in range(0, scenarios.n, block):
-        stop = min(start + block, scenarios.n)
+    out = np.empty((len(pools), n))
+    for start in range(0, n, block):
+        stop = min(start + block, n)
         shock, vol_shock = scenarios.draw(start, stop, nb)
         pnl = np.asarray(revaluation.revalue(nb, priced, np.asarray(shock), np.asarray(vol_shock)))
         out[:, start:stop] = -np.asarray(e @ pnl[:, columns].T)
     return out + 0.0
 
 
-def loss_distribution_variables(compiled, scenarios, group_im: np.ndarray, n_pools: int, bins: int) -> dict:
+def loss_distribution_variables(compiled, scenarios, group_im: np.ndarray, n_pools: int, bins: int,
+                                max_scenarios: int = 0) -> dict:
     """``pool_loss_count(loss_pool, loss_bin)`` and ``pool_loss_edge(loss_pool, loss_bin_edge)`` of the
     ``n_pools`` pools with the largest ``group_im`` (largest first; ties by pool order).
 
     The bins are ``bins`` equal widths from the pool's smallest to its largest
     loss; the last bin holds its right edge (NumPy's histogram), so the counts
-    of a pool sum to the number of scenarios.
+    of a pool sum to the number of scenarios binned: every scenario, or the
+    first ``max_scenarios`` by index when it is positive and smaller (a
+    picture of the shape needs no more; the pool's VaR and ES are the
+    engine's, over every scenario).
     """
     order = np.argsort(-np.asarray(group_im, dtype=float), kind="stable")[:n_pools]
-    losses = pool_losses(compiled, scenarios, order)
+    losses = pool_losses(compiled, scenarios, order, n=max_scenarios or None)
     counts = np.zeros((order.size, bins), dtype=np.int64)
     edges = np.zeros((order.size, bins + 1))
     for k, x in enumerate(losses):

@@ -66,7 +66,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None, loss_pools: int = 0, loss_bins: int = 50) -> xr.Dataset:
+               reverse=None, loss_pools: int = 0, loss_bins: int = 50, loss_scenarios: int = 0) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -112,10 +112,11 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Reverse stress: the smallest move along ``direction`` (log-return
         weights per market asset) at which Cover-2 exceeds ``fund`` USD
         (:func:`reverse_stress`).
-    loss_pools, loss_bins : int
-        The binned loss distribution (``loss_bins`` bins) over every scenario of
-        the ``loss_pools`` pools with the largest primary ``group_im``
-        (:func:`~mcmargin.pipeline.losses.loss_distribution_variables`); 0: none.
+    loss_pools, loss_bins, loss_scenarios : int
+        The binned loss distribution (``loss_bins`` bins) of the ``loss_pools``
+        pools with the largest primary ``group_im`` over the first
+        ``loss_scenarios`` scenarios (0: every one)
+        (:func:`~mcmargin.pipeline.losses.loss_distribution_variables`); ``loss_pools=0``: none.
 
     Returns
     -------
@@ -172,7 +173,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         from .losses import loss_distribution_variables
 
         gim = ds["group_im"].isel(model=0) if "model" in ds["group_im"].dims else ds["group_im"]
-        ds = ds.assign(loss_distribution_variables(compiled, scenarios, gim.to_numpy(), loss_pools, loss_bins))
+        ds = ds.assign(loss_distribution_variables(compiled, scenarios, gim.to_numpy(), loss_pools, loss_bins,
+                                                          loss_scenarios))
     t_losses = time.perf_counter() - t_losses
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))

@@ -238,7 +238,10 @@ def loss_distribution(ds: xr.Dataset, top: int) -> Section | None:
     where = dict(zip(pools, p.indexes["group"].get_indexer(pools).tolist()))
     counts, edges = ds["pool_loss_count"].values, ds["pool_loss_edge"].values
     n = counts[0].sum() if counts.size else 0
-    body = (f"<p>Each pool's loss in every one of the run's {int(n):,} scenarios, binned "
+    total = int(ds.attrs.get("n_scenarios", n))
+    which = (f"every one of the run's {int(n):,} scenarios" if n >= total
+             else f"the first {int(n):,} of the run's {total:,} scenarios (output.loss_scenarios)")
+    body = (f"<p>Each pool's loss in {which}, binned "
             f"({counts.shape[1]} bins between its smallest and largest loss: pool_loss_count, pool_loss_edge); "
             "the lines mark the pool's VaR (group_var, dashed) and ES (group_es, solid) at each confidence.</p>")
     rows = []
