@@ -164,9 +164,12 @@ def totals(ds: xr.Dataset, top: int) -> Section | None:
     rows += [("total maintenance margin, pools", p["group_mm"].sum(), "sum of group_mm"),
              ("margin calls", p["group_margin_call"].sum(), "sum of group_margin_call")]
     calls = int((p["group_margin_call"] > 0).sum())
+    model = str(ds.attrs.get("margin_model", "")) or (strings(ds["model"].values)[0] if "model" in ds.dims else "")
+    caption = (f"the primary margin model, {model} (every model side by side: {MODELS})" if "model" in ds.dims
+               else f"margin model {model}" if model else "")
     body = table("totals", [Column("figure", numeric=False), Column("USD", money),
                             Column("from the dataset", numeric=False)],
-                 [(k, float(v), n) for k, v, n in rows])
+                 [(k, float(v), n) for k, v, n in rows], caption=caption)
     body += (f'<p id="calls-count">{calls:,} pools have a margin call '
              f"(group_margin_call &gt; 0) of {p.sizes['group']:,}.</p>")
     if "group_exceedance_prob" in p and "model" not in ds.dims:
