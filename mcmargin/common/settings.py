@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from ..errors import ConfigError
 
 __all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
+           "BACKTEST_RULES",
            "PM_GRID_RULES"]
 
 
@@ -359,3 +360,23 @@ def _shown(key: str) -> str:
     """``output.confidence.1`` as ``output.confidence[1]``."""
     head, _, tail = key.rpartition(".")
     return f"{head}[{tail}]" if tail.isdigit() and head else key
+
+
+#: Every setting of ``jobs.backtest`` with a type or range (docs/methodology.md, section 13): the stress
+#: run's scenario keys, the margin keys the backtest uses, its own ``backtest.*`` keys and the output.
+BACKTEST_RULES: dict[str, Rule] = {
+    "backend": _text,
+    "history": _text,
+    "portfolios": _text,
+    **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
+    "margin.model": _text,
+    "margin.confidence": STRESS_RULES["margin.confidence"],
+    "margin.buffer": STRESS_RULES["margin.buffer"],
+    "backtest.start": _text,
+    "backtest.end": _text,
+    "backtest.refit_every": _whole(1),
+    "backtest.significance": _real(0, 1, low_open=True, high_open=True),
+    "backtest.block_dates": _whole(1),
+    "backtest.plots": _flag,
+    "output.path": _path,
+}

@@ -34,10 +34,29 @@ def warm_up(verbose: bool = True) -> float:
     # Chunks of 1,024 of 4,096 scenarios: the pilot, the thresholded fold and the final cut all run.
     run_stress(book, scen, margin=MarginParams(confidence=0.99), confidences=(0.99, 0.995), backend="numpy",
                fast_path=True, chunking=Chunking(scenarios=1024), scheduler="sync")
+    warm_up_backtest()
     seconds = time.perf_counter() - t0
     if verbose:
         print(f"mcmargin: compiled kernels cached in {seconds:.1f} s")
     return seconds
+
+
+def warm_up_backtest() -> None:
+    """A tiny backtest taking every compiled path of :mod:`mcmargin.backtest.kernels` (h = 1, h = 3, historical)."""
+    import numpy as np
+    import pandas as pd
+
+    from ..backtest.run import BacktestSettings, run_backtest
+    from ..inputs.history import validate_history
+    from ..inputs.portfolios import Portfolios
+
+    g = np.random.default_rng(0)
+    idx = pd.bdate_range("2020-01-01", periods=120, name="date")
+    px = pd.DataFrame(100 * np.exp(np.cumsum(g.normal(0, 0.01, (120, 2)), axis=0)), index=idx, columns=["A", "B"])
+    hist = validate_history(px.reset_index(), file="warm-up")
+    pf = Portfolios(("p",), ("A", "B"), np.array([[1.0, -1.0]]), "warm-up", "")
+    for kw in (dict(horizon=1), dict(horizon=3), dict(model="historical", horizon=2)):
+        run_backtest(hist, pf, BacktestSettings(n=4096, lookback=60, **kw), scheduler="sync")
 
 
 if __name__ == "__main__":
