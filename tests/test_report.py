@@ -271,3 +271,25 @@ def test_header_names_the_run_and_its_input_files(stress_ds, exported_book):
     for text in (f"{stress_ds.sizes['account']:,} accounts", "<th>scenario model</th><td>gaussian</td>",
                  "<th>backend</th><td>numpy</td>", "compute_s", stress_ds.attrs["versions"], "1,500"):
         assert text in html, text
+
+
+def test_backtest_job_writes_its_report_beside_the_dataset(tmp_path):
+    """The backtest job (a real dataset, not one built to the spec) writes bt.html beside bt.zarr by default."""
+    from test_backtest import gaussian_history
+
+    gaussian_history(300).reset_index().to_csv(tmp_path / "prices.csv", index=False)
+    (tmp_path / "books.csv").write_text("portfolio,asset,quantity\nlong,A,3\nlong,B,1\nhedge,A,1\nhedge,B,-0.5\n")
+    out = tmp_path / "bt.zarr"
+    p = run_job("jobs.backtest", f"history={tmp_path / 'prices.csv'}", f"portfolios={tmp_path / 'books.csv'}",
+                f"output.path={out}", "scenarios.n=200", "scenarios.lookback=250", "scenarios.horizon_days=1",
+                "backtest.plots=false")
+    assert p.returncode == 0, p.stderr
+    page = (tmp_path / "bt.html").read_text()
+    assert titles(page) == ["Run", "Backtest"]
+    from mcmargin.output.store import open_dataset
+
+    ds = open_dataset(out).load()
+    tables, _ = read_page(page)
+    assert [r[0][1] for r in tables["backtest-tests"]] == [str(x) for x in ds["portfolio"].values]
+    assert [int(r[2][0]) for r in tables["backtest-tests"]] == [int(x) for x in ds["n_exceedances"].values]
+    assert f"<th>sha256 history</th>" not in page and ds.attrs["history_sha256"] in page

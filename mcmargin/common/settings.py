@@ -379,4 +379,5 @@ BACKTEST_RULES: dict[str, Rule] = {
     "backtest.block_dates": _whole(1),
     "backtest.plots": _flag,
     "output.path": _path,
+    "output.report": _flag,
 }

@@ -99,9 +99,11 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
         size.insert(2, f"{int((ds['group_members'] > 1).sum()):,} multi-account pools")
     pairs.append(("size", ", ".join(size)))
     model = _attr_json(ds, "scenario_model")
-    if model is not None:
-        name = model.get("model", "?") if isinstance(model, dict) else "?"
-        params = {k: v for k, v in model.items() if k != "model"} if isinstance(model, dict) else {}
+    if not isinstance(model, dict):
+        model = _attr_json(ds, "model")           # a backtest's model and its parameters
+    if isinstance(model, dict):
+        name = model.get("model", "?")
+        params = {k: v for k, v in model.items() if k != "model"}
         pairs.append(("scenario model", name))
         pairs.append(("scenario parameters", "; ".join(f"{k} = {_compact(v)}" for k, v in params.items())))
     elif "model" in a:
