@@ -90,8 +90,18 @@ def main(cfg: DictConfig) -> None:
 
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
         path = check_output_path(job_output_path(cfg.output.path))
+        report = None
+        if cfg.output.get("report", True):
+            from mcmargin.report import report_path_for
+            from mcmargin.report.page import check_report_path
+
+            report = check_report_path(report_path_for(path), key="output.report")
         ds = run(cfg)
         written = write(ds, path, bool(cfg.backtest.plots))
+        if report is not None:
+            from mcmargin.report import write_report
+
+            written.append(str(write_report(ds, report)))
     print(summary(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata as md
+import json
 import logging
 
 import hydra
@@ -78,9 +79,13 @@ def run(cfg: DictConfig, *, cube: bool = False):
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
                         reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
-                        cascade=CascadeParams.from_config(c.get("cascade")))
+                        cascade=CascadeParams.from_config(c.get("cascade")),
+                        loss_pools=int(c["output"].get("loss_pools", 0)),
+                        loss_bins=int(c["output"].get("loss_bins", 50)),
+                        loss_scenarios=int(c["output"].get("loss_scenarios", 0)))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    input_checksums=json.dumps(mc.input_checksums(c)),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS), **apc_attrs)
     ds = check_figures(ds)
     if cube:
@@ -133,6 +138,12 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
 
             check_margin_calls_path(job_output_path(calls))
+        report = None
+        if cfg.output.get("report", True):
+            from mcmargin.report.page import check_report_path
+            from mcmargin.report import report_path_for
+
+            report = check_report_path(report_path_for(path), key="output.report")
         cube_path = cfg.output.get("cube")
         if cube_path:
             from mcmargin.output.store import is_netcdf_path
@@ -151,12 +162,22 @@ def main(cfg: DictConfig) -> None:
             cube_path = write_dataset(cube, cube_path, key="output.cube")
         if calls:
             calls = write_margin_calls(ds, job_output_path(calls))
+        if report is not None:
+            import time
+
+            from mcmargin.report import write_report
+
+            t = time.perf_counter()
+            report = write_report(ds, report, top=max(20, int(cfg.output.top)))
+            report_s = time.perf_counter() - t
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
     if calls:
         print(f"margin calls written to {calls}")
     if cube_path:
         print(f"what-if cube written to {cube_path} (serve it: python -m jobs.serve cube={cube_path})")
+    if report is not None:
+        print(f"report written to {report} ({report_s:.2f} s)")
 
 
 if __name__ == "__main__":

@@ -331,6 +331,10 @@ STRESS_RULES: dict[str, Rule] = {
     "output.scenarios": _flag,
     "output.top": _whole(0),
     "output.cube": _text,
+    "output.report": _flag,
+    "output.loss_pools": _whole(0),
+    "output.loss_bins": _whole(1, 10000),
+    "output.loss_scenarios": _whole(0),
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),
@@ -355,6 +359,8 @@ SERVE_RULES: dict[str, Rule] = {
     "serve.max_trades": _whole(1, 100_000),
     "serve.cache_rows": _whole(1),
 }
+#: Every setting of ``jobs.report`` with a type or range.
+REPORT_RULES: dict[str, Rule] = {"dataset": _text, "output.path": _text, "output.top": _whole(1)}
 
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
@@ -438,4 +444,5 @@ BACKTEST_RULES: dict[str, Rule] = {
     "backtest.block_dates": _whole(1),
     "backtest.plots": _flag,
     "output.path": _path,
+    "output.report": _flag,
 }

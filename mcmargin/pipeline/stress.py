@@ -66,7 +66,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None, cascade=None) -> xr.Dataset:
+               reverse=None, cascade=None, loss_pools: int = 0, loss_bins: int = 50,
+               loss_scenarios: int = 0) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -116,6 +117,11 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Liquidation cascades (:mod:`mcmargin.cascade`, docs/methodology.md
         section 14) in every scenario and named stress, against the primary
         model's ``group_mm``; None (the default): no cascade, nothing computed.
+    loss_pools, loss_bins, loss_scenarios : int
+        The binned loss distribution (``loss_bins`` bins) of the ``loss_pools``
+        pools with the largest primary ``group_im`` over the first
+        ``loss_scenarios`` scenarios (0: every one)
+        (:func:`~mcmargin.pipeline.losses.loss_distribution_variables`); ``loss_pools=0``: none.
 
     Returns
     -------
@@ -173,6 +179,14 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         ds = _with_cascade(ds, compiled, book, scenarios, cascade, stresses, b.name, scheduler,
                            result.chunking.scenarios)
     t_cascade = time.perf_counter() - t_cascade
+    t_losses = time.perf_counter()
+    if loss_pools > 0:
+        from .losses import loss_distribution_variables
+
+        gim = ds["group_im"].isel(model=0) if "model" in ds["group_im"].dims else ds["group_im"]
+        ds = ds.assign(loss_distribution_variables(compiled, scenarios, gim.to_numpy(), loss_pools, loss_bins,
+                                                          loss_scenarios))
+    t_losses = time.perf_counter() - t_losses
     if include_scenarios:
         shock, vol_shock = scenarios.draw(0, scenarios.n, get_backend("numpy"))
         ds["shock"] = (("scenario", "asset"), np.asarray(shock),
@@ -181,8 +195,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            {"long_name": "log change of the asset's implied volatility", "units": "1"})
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
-    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress,
-               "named_stress_s": t_stress, "total_s": t3 - t0}
+    timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress - t_losses,
+               "named_stress_s": t_stress, "loss_distribution_s": t_losses, "total_s": t3 - t0}
     if cascade is not None:
         timings["margin_s"] -= t_cascade
         timings["cascade_s"] = t_cascade
