@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -38,8 +39,21 @@ def run(cfg: DictConfig):
     assets = c.get("assets")
     if assets is not None and (isinstance(assets, str) or not all(isinstance(a, str) for a in assets)):
         raise ConfigError("assets", f"must be a list of column names (e.g. [BTC, ETH]) or null, got {assets!r}")
-    history = load_history(c["history"], valuation_date=c.get("valuation_date"))
-    return calibrate(history, c, assets=assets, prefix="")
+    from mcmargin.common.audit import audit_attrs, recording
+    from mcmargin.common.logs import stage
+
+    timings: dict = {}
+    t0 = time.perf_counter()
+    with recording() as inputs:
+        with stage("load_inputs", timings):
+            history = load_history(c["history"], valuation_date=c.get("valuation_date"))
+        with stage("calibrate", timings, assets=history.shape[1]):
+            ds = calibrate(history, c, assets=assets, prefix="")
+    timings["job_s"] = time.perf_counter() - t0
+    # Calibration draws no random numbers (seed -1) and runs on NumPy.
+    ds.attrs.update(audit_attrs(job="jobs.calibrate", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                                inputs=inputs, timings=timings))
+    return ds
 
 
 def write(ds, path: str, plots: bool = True) -> list[str]:
@@ -65,7 +79,7 @@ def write(ds, path: str, plots: bool = True) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(cfg):
         from mcmargin.output.store import check_figures, check_output_path
 
         path = cfg.output.path

@@ -9,9 +9,8 @@ summary.  All logic lives in :mod:`mcmargin`; this module maps the config.
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib.metadata as md
 import logging
+import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -24,9 +23,6 @@ from mcmargin.common.settings import STRESS_RULES, check_settings
 
 log = logging.getLogger("mcmargin.stress")
 
-_VERSIONS = ("mcmargin", "numpy", "jax", "xarray", "zarr", "dask", "distributed", "numba", "scipy")
-
-
 def run(cfg: DictConfig):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
@@ -35,6 +31,17 @@ def run(cfg: DictConfig):
     """
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
+    from mcmargin.common.audit import recording
+
+    t0 = time.perf_counter()
+    with recording() as inputs:
+        ds, loading = _run(cfg, c)
+    return _stamp(ds, cfg, inputs, loading, time.perf_counter() - t0)
+
+
+def _run(cfg: DictConfig, c: dict):
+    """The run itself; returns ``(dataset, seconds spent loading the inputs)``."""
+    from mcmargin.common.logs import stage
     from mcmargin.pipeline import config as mc
     from mcmargin.backend import resolve
     from mcmargin.output.store import check_figures
@@ -43,18 +50,20 @@ def run(cfg: DictConfig):
 
     valuation = mc.valuation_date(c["valuation_date"])
     backend = resolve(str(c["backend"]))
-    book = mc.book_from_config(c["portfolio"], valuation)
-    history = None
-    if c.get("history"):
-        from mcmargin.inputs.history import load_history
+    timings: dict = {}
+    with stage("load_inputs", timings):
+        book = mc.book_from_config(c["portfolio"], valuation)
+        history = None
+        if c.get("history"):
+            from mcmargin.inputs.history import load_history
 
-        history = load_history(c["history"])
-    scen_cfg = dict(c["scenarios"], valuation_date=valuation)
-    scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
-    margin = mc.margin_models_from_config(c["margin"])
-    from mcmargin.scenarios.named import load_stresses
+            history = load_history(c["history"])
+        scen_cfg = dict(c["scenarios"], valuation_date=valuation)
+        scenarios = build_scenarios(scen_cfg, book.assets, book.market["vol"].to_numpy(), history)
+        margin = mc.margin_models_from_config(c["margin"])
+        from mcmargin.scenarios.named import load_stresses
 
-    stresses = load_stresses(c.get("stress_tests", {}).get("names"))
+        stresses = load_stresses(c.get("stress_tests", {}).get("names"))
     fund = c.get("default_fund", {}).get("size")
     chunking, budget = mc.chunking_from_config(c["engine"])
     from mcmargin.pipeline.runtime import job_scheduler
@@ -69,10 +78,21 @@ def run(cfg: DictConfig):
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
                         reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
-    ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
-    return check_figures(ds)
+    ds.attrs["cluster"] = str(c["cluster"]["kind"])
+    return check_figures(ds), timings["load_inputs_s"]
+
+
+def _stamp(ds, cfg: DictConfig, inputs: dict, loading: float, seconds: float):
+    """``ds`` with the audit attributes (:func:`mcmargin.common.audit.audit_attrs`)."""
+    import json
+
+    from mcmargin.common.audit import audit_attrs
+
+    timings = {"load_inputs_s": loading, **json.loads(ds.attrs.get("timings", "{}")), "job_s": seconds}
+    ds.attrs.update(audit_attrs(job="jobs.stress", config_yaml=OmegaConf.to_yaml(cfg, resolve=True), inputs=inputs,
+                                seed=ds.attrs.get("seed"), backend=ds.attrs.get("backend", "numpy"),
+                                device=ds.attrs.get("device", "cpu"), timings=timings))
+    return ds
 
 
 def export_only(cfg: DictConfig) -> str:
@@ -93,20 +113,14 @@ def export_only(cfg: DictConfig) -> str:
             "(portfolio.export_then_run=true exports and runs)")
 
 
-def _version(package: str) -> str:
-    try:
-        return md.version(package)
-    except md.PackageNotFoundError:
-        return "?"
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
+    from mcmargin.common.logs import stage
     from mcmargin.output.store import check_output_path, write_dataset
     from mcmargin.output.summary import summary
     from mcmargin.pipeline.runtime import job_output_path
 
-    with user_errors():
+    with user_errors(cfg):
         if cfg.portfolio.get("export") and not cfg.portfolio.get("export_then_run"):
             print(export_only(cfg))
             return
@@ -118,7 +132,8 @@ def main(cfg: DictConfig) -> None:
 
             check_margin_calls_path(job_output_path(calls))
         ds = run(cfg)
-        path = write_dataset(ds, path)
+        with stage("write", path=str(path)):
+            path = write_dataset(ds, path)
         if calls:
             calls = write_margin_calls(ds, job_output_path(calls))
     print(summary(ds, top=int(cfg.output.top)))

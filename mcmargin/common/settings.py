@@ -319,6 +319,11 @@ STRESS_RULES: dict[str, Rule] = {
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
 
+#: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
+COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json"))}
+STRESS_RULES.update(COMMON_RULES)
+CALIBRATE_RULES.update(COMMON_RULES)
+
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
     """Check every value of ``cfg`` that a rule of ``rules`` covers (absent keys are not required).

@@ -33,6 +33,7 @@ import pandas as pd
 from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, POSITION_COLUMNS, Book)
 from ..common.dates import iso as _iso
 from .. import instruments as instrument_families
+from ..common.audit import record_input
 from ..errors import InputError
 
 __all__ = ["TABLES", "REQUIRED_TABLES", "read_table", "load_book", "load_book_dir", "book_from_frames",
@@ -99,6 +100,7 @@ def read_table(path: str | os.PathLike, table: str) -> pd.DataFrame:
                                f"use .csv or .parquet")
     if not path.is_file():
         raise InputError(name, f"{table} file not found")
+    record_input(path)
     frame = _read_csv(path) if suffix in CSV_SUFFIXES else _read_parquet(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame

@@ -20,6 +20,7 @@ import xarray as xr
 
 from ..aggregation import compile_book
 from ..backend import get_backend
+from ..common.logs import log_stage
 from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
@@ -142,10 +143,12 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
             for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
     t1 = time.perf_counter()
+    log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
                            blocks_in_flight=blocks_in_flight, limits=limits)
     t2 = time.perf_counter()
+    log_stage("tails", t2 - t1, scenarios=int(scenarios.n), kernel=select_kernel(b.name, fast_path).label)
     each = [dataclasses.replace(i, tails=result) for i in each]
     each = _with_exceedances(compiled, scenarios, models, each, result, columns,
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
@@ -171,6 +174,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            {"long_name": "log change of the asset's implied volatility", "units": "1"})
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
+    log_stage("margin", t3 - t2 - t_stress, models=",".join(m.name for m in models))
+    if stresses or reverse is not None:
+        log_stage("named_stress", t_stress, stresses=len(stresses))
     timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress,
                "named_stress_s": t_stress, "total_s": t3 - t0}
     ds.attrs.update(
