@@ -23,6 +23,9 @@ from mcmargin.common.settings import STRESS_RULES, check_settings
 
 log = logging.getLogger("mcmargin.stress")
 
+#: Config keys of files the job writes besides output.path (jobs.reproduce turns them off).
+SIDE_OUTPUTS = ("portfolio.export", "output.margin_calls")
+
 def run(cfg: DictConfig):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
