@@ -80,14 +80,19 @@ def write(ds, path: str, plots: bool = True) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
     with user_errors(cfg):
-        from mcmargin.output.store import check_figures, check_output_path
+        from mcmargin.common.logs import stage
+        from mcmargin.common.settings import real_number
+        from mcmargin.output.store import check_figures, check_output_path, run_lock
 
         path = cfg.output.path
         if not path:
             raise ConfigError("output.path", "is required: output.path=PATH (.nc or .zarr)")
         check_output_path(path, netcdf=not str(path).rstrip("/").lower().endswith(".zarr"))
-        ds = check_figures(run(cfg))
-        written = write(ds, str(path), bool(cfg.output.plots))
+        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        with run_lock(path, wait):  # one run per output path at a time
+            ds = check_figures(run(cfg))
+            with stage("write", path=str(path)):
+                written = write(ds, str(path), bool(cfg.output.plots))
     for a in ds["asset"].values:
         v = ds.sel(asset=a)
         print(f"{a:>12}  vol {float(v['vol']):8.4f}  realized {float(v['realized_vol']):8.4f}  "

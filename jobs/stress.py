@@ -119,7 +119,8 @@ def export_only(cfg: DictConfig) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="stress")
 def main(cfg: DictConfig) -> None:
     from mcmargin.common.logs import stage
-    from mcmargin.output.store import check_output_path, write_dataset
+    from mcmargin.common.settings import real_number
+    from mcmargin.output.store import check_output_path, run_lock, write_dataset
     from mcmargin.output.summary import summary
     from mcmargin.pipeline.runtime import job_output_path
 
@@ -134,11 +135,13 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
 
             check_margin_calls_path(job_output_path(calls))
-        ds = run(cfg)
-        with stage("write", path=str(path)):
-            path = write_dataset(ds, path)
-        if calls:
-            calls = write_margin_calls(ds, job_output_path(calls))
+        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
+            ds = run(cfg)
+            with stage("write", path=str(path)):
+                path = write_dataset(ds, path)
+            if calls:
+                calls = write_margin_calls(ds, job_output_path(calls))
     print(summary(ds, top=int(cfg.output.top)))
     print(f"dataset written to {path}")
     if calls:

@@ -320,7 +320,8 @@ STRESS_RULES: dict[str, Rule] = {
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
 
 #: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
-COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json"))}
+COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),
+                                 "output.lock_wait": _real(0)}
 STRESS_RULES.update(COMMON_RULES)
 CALIBRATE_RULES.update(COMMON_RULES)
 
