@@ -163,8 +163,8 @@ def load_params(path: str, defaults: Mapping) -> dict:
     record_input(p)
     try:
         raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError.from_yaml(str(path), exc) from None
 
     def err(key):
         return lambda msg: InputError(str(path), f"key {key}: {msg}")

@@ -88,8 +88,10 @@ def load_stress(path) -> NamedStress:
         record_input(path)
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except OSError as e:
         raise InputError(f, f"cannot read the stress file: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InputError.from_yaml(f, e, "cannot read the stress file, not valid YAML") from None
     if not isinstance(doc, dict):
         raise InputError(f, "a stress file is a mapping with keys " + ", ".join(KEYS))
     for k in doc:
