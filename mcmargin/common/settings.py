@@ -147,6 +147,9 @@ def _matrix(v, k):
     if not isinstance(v, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in v):
         raise ConfigError(k, f"expected a matrix (a list of rows of numbers), got {v!r}")
     for i, row in enumerate(v):
+        if len(row) != len(v):          # ragged rows would reach NumPy as an object array
+            raise ConfigError(f"{k}[{i}]", f"expected a square matrix: row {i} has {len(row)} entries, "
+                                           f"the matrix {len(v)} rows")
         for j, x in enumerate(row):
             real_number(x, f"{k}[{i}][{j}]", -1.0, 1.0)
     return v

@@ -211,7 +211,13 @@ def _factor_params(cfg: Mapping, assets, asset_vols, history=None, fit_dof: bool
     out["copula_dof"] = cop if cop is not None and math.isfinite(cop) else None
 
     full = cfg.get("correlation")
-    cfg_corr = np.eye(len(names)) if full is None else check_correlation(np.asarray(full, dtype=float), names)
+    if full is not None:
+        try:
+            full = np.asarray(full, dtype=float)
+        except (TypeError, ValueError):
+            raise ConfigError("scenarios.correlation", "expected a square matrix of numbers (a list of rows of "
+                                                       "equal length)") from None
+    cfg_corr = np.eye(len(names)) if full is None else check_correlation(full, names)
     k = len(factors)
     corr = np.eye(k)
     mixed = False

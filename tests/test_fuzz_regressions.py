@@ -1,0 +1,86 @@
+"""Regressions: each bug the fuzzer (tests/fuzz.py) found, as a fixed example."""
+
+import pytest
+
+from conftest import VALUATION, small_frames_data
+from mcmargin.errors import ConfigError, InputError
+
+TABLES = ("instruments", "market", "positions", "collateral", "accounts")
+
+
+def _book_dir(tmp_path, positions_text=None):
+    for name, frame in zip(TABLES, small_frames_data()):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    if positions_text is not None:
+        (tmp_path / "positions.csv").write_text(positions_text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("header", ["account,instrument,quantity,account", " account,instrument,quantity,account "])
+def test_column_named_twice_in_a_header_is_an_error(tmp_path, header):
+    # Was: stripped names collided and pandas raised AttributeError ('DataFrame' object has no attribute 'str');
+    # an exact repeat was renamed "account.1" by pandas and the first column used without a word.
+    from mcmargin.inputs.files import load_book_dir
+
+    d = _book_dir(tmp_path, f"{header}\na,BTC-PERP,1.5,b\n")
+    with pytest.raises(InputError) as e:
+        load_book_dir(d, VALUATION)
+    assert e.value.file.endswith("positions.csv") and e.value.row == 1 and e.value.column == "account"
+    assert "appears 2 times in the header (columns 1, 4)" in str(e.value)
+
+
+def test_column_named_twice_in_a_frame_is_an_error():
+    from mcmargin.inputs.files import book_from_frames
+
+    ins, mkt, pos, col, acc = small_frames_data()
+    mkt = mkt.set_axis(["asset", "price", "price", "haircut"], axis=1)
+    with pytest.raises(InputError, match="column 'price' appears more than once in the market table"):
+        book_from_frames(ins, mkt, pos, col, acc, VALUATION)
+
+
+@pytest.mark.parametrize("text, row", [(b"[1, 2", 1), (b"description: x\na: b: c\n", 2), (b"\t- tab", 1)])
+@pytest.mark.parametrize("loader", ["stress", "span"])
+def test_invalid_yaml_is_one_line_with_its_row(tmp_path, loader, text, row):
+    # Was: PyYAML's multi-line message, the file's text quoted, printed as the job's error.
+    path = tmp_path / "f.yaml"
+    path.write_bytes(text)
+    with pytest.raises(InputError) as e:
+        _load(loader, path)
+    assert "\n" not in str(e.value) and e.value.row == row and "not valid YAML" in str(e.value)
+
+
+@pytest.mark.parametrize("loader", ["stress", "span"])
+def test_yaml_file_not_in_utf8_is_an_error(tmp_path, loader):
+    # Was: UnicodeDecodeError (a ValueError, not caught) and a traceback.
+    path = tmp_path / "f.yaml"
+    path.write_bytes("description: café\n".encode("latin-1"))
+    with pytest.raises(InputError) as e:
+        _load(loader, path)
+    assert e.value.file == str(path) and "utf-8" in str(e.value)
+
+
+def _load(loader, path):
+    if loader == "stress":
+        from mcmargin.scenarios.named import load_stress
+
+        return load_stress(path)
+    from mcmargin.margin.span import DEFAULTS, load_params
+
+    return load_params(str(path), DEFAULTS)
+
+
+def test_ragged_correlation_in_config_names_its_key():
+    # Was: the rule accepted rows of numbers of any length, then NumPy raised ValueError (inhomogeneous shape).
+    import numpy as np
+
+    from mcmargin.common.settings import STRESS_RULES, check_settings
+    from mcmargin.scenarios import build_scenarios
+
+    ragged = [[1.0, 0.5], [0.5, 1.0, 0.2]]
+    with pytest.raises(ConfigError, match=r"scenarios.correlation\[1\]: expected a square matrix: row 1 has 3 entries"):
+        check_settings({"scenarios": {"correlation": ragged}}, STRESS_RULES)
+    cfg = dict(model="gaussian", n=10, seed=1, horizon_days=2, correlation=ragged, valuation_date=VALUATION,
+               risk_factors={"BTC": {"vol": 0.5, "vol_of_vol": 1.0, "spot_vol_corr": -0.3},
+                             "ETH": {"vol": 0.6, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}})
+    with pytest.raises(ConfigError, match=r"scenarios.correlation(\[1\])?: expected a square matrix"):
+        build_scenarios(cfg, np.array(["BTC", "ETH"], dtype=object), np.array([0.5, 0.6]))
