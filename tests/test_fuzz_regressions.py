@@ -84,3 +84,16 @@ def test_ragged_correlation_in_config_names_its_key():
                              "ETH": {"vol": 0.6, "vol_of_vol": 1.0, "spot_vol_corr": -0.3}})
     with pytest.raises(ConfigError, match=r"scenarios.correlation(\[1\])?: expected a square matrix"):
         build_scenarios(cfg, np.array(["BTC", "ETH"], dtype=object), np.array([0.5, 0.6]))
+
+
+def test_the_job_on_a_malformed_file_exits_2_and_writes_nothing(tmp_path):
+    from conftest import run_job
+
+    (tmp_path / "book").mkdir()
+    d = _book_dir(tmp_path / "book", "account,instrument,quantity,account\na,BTC-PERP,1.5,b\n")
+    p = run_job("jobs.stress", "portfolio=files", f"portfolio.dir={d}", "output.path=out/run.zarr", "backend=numpy",
+                cwd=tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    errors = [x for x in p.stderr.splitlines() if x.startswith("mcmargin: error:")]
+    assert len(errors) == 1 and "positions.csv, row 1, column 'account'" in errors[0]
+    assert not (tmp_path / "out").exists()                 # no dataset, lock, debris or directory

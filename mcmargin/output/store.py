@@ -384,7 +384,8 @@ def run_lock(path, wait: float = 0.0, key: str = "output.path"):
     """Hold the output path ``path`` for one run: a second run on it waits ``wait`` seconds, then fails.
 
     The lock is an exclusive ``flock`` on ``.NAME.lock`` beside ``path``
-    (the parent directory is created if needed), which says who holds it
+    (the parent directories are created if needed, and removed again if the
+    run left them empty), which says who holds it
     (PID, host, start time) for the other run's message.  A run killed with
     SIGKILL releases it with its process; the file is reused.
 
@@ -394,11 +395,16 @@ def run_lock(path, wait: float = 0.0, key: str = "output.path"):
         Another run holds the path after ``wait`` seconds (the message names it).
     """
     p = Path(str(path)).expanduser()
+    made = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
     p.parent.mkdir(parents=True, exist_ok=True)
     lock = p.with_name(f".{p.name}{_LOCK_TAG}")
     deadline = time.monotonic() + max(0.0, float(wait))
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:      # the run before us removed the (empty) directory it had made
+            p.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -427,6 +433,9 @@ def run_lock(path, wait: float = 0.0, key: str = "output.path"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)            # under the lock: a waiter that opened it sees a new inode and retries
         os.close(fd)
+        for d in made:                 # a run that wrote nothing leaves no directory behind either
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def _read_holder(fd: int) -> str:
