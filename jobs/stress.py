@@ -121,7 +121,7 @@ def main(cfg: DictConfig) -> None:
     from mcmargin.common.logs import stage
     from mcmargin.common.settings import real_number
     from mcmargin.output.store import check_output_path, run_lock, write_dataset
-    from mcmargin.output.summary import summary
+    from mcmargin.output.summary import run_table, summary
     from mcmargin.pipeline.runtime import job_output_path
 
     with user_errors(cfg):
@@ -143,6 +143,7 @@ def main(cfg: DictConfig) -> None:
             if calls:
                 calls = write_margin_calls(ds, job_output_path(calls))
     print(summary(ds, top=int(cfg.output.top)))
+    print(run_table(ds))
     print(f"dataset written to {path}")
     if calls:
         print(f"margin calls written to {calls}")

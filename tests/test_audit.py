@@ -103,3 +103,20 @@ def test_record_input_outside_a_recording_costs_nothing(tmp_path, monkeypatch):
         with audit.recording() as inner:
             audit.record_input(f)
     assert outer == inner == {str(f.resolve()): _sha(f)}
+
+
+def test_run_table_reads_the_audit_attributes():
+    from mcmargin.output.summary import run_table
+    import xarray as xr
+
+    ds = xr.Dataset(attrs={"seed": 7, "backend": "numpy", "device": "cpu", "code_version": "0.1.0",
+                           "git_commit": "abcdef1234567890", "git_dirty": 1,
+                           "input_sha256": json.dumps({"/a.csv": "0" * 64, "/b.csv": "1" * 64}),
+                           "timings": json.dumps({"load_inputs_s": 0.25, "compute_s": 1.5, "job_s": 2.0,
+                                                  "n_tasks": 7})})
+    lines = run_table(ds).splitlines()
+    assert lines[0].split()[0] == "run" and set(lines[1].strip()) == {"-"}
+    rows = {ln[:28].strip(): ln[28:].strip() for ln in lines[2:]}
+    assert rows == {"seed": "7", "backend": "numpy on cpu", "code": "mcmargin 0.1.0, abcdef123456 (with local changes)",
+                    "input files": "2 (sha256 in input_sha256)", "load inputs": "0.250 s", "tails (engine)": "1.500 s",
+                    "whole job (before writing)": "2.000 s"}
