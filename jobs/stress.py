@@ -26,24 +26,33 @@ log = logging.getLogger("mcmargin.stress")
 #: Config keys of files the job writes besides output.path (jobs.reproduce turns them off).
 SIDE_OUTPUTS = ("portfolio.export", "output.margin_calls")
 
-def run(cfg: DictConfig):
+def run(cfg: DictConfig, work_dir=None):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
     Every setting is checked before any work (:mod:`mcmargin.common.settings`), and
-    every figure after it (:func:`mcmargin.output.check_figures`).
+    every figure after it (:func:`mcmargin.output.check_figures`).  With
+    ``work_dir``, finished row blocks are kept there and a run killed before
+    it finished resumes from them (:mod:`mcmargin.pipeline.resume`); the
+    caller removes the run directory once the dataset is written
+    (:func:`run_resumable`).
     """
+    return run_resumable(cfg, work_dir)[0]
+
+
+def run_resumable(cfg: DictConfig, work_dir=None):
+    """:func:`run`, returning ``(dataset, run directory or None)``."""
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, STRESS_RULES)
     from mcmargin.common.audit import recording
 
     t0 = time.perf_counter()
     with recording() as inputs:
-        ds, loading = _run(cfg, c)
-    return _stamp(ds, cfg, inputs, loading, time.perf_counter() - t0)
+        ds, loading, kept = _run(cfg, c, work_dir, inputs)
+    return _stamp(ds, cfg, inputs, loading, time.perf_counter() - t0), kept
 
 
-def _run(cfg: DictConfig, c: dict):
-    """The run itself; returns ``(dataset, seconds spent loading the inputs)``."""
+def _run(cfg: DictConfig, c: dict, work_dir=None, inputs=None):
+    """The run itself; returns ``(dataset, seconds spent loading the inputs, run directory or None)``."""
     from mcmargin.common.logs import stage
     from mcmargin.pipeline import config as mc
     from mcmargin.backend import resolve
@@ -67,6 +76,11 @@ def _run(cfg: DictConfig, c: dict):
         from mcmargin.scenarios.named import load_stresses
 
         stresses = load_stresses(c.get("stress_tests", {}).get("names"))
+    kept = None
+    if work_dir is not None:   # every input is read and validated by now: only now is anything created
+        from mcmargin.pipeline.resume import open_run_dir, run_key
+
+        kept = open_run_dir(work_dir, run_key(c, inputs or {}))
     fund = c.get("default_fund", {}).get("size")
     chunking, budget = mc.chunking_from_config(c["engine"])
     from mcmargin.pipeline.runtime import job_scheduler
@@ -80,9 +94,10 @@ def _run(cfg: DictConfig, c: dict):
                         blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
-                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
+                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
+                        keep_dir=kept)
     ds.attrs["cluster"] = str(c["cluster"]["kind"])
-    return check_figures(ds), timings["load_inputs_s"]
+    return check_figures(ds), timings["load_inputs_s"], kept
 
 
 def _stamp(ds, cfg: DictConfig, inputs: dict, loading: float, seconds: float):
@@ -122,6 +137,7 @@ def main(cfg: DictConfig) -> None:
     from mcmargin.common.settings import real_number
     from mcmargin.output.store import check_output_path, run_lock, write_dataset
     from mcmargin.output.summary import run_table, summary
+    from mcmargin.pipeline.resume import check_work_dir, finish_run_dir
     from mcmargin.pipeline.runtime import job_output_path
 
     with user_errors(cfg):
@@ -136,12 +152,14 @@ def main(cfg: DictConfig) -> None:
 
             check_margin_calls_path(job_output_path(calls))
         wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        work = check_work_dir(cfg.output.get("work_dir"), path)
         with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
-            ds = run(cfg)
+            ds, kept = run_resumable(cfg, work)
             with stage("write", path=str(path)):
                 path = write_dataset(ds, path)
             if calls:
                 calls = write_margin_calls(ds, job_output_path(calls))
+            finish_run_dir(kept)    # the dataset is in place: the kept blocks are no longer needed
     print(summary(ds, top=int(cfg.output.top)))
     print(run_table(ds))
     print(f"dataset written to {path}")

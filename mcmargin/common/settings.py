@@ -324,7 +324,7 @@ CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "out
 
 #: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
 COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),
-                                 "output.lock_wait": _real(0)}
+                                 "output.lock_wait": _real(0), "output.work_dir": _text}
 STRESS_RULES.update(COMMON_RULES)
 CALIBRATE_RULES.update(COMMON_RULES)
 

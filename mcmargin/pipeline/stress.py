@@ -67,7 +67,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None) -> xr.Dataset:
+               reverse=None, keep_dir=None) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -113,6 +113,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Reverse stress: the smallest move along ``direction`` (log-return
         weights per market asset) at which Cover-2 exceeds ``fund`` USD
         (:func:`reverse_stress`).
+    keep_dir : path, optional
+        Resume directory: finished row blocks are kept there and reused by a
+        later call with the same inputs (:func:`mcmargin.engine.graph.compute_tails`).
 
     Returns
     -------
@@ -146,13 +149,13 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
-                           blocks_in_flight=blocks_in_flight, limits=limits)
+                           blocks_in_flight=blocks_in_flight, limits=limits, keep_dir=keep_dir)
     t2 = time.perf_counter()
     log_stage("tails", t2 - t1, scenarios=int(scenarios.n), kernel=select_kernel(b.name, fast_path).label)
     each = [dataclasses.replace(i, tails=result) for i in each]
     each = _with_exceedances(compiled, scenarios, models, each, result, columns,
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
-                                  budget=budget, blocks_in_flight=blocks_in_flight))
+                                  budget=budget, blocks_in_flight=blocks_in_flight, keep_dir=keep_dir))
     ds = margin_dataset(each, models, status)
     t_stress = time.perf_counter()
     if stresses:
