@@ -141,3 +141,46 @@ def test_run_key_covers_figures_not_where_they_go():
     assert run_key(cfg, {}) == run_key(same, {})
     assert run_key(cfg, {}) != run_key({**cfg, "scenarios": {"n": 11}}, {})
     assert run_key(cfg, {"/x.csv": "a"}) != run_key(cfg, {"/x.csv": "b"})
+
+
+def test_a_killed_distributed_worker_changes_nothing(tmp_path):
+    """Kill one worker of a 2-worker LocalCluster mid-run: it is replaced, its tasks rerun, the output unchanged."""
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+    from omegaconf import OmegaConf
+
+    from mcmargin.engine.graph import Chunking
+    from mcmargin.inputs.synthetic import synthetic_book
+    from mcmargin.pipeline.stress import run_stress
+    from mcmargin.scenarios import build_scenarios
+
+    book = synthetic_book(n_accounts=1500)
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/scenarios/gaussian.yaml"))
+    scen = build_scenarios(dict(cfg, n=12000, seed=3), book.assets, book.market["vol"].to_numpy())
+    engine = dict(chunking=Chunking(2000, 64), blocks_in_flight=2)
+    threads = run_stress(book, scen, scheduler="threads", **engine)
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        victim = sorted(client.run(os.getpid).values())[0]
+        killed = []
+
+        def kill_when_blocks_are_done():
+            deadline = time.monotonic() + 300
+            while len(list(keep.glob("block-*.pkl"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(victim, signal.SIGKILL)
+            killed.append(len(list(keep.glob("block-*.pkl"))))
+
+        t = threading.Thread(target=kill_when_blocks_are_done, daemon=True)
+        t.start()
+        ds = run_stress(book, scen, scheduler=client, keep_dir=keep, **engine)
+        t.join(timeout=10)
+        blocks = json.loads(ds.attrs["timings"])["blocks"]
+        assert killed and killed[0] < blocks, "the worker was killed after the run had ended: make it larger"
+        assert victim not in client.run(os.getpid).values() and len(client.run(os.getpid)) == 2   # replaced
+    assert differences(threads, ds) == []
