@@ -97,3 +97,28 @@ def test_the_job_on_a_malformed_file_exits_2_and_writes_nothing(tmp_path):
     errors = [x for x in p.stderr.splitlines() if x.startswith("mcmargin: error:")]
     assert len(errors) == 1 and "positions.csv, row 1, column 'account'" in errors[0]
     assert not (tmp_path / "out").exists()                 # no dataset, lock, debris or directory
+
+
+@pytest.mark.parametrize("scenarios, key", [
+    ({"risk_factors": True}, "scenarios.risk_factors"),
+    ({"risk_factors": {"BTC": True}}, "scenarios.risk_factors.BTC"),
+    ({"risk_factors": {"BTC": {"vol": 0.5}}, "default_factor": [1]}, "scenarios.default_factor"),
+])
+def test_config_section_of_the_wrong_type_names_its_key(scenarios, key):
+    # Was: TypeError ('bool' object is not iterable) or AttributeError ('bool' object has no attribute 'get').
+    import numpy as np
+
+    from mcmargin.scenarios import build_scenarios
+
+    cfg = dict(model="gaussian", n=10, seed=1, horizon_days=2, valuation_date=VALUATION, **scenarios)
+    with pytest.raises(ConfigError, match=rf"{key}: expected a mapping"):
+        build_scenarios(cfg, np.array(["BTC"], dtype=object), np.array([0.5]))
+
+
+@pytest.mark.parametrize("status", [True, "ab", [1, 2]])
+def test_margin_status_of_the_wrong_type_names_its_key(status):
+    # Was: TypeError / ValueError from dict(...) on a bool, a string or a list.
+    from mcmargin.pipeline.config import status_from_config
+
+    with pytest.raises(ConfigError, match="margin.status: expected a mapping"):
+        status_from_config({"status": status})

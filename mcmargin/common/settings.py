@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
+__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "mapping", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
            "PM_GRID_RULES"]
 
 
@@ -103,6 +103,15 @@ def one_of(value, key: str, choices) -> str:
     """``value`` if it is one of ``choices`` (strings)."""
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(key, f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def mapping(value, key: str, allow_none: bool = True):
+    """``value`` if it is a mapping (a config section), or None where allowed; else a ConfigError naming ``key``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a mapping of settings (key: value, ...), got {value!r}")
     return value
 
 
