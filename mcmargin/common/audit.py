@@ -108,16 +108,32 @@ def recording():
 
 
 def package_versions(packages=VERSIONED_PACKAGES) -> dict[str, str]:
-    """``{package: version}`` of the installed distributions (absent ones are left out)."""
+    """``{package: version}`` of the packages this process has imported (the code that ran), and mcmargin.
+
+    A package the run never imported cannot have changed its figures, so it
+    is left out; an imported one is read from its ``__version__`` where it
+    has one (asking the installed metadata costs about 10 ms a package).
+    """
     import importlib.metadata as md
+    import sys
 
     out = {}
     for p in packages:
-        try:
-            out[p] = md.version(p)
-        except md.PackageNotFoundError:
+        module = sys.modules.get(_MODULES.get(p, p))
+        if module is None and p != "mcmargin":
             continue
+        v = getattr(module, "__version__", None)
+        if not isinstance(v, str):
+            try:
+                v = md.version(p)
+            except md.PackageNotFoundError:
+                continue
+        out[p] = v
     return out
+
+
+#: Import names of the distributions whose name differs.
+_MODULES = {"hydra-core": "hydra"}
 
 
 def code_version() -> dict:
@@ -133,16 +149,18 @@ def code_version() -> dict:
     if not (_PACKAGE_ROOT / "mcmargin").is_dir():
         return out
     try:
-        commit = subprocess.run(["git", "-C", str(_PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode != 0:
-            return out
-        status = subprocess.run(["git", "-C", str(_PACKAGE_ROOT), "status", "--porcelain", "--untracked-files=no",
-                                 "--", "mcmargin", "jobs", "conf"], capture_output=True, text=True, timeout=10)
+        # One git call: the commit (branch.oid) and whether tracked files of the code differ from it.
+        done = subprocess.run(["git", "-C", str(_PACKAGE_ROOT), "status", "--porcelain=v2", "--branch",
+                               "--untracked-files=no", "--", "mcmargin", "jobs", "conf"],
+                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return out
-    out["git_commit"] = commit.stdout.strip()
-    out["git_dirty"] = int(bool(status.stdout.strip()))
+    if done.returncode != 0:
+        return out
+    lines = done.stdout.splitlines()
+    oid = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), "")
+    out["git_commit"] = "" if oid == "(initial)" else oid
+    out["git_dirty"] = int(any(not ln.startswith("#") for ln in lines))
     return out
 
 
