@@ -59,7 +59,9 @@ class ConfigError(McMarginError, ValueError):
 
     def __init__(self, key: str, message: str):
         self.key, self.reason = key, message
-        super().__init__(f"config key {key}: {message}")
+        # A key from a user's YAML may hold a newline or a control character: shown escaped, on one line.
+        shown = key if str(key).isprintable() else repr(str(key))
+        super().__init__(f"config key {shown}: {message}")
 
 
 class ResultError(McMarginError):

@@ -122,3 +122,12 @@ def test_margin_status_of_the_wrong_type_names_its_key(status):
 
     with pytest.raises(ConfigError, match="margin.status: expected a mapping"):
         status_from_config({"status": status})
+
+
+def test_config_key_with_a_newline_is_shown_on_one_line():
+    # Was: "config key margin.status.\n: ..." printed over two lines.
+    from mcmargin.pipeline.config import status_from_config
+
+    with pytest.raises(ConfigError) as e:
+        status_from_config({"status": {"\n": 1.0}})
+    assert "\n" not in str(e.value) and "'margin.status.\\n'" in str(e.value)
