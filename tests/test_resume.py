@@ -102,10 +102,10 @@ def test_killed_then_resumed_is_bit_identical(tmp_path, reference, kill_at):
 def test_changed_input_after_a_kill_restarts_cleanly(tmp_path, exported_book):
     book = tmp_path / "book"
     shutil.copytree(exported_book, book)
-    files = ("portfolio=files", "portfolio.dir=book", "engine.row_block=16")
+    files = ("portfolio=files", "portfolio.dir=book", "engine.row_block=16", "output.work_dir=work")
     killed = _run(tmp_path, *files, "output.path=run.zarr", kill_at=2)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    (stale,) = list((tmp_path / ".run.zarr.work").iterdir())
+    (stale,) = list((tmp_path / "work").iterdir())                   # output.work_dir, not the default
     positions = pd.read_csv(book / "positions.csv", dtype=str)
     positions.loc[0, "quantity"] = str(2 * float(positions.loc[0, "quantity"]))
     positions.to_csv(book / "positions.csv", index=False)
@@ -117,6 +117,7 @@ def test_changed_input_after_a_kill_restarts_cleanly(tmp_path, exported_book):
     fresh = _run(tmp_path, *files, "output.path=fresh.zarr")
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert differences(_load(tmp_path / "fresh.zarr"), ds) == []
+    assert not (tmp_path / "work").exists()
 
 
 def test_work_dir_is_never_the_output_path(tmp_path):
