@@ -26,6 +26,7 @@ log = logging.getLogger("mcmargin.stress")
 #: Config keys of files the job writes besides output.path (jobs.reproduce turns them off).
 SIDE_OUTPUTS = ("portfolio.export", "output.margin_calls")
 
+
 def run(cfg: DictConfig, work_dir=None):
     """Run the stress job described by ``cfg`` and return its dataset (an ``xarray.Dataset``, not written).
 
@@ -76,26 +77,25 @@ def _run(cfg: DictConfig, c: dict, work_dir=None, inputs=None):
         from mcmargin.scenarios.named import load_stresses
 
         stresses = load_stresses(c.get("stress_tests", {}).get("names"))
-    kept = None
-    if work_dir is not None:   # every input is read and validated by now: only now is anything created
-        from mcmargin.pipeline.resume import open_run_dir, run_key
-
-        kept = open_run_dir(work_dir, run_key(c, inputs or {}))
     fund = c.get("default_fund", {}).get("size")
     chunking, budget = mc.chunking_from_config(c["engine"])
+    settings = dict(confidences=mc.confidences_from_config(c["output"], margin), backend=backend,
+                    fast_path=bool(c["engine"]["fast_path"]), chunking=chunking, rate=float(c["pricing"]["rate"]),
+                    include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
+                    progress=bool(c["engine"]["progress"]),
+                    blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
+                    status=mc.status_from_config(c["margin"]), stresses=stresses,
+                    default_fund=None if fund is None else float(fund),
+                    reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
     from mcmargin.pipeline.runtime import job_scheduler
 
+    kept = None
     with job_scheduler(c["cluster"]) as scheduler:
-        ds = run_stress(book, scenarios, margin=margin, confidences=mc.confidences_from_config(c["output"], margin),
-                        backend=backend, fast_path=bool(c["engine"]["fast_path"]), chunking=chunking,
-                        rate=float(c["pricing"]["rate"]), scheduler=scheduler,
-                        include_scenarios=bool(c["output"]["scenarios"]), budget=budget,
-                        progress=bool(c["engine"]["progress"]),
-                        blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
-                        status=mc.status_from_config(c["margin"]),
-                        stresses=stresses, default_fund=None if fund is None else float(fund),
-                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
-                        keep_dir=kept)
+        if work_dir is not None:   # every input and setting is validated by now: only now is anything created
+            from mcmargin.pipeline.resume import open_run_dir, run_key
+
+            kept = open_run_dir(work_dir, run_key(c, inputs or {}))
+        ds = run_stress(book, scenarios, margin=margin, scheduler=scheduler, keep_dir=kept, **settings)
     ds.attrs["cluster"] = str(c["cluster"]["kind"])
     return check_figures(ds), timings["load_inputs_s"], kept
 
