@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench mutate install clean
+.PHONY: run test bench mutate install clean fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# Property-based fuzzing of every loader and config (tests/fuzz.py): the "full" hypothesis profile,
+# 1,500 examples per loader, over 10,000 in all (make test runs the small "ci" profile); every
+# tests/test_fuzz_*.py takes part, so a new job's loaders join by adding theirs.
+fuzz: $(STAMP)
+	MCMARGIN_FUZZ=full $(PY) -m pytest -q -n $(or $(JOBS),2) $(wildcard tests/test_fuzz_*.py)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)

@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 #: Attributes that differ between two runs of the same figures.
-RUN_ATTRS = {"timings", "created", "versions", "config"}
+RUN_ATTRS = {"timings", "created", "versions", "config", "working_directory", "code_version", "git_commit", "git_dirty"}
 
 
 def _values(v):

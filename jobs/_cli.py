@@ -24,11 +24,19 @@ _entered = False
 
 
 @contextlib.contextmanager
-def user_errors():
-    """Inside a job's task function: a :class:`McMarginError` is printed on one line and exits 2 (or 3)."""
+def user_errors(cfg=None):
+    """Inside a job's task function: a :class:`McMarginError` is printed on one line and exits 2 (or 3).
+
+    With the job's ``cfg``, its ``logging.format`` (``human`` or ``json``,
+    :mod:`mcmargin.common.logs`) is applied first.
+    """
     global _entered
     _entered = True
     try:
+        if cfg is not None:
+            from mcmargin.common.logs import set_log_format
+
+            set_log_format(str((cfg.get("logging") or {}).get("format", "human")))
         yield
     except McMarginError as exc:
         print(f"mcmargin: error: {exc}", file=sys.stderr)

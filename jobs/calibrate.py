@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -38,8 +39,21 @@ def run(cfg: DictConfig):
     assets = c.get("assets")
     if assets is not None and (isinstance(assets, str) or not all(isinstance(a, str) for a in assets)):
         raise ConfigError("assets", f"must be a list of column names (e.g. [BTC, ETH]) or null, got {assets!r}")
-    history = load_history(c["history"], valuation_date=c.get("valuation_date"))
-    return calibrate(history, c, assets=assets, prefix="")
+    from mcmargin.common.audit import audit_attrs, recording
+    from mcmargin.common.logs import stage
+
+    timings: dict = {}
+    t0 = time.perf_counter()
+    with recording() as inputs:
+        with stage("load_inputs", timings):
+            history = load_history(c["history"], valuation_date=c.get("valuation_date"))
+        with stage("calibrate", timings, assets=history.shape[1]):
+            ds = calibrate(history, c, assets=assets, prefix="")
+    timings["job_s"] = time.perf_counter() - t0
+    # Calibration draws no random numbers (seed -1) and runs on NumPy.
+    ds.attrs.update(audit_attrs(job="jobs.calibrate", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                                inputs=inputs, timings=timings))
+    return ds
 
 
 def write(ds, path: str, plots: bool = True) -> list[str]:
@@ -65,15 +79,20 @@ def write(ds, path: str, plots: bool = True) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        from mcmargin.output.store import check_figures, check_output_path
+    with user_errors(cfg):
+        from mcmargin.common.logs import stage
+        from mcmargin.common.settings import real_number
+        from mcmargin.output.store import check_figures, check_output_path, run_lock
 
         path = cfg.output.path
         if not path:
             raise ConfigError("output.path", "is required: output.path=PATH (.nc or .zarr)")
         check_output_path(path, netcdf=not str(path).rstrip("/").lower().endswith(".zarr"))
-        ds = check_figures(run(cfg))
-        written = write(ds, str(path), bool(cfg.output.plots))
+        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        with run_lock(path, wait):  # one run per output path at a time
+            ds = check_figures(run(cfg))
+            with stage("write", path=str(path)):
+                written = write(ds, str(path), bool(cfg.output.plots))
     for a in ds["asset"].values:
         v = ds.sel(asset=a)
         print(f"{a:>12}  vol {float(v['vol']):8.4f}  realized {float(v['realized_vol']):8.4f}  "

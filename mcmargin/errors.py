@@ -38,13 +38,30 @@ class InputError(McMarginError, ValueError):
             where.append(f"column {column!r}")
         super().__init__(f"{', '.join(where)}: {message}")
 
+    @classmethod
+    def from_yaml(cls, file: str, exc: Exception, what: str = "not valid YAML") -> "InputError":
+        """One line for a YAML parser's error (PyYAML's spans several, with the text quoted).
+
+        The row is the line of the problem (1-based), the message PyYAML's
+        problem, e.g. ``file x.yaml, row 3: not valid YAML: mapping values
+        are not allowed here (column 5)``.
+        """
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+        problem = " ".join(str(problem).split())
+        if mark is None:
+            return cls(file, f"{what}: {problem}")
+        return cls(file, f"{what}: {problem} (column {mark.column + 1})", row=mark.line + 1)
+
 
 class ConfigError(McMarginError, ValueError):
     """A configuration value is invalid; ``key`` is its dotted config key."""
 
     def __init__(self, key: str, message: str):
         self.key, self.reason = key, message
-        super().__init__(f"config key {key}: {message}")
+        # A key from a user's YAML may hold a newline or a control character: shown escaped, on one line.
+        shown = key if str(key).isprintable() else repr(str(key))
+        super().__init__(f"config key {shown}: {message}")
 
 
 class ResultError(McMarginError):

@@ -27,3 +27,12 @@ def test_task_time_split_runs(capsys):
     from mcmargin.engine.kernels.fused import FusedKernel
     for f in (engine._finish, FusedKernel.fold, FusedKernel.start):
         assert not hasattr(f, "__wrapped__")
+
+
+@pytest.mark.slow
+def test_resume_benchmark_runs_on_a_tiny_size(capsys):
+    from benchmarks import resume
+
+    assert resume.main(["--accounts", "300", "--scenarios", "2000", "--kill-at", "0.8", "engine.row_block=32"]) == 0
+    row = capsys.readouterr().out
+    assert "bit-identical" in row and "blocks loaded" in row

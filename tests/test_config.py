@@ -227,6 +227,8 @@ def test_documented_keys_are_all_in_the_table():
         "scenarios.params_fallback": "test_historical.py::test_parametric_models_take_params_file_or_history",
         "margin.models": "test_margin_base.py::test_the_stress_job_runs_several_models_and_prints_them",
         "output.margin_calls": "test_status.py::test_the_job_writes_the_margin_call_file",
+        "output.lock_wait": "test_run_lock.py::test_two_concurrent_runs_on_one_path",
+        "output.work_dir": "test_resume.py::test_changed_input_after_a_kill_restarts_cleanly",
         "reverse_stress.enabled": "test_reverse_stress.py::test_the_job_runs_a_reverse_stress_and_refuses_one_without_a_fund",
         "margin.apc": "test_apc.py::test_the_stress_run_applies_each_apc_option",
         "margin.buffer_portfolio": "test_buffer.py::test_margin_buffer_reads_a_calibration_dataset",

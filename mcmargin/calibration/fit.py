@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..common.audit import record_input
 from ..common.settings import one_of, plain, real_number, whole_number
 from ..errors import ConfigError, InputError
 from ..inputs.history import GAP_POLICIES, as_history, history_file
@@ -330,6 +331,7 @@ def load_params(path, key: str = "scenarios.params") -> xr.Dataset:
     file = os.fspath(path)
     if not os.path.exists(file):
         raise ConfigError(key, f"calibration dataset {file} does not exist (write it with jobs.calibrate)")
+    record_input(file)
     try:
         if file.rstrip("/").lower().endswith(".zarr") or os.path.isdir(file):
             with warnings.catch_warnings():

@@ -20,9 +20,8 @@ from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "check_settings", "STRESS_RULES", "CALIBRATE_RULES",
-           "CALIBRATE_BUFFER_RULES", "BACKTEST_RULES",
-           "PM_GRID_RULES", "SERVE_RULES"]
+__all__ = ["plain", "whole_number", "real_number", "flag", "one_of", "mapping", "check_settings", "STRESS_RULES",
+           "CALIBRATE_RULES", "CALIBRATE_BUFFER_RULES", "BACKTEST_RULES", "PM_GRID_RULES", "SERVE_RULES"]
 
 
 def plain(cfg) -> dict:
@@ -107,6 +106,15 @@ def one_of(value, key: str, choices) -> str:
     return value
 
 
+def mapping(value, key: str, allow_none: bool = True):
+    """``value`` if it is a mapping (a config section), or None where allowed; else a ConfigError naming ``key``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a mapping of settings (key: value, ...), got {value!r}")
+    return value
+
+
 def _range(minimum, maximum) -> str:
     if minimum is not None and maximum is not None:
         return f" in {minimum}..{maximum}"
@@ -148,6 +156,9 @@ def _matrix(v, k):
     if not isinstance(v, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in v):
         raise ConfigError(k, f"expected a matrix (a list of rows of numbers), got {v!r}")
     for i, row in enumerate(v):
+        if len(row) != len(v):          # ragged rows would reach NumPy as an object array
+            raise ConfigError(f"{k}[{i}]", f"expected a square matrix: row {i} has {len(row)} entries, "
+                                           f"the matrix {len(v)} rows")
         for j, x in enumerate(row):
             real_number(x, f"{k}[{i}][{j}]", -1.0, 1.0)
     return v
@@ -390,6 +401,11 @@ CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
     "output.path": _path,
     "output.plots": _flag,
 }
+#: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
+COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),
+                                 "output.lock_wait": _real(0), "output.work_dir": _text}
+STRESS_RULES.update(COMMON_RULES)
+CALIBRATE_RULES.update(COMMON_RULES)
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:

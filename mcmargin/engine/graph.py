@@ -69,7 +69,7 @@ def _clamp(x, lo, hi):
 def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0,
-                  limits: tails.Limits | None = None) -> TailResult:
+                  limits: tails.Limits | None = None, keep_dir=None) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
@@ -97,6 +97,11 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         Loss limits whose exceedances are counted in the same pass
         (``TailResult.hits`` and ``excess``, one column per limit: the fixed
         ones, then those from the tails).
+    keep_dir : path, optional
+        Resume directory (:func:`block_signature`): each row block's result
+        is kept there when its last task ends, and a block whose result is
+        there already is loaded instead of computed.  Results are the same
+        bit for bit either way.
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
@@ -126,16 +131,28 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
                   for q, scale, offset in limits.from_tails]
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
+    kept = None if keep_dir is None else _kept_blocks(keep_dir, book, n, sizes, ch, kernel, b.name, limits)
+    resumed = 0
     out = []
     for i, r0 in enumerate(blocks):
         # Block i starts once block i - lanes is done: only `lanes` tails are
         # alive at a time, and a finished block's memory (warm, already
         # mapped) serves the next one.
         r1 = r0 + ch.rows
+        if kept is not None and kept(r0).is_file():       # done before the run was stopped: load it
+            dsk[f"kept-{run}-{r0}"] = (_load_block, str(kept(r0)))
+            out.append(f"kept-{run}-{r0}")
+            resumed += 1
+            continue
         out.append(_block_tasks(dsk, kernel, book.exposures[r0:r1], starts, pnl, m, sizes, plan,
                                 f"{run}-{r0}", out[i - lanes] if i >= lanes else None,
                                 None if limits.fixed is None else limits.fixed[r0:r1],
                                 [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails]))
+        if kept is not None:
+            dsk[f"keep-{run}-{r0}"] = (_keep_block, str(kept(r0)), out[-1])
+            out[-1] = f"keep-{run}-{r0}"
+    if resumed:
+        log.info("resumed %d of %d row blocks from %s", resumed, len(blocks), keep_dir)
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
@@ -149,7 +166,54 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(plan or ()), "rows_recomputed": int(redone)}, hits, excess)
+                       "pilot": list(plan or ()), "rows_recomputed": int(redone), "blocks": len(blocks),
+                       "blocks_resumed": resumed}, hits, excess)
+
+
+def _kept_blocks(keep_dir, book, n, sizes, ch, kernel, backend_name, limits):
+    """``path(r0)``: where row block ``r0``'s result is kept, under a signature of everything it depends on.
+
+    The run directory is already keyed by the config and the inputs
+    (:mod:`jobs.stress`); the signature adds what the engine derived from
+    them (holdings, chunking, tail sizes, kernel, limits), so two passes of
+    one run (the tails, then the exceedances of late models) never share a
+    file, and nothing stale is ever loaded.
+    """
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256(repr((n, list(sizes), ch.scenarios, ch.rows, kernel.label, backend_name,
+                             book.exposures.shape)).encode())
+    e = book.exposures.tocsr() if hasattr(book.exposures, "tocsr") else np.asarray(book.exposures)
+    for a in ((e.data, e.indices, e.indptr) if hasattr(e, "indptr") else (e,)):
+        h.update(np.ascontiguousarray(a).tobytes())
+    if limits.fixed is not None:
+        h.update(np.ascontiguousarray(limits.fixed, dtype=float).tobytes())
+    for q, scale, offset in limits.from_tails:
+        h.update(repr((float(q), float(scale))).encode() + np.ascontiguousarray(offset, dtype=float).tobytes())
+    sig = h.hexdigest()[:16]
+    root = Path(keep_dir)
+    return lambda r0: root / f"block-{sig}-{r0}.pkl"
+
+
+def _keep_block(path, result):
+    """Keep a finished row block's ``result`` at ``path`` (atomically: whole or absent), and pass it on."""
+    import os
+    import pickle
+
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    with open(tmp, "wb") as f:
+        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return result
+
+
+def _load_block(path):
+    """A row block's result kept by :func:`_keep_block` (a file this run's own earlier attempt wrote)."""
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None, limits=None,

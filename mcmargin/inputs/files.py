@@ -33,6 +33,7 @@ import pandas as pd
 from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, POSITION_COLUMNS, Book)
 from ..common.dates import iso as _iso
 from .. import instruments as instrument_families
+from ..common.audit import record_input
 from ..errors import InputError
 
 __all__ = ["TABLES", "REQUIRED_TABLES", "read_table", "load_book", "load_book_dir", "book_from_frames",
@@ -99,9 +100,34 @@ def read_table(path: str | os.PathLike, table: str) -> pd.DataFrame:
                                f"use .csv or .parquet")
     if not path.is_file():
         raise InputError(name, f"{table} file not found")
-    frame = _read_csv(path) if suffix in CSV_SUFFIXES else _read_parquet(path)
+    record_input(path)
+    if suffix in CSV_SUFFIXES:
+        _check_header(path, _csv_header(path), table)   # before pandas renames a repeated column "x.1"
+        frame = _read_csv(path)
+    else:
+        frame = _read_parquet(path)
     frame.columns = [str(c).strip() for c in frame.columns]
+    _check_header(path, list(frame.columns), table)
     return frame
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The first record of a CSV, as the csv module reads it ([] when it cannot)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return []
+
+
+def _check_header(path: Path, header, table: str) -> None:
+    """A contract column named twice (after stripping spaces) is ambiguous: which one holds the data?"""
+    names = [str(c).strip() for c in header]
+    for column in _NORMALISED_COLUMNS.get(table, ()):
+        where = [i + 1 for i, n in enumerate(names) if n == column]
+        if len(where) > 1:
+            raise InputError(str(path), f"column {column!r} appears {len(where)} times in the header (columns "
+                                        f"{', '.join(map(str, where))}); keep one", row=1, column=column)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -368,6 +394,8 @@ def _show(value) -> str:
 
 def _require_columns(table: _Table, columns) -> None:
     for column in columns:
+        if list(table.frame.columns).count(column) > 1:       # an in-memory frame may repeat a column
+            raise table.error(None, column, f"column {column!r} appears more than once in the {table.name} table")
         if not table.has(column):
             found = ", ".join(map(str, table.frame.columns)) or "none"
             raise table.error(None, column, f"missing required column {column!r} in the {table.name} table "

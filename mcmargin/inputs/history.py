@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ..common.dates import iso as _iso
+from ..common.audit import record_input
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def load_history(path, *, assets: Iterable[str] | None = None, valuation_date=No
     file = os.fspath(path)
     if not os.path.exists(file):
         raise InputError(file, "history file does not exist")
+    record_input(file)
     lower = file.lower()
     if lower.endswith((".parquet", ".pq")):
         try:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ..common.audit import record_input
 from ..common.settings import real_number
 from ..errors import ConfigError, InputError
 from .base import MarginInputs, MarginModel, MarginParams, Requirement, _da, register
@@ -159,10 +160,11 @@ def load_params(path: str, defaults: Mapping) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputError(str(path), "SPAN parameter file not found (margin.span.params)")
+    record_input(p)
     try:
         raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError.from_yaml(str(path), exc) from None
 
     def err(key):
         return lambda msg: InputError(str(path), f"key {key}: {msg}")

@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from ..common.settings import real_number
+from ..common.settings import mapping, real_number
 from ..errors import ConfigError
 
 STATUSES = ("healthy", "warning", "reduce_only", "liquidation")
@@ -45,7 +45,7 @@ class StatusLadder:
 
     @classmethod
     def from_config(cls, cfg) -> "StatusLadder":
-        cfg = dict(cfg or {})
+        cfg = dict(mapping(cfg, "margin.status") or {})
         unknown = set(cfg) - {"warning", "reduce_only", "liquidation"}
         if unknown:
             raise ConfigError(f"margin.status.{sorted(unknown)[0]}", "is not a threshold: warning, reduce_only, "

@@ -23,8 +23,15 @@ user's files, and what is written there becomes margin calls.  So:
   store whose lock it can take: their owner is gone (killed mid-write),
   whatever host or PID it had.
 
-Locks are advisory ``flock`` locks on directories and files that exist
-anyway: no lock file is left behind.
+- **One run per path.**  A job holds :func:`run_lock` on its output path
+  from before its first input is read until its dataset is in place: a
+  second run on the same path waits for it (``output.lock_wait`` seconds)
+  or stops with a message naming the run that holds it (process, host,
+  start time).  Its lock file ``.NAME.lock`` is removed when the run ends.
+
+Other locks are advisory ``flock`` locks on directories and files that
+exist anyway: no lock file is left behind but the run lock of a killed run
+(free, and taken over by the next run).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import json
 import logging
 import os
 import shutil
+import socket
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -364,3 +373,73 @@ def _remove(p: Path) -> None:
 def open_dataset(path) -> xr.Dataset:
     """Open a dataset written by :func:`write_dataset`."""
     return xr.open_dataset(path) if is_netcdf_path(path) else xr.open_zarr(path)
+
+
+#: Suffix of the run lock beside an output path (``.NAME.lock``).
+_LOCK_TAG = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(path, wait: float = 0.0, key: str = "output.path"):
+    """Hold the output path ``path`` for one run: a second run on it waits ``wait`` seconds, then fails.
+
+    The lock is an exclusive ``flock`` on ``.NAME.lock`` beside ``path``
+    (the parent directories are created if needed, and removed again if the
+    run left them empty), which says who holds it
+    (PID, host, start time) for the other run's message.  A run killed with
+    SIGKILL releases it with its process; the file is reused.
+
+    Raises
+    ------
+    ConfigError
+        Another run holds the path after ``wait`` seconds (the message names it).
+    """
+    p = Path(str(path)).expanduser()
+    made = [d for d in (p.parent, *p.parent.parents) if not d.exists()]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lock = p.with_name(f".{p.name}{_LOCK_TAG}")
+    deadline = time.monotonic() + max(0.0, float(wait))
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:      # the run before us removed the (empty) directory it had made
+            p.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise ConfigError(key, f"{p} is being written by another run ({holder}); nothing was done: wait "
+                                       "for it to finish, give output.lock_wait=SECONDS to wait, or choose another "
+                                       "path") from None
+            time.sleep(0.2)
+            continue
+        # The holder before us may have removed the file after we opened it: then ours is stale, retry.
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode())
+        yield p
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)            # under the lock: a waiter that opened it sees a new inode and retries
+        os.close(fd)
+        for d in made:                 # a run that wrote nothing leaves no directory behind either
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+    except OSError:
+        return "unknown process"

@@ -192,3 +192,33 @@ def _table(title, values, other, top, second="group_equity"):
     if len(out) == 1:
         out.append("    none")
     return out
+
+
+#: Stages of the run table, in the order they run (timings attribute key -> label).
+_STAGES = (("load_inputs_s", "load inputs"), ("compile_book_s", "compile book"), ("compute_s", "tails (engine)"),
+           ("margin_s", "margin"), ("named_stress_s", "named stresses"), ("calibrate_s", "calibrate"),
+           ("job_s", "whole job (before writing)"))
+
+
+def run_table(ds: xr.Dataset) -> str:
+    """The run as a table: what ran (seed, backend, code, inputs) and each stage's seconds.
+
+    Read from the audit attributes (mcmargin/common/audit.py); stages the
+    run did not have are left out.
+    """
+    import json
+
+    timings = json.loads(ds.attrs.get("timings", "{}"))
+    inputs = json.loads(ds.attrs.get("input_sha256", "{}"))
+    commit = str(ds.attrs.get("git_commit", ""))[:12] or "not a git checkout"
+    if int(ds.attrs.get("git_dirty", 0)):
+        commit += " (with local changes)"
+    rows = [("seed", str(ds.attrs.get("seed", "?"))),
+            ("backend", f"{ds.attrs.get('backend', '?')} on {ds.attrs.get('device', '?')}"),
+            ("code", f"mcmargin {ds.attrs.get('code_version', '?')}, {commit}"),
+            ("input files", f"{len(inputs)} (sha256 in input_sha256)" if inputs else "none (synthetic book)")]
+    rows += [(label, f"{float(timings[key]):10.3f} s") for key, label in _STAGES if key in timings]
+    width = max(len(k) for k, _ in rows)
+    rule = "  " + "-" * (width + 2 + max(len(v) for _, v in rows))
+    return "\n".join([f"  {'run':<{width}}  (timings attribute: seconds per stage)", rule]
+                     + [f"  {k:<{width}}  {v}" for k, v in rows])

@@ -216,34 +216,3 @@ def _local_cluster(kind: str, cluster: Mapping):
                         cores=int(cluster.get("cores", 1)), processes=int(cluster.get("processes", 1)),
                         memory=str(cluster.get("memory", "4GB")), walltime=cluster.get("walltime"),
                         job_extra_directives=list(cluster.get("job_extra_directives") or []))
-
-
-def input_checksums(c: Mapping) -> dict:
-    """``{path: sha256}`` of every input file a stress config reads (book tables, history, params file).
-
-    Recorded in the dataset's attrs (``input_checksums``), so a run can be
-    tied to the very files it read; a synthetic book has none.
-    """
-    import hashlib
-
-    portfolio = c.get("portfolio") or {}
-    files = []
-    if portfolio.get("kind") == "files":
-        directory = portfolio.get("dir")
-        for t in TABLES:
-            if portfolio.get(t):
-                files.append(Path(portfolio[t]))
-            elif directory:
-                files += [f for f in (Path(directory) / f"{t}.csv", Path(directory) / f"{t}.parquet") if f.exists()][:1]
-    for extra in (c.get("history"), (c.get("scenarios") or {}).get("params")):
-        if extra and Path(str(extra)).is_file():
-            files.append(Path(str(extra)))
-    out = {}
-    for f in files:
-        if f.is_file():
-            h = hashlib.sha256()
-            with open(f, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    h.update(block)
-            out[str(f)] = h.hexdigest()
-    return out

@@ -20,6 +20,7 @@ import xarray as xr
 
 from ..aggregation import compile_book
 from ..backend import get_backend
+from ..common.logs import log_stage
 from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
@@ -67,7 +68,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
                reverse=None, cascade=None, loss_pools: int = 0, loss_bins: int = 50,
-               loss_scenarios: int = 0) -> xr.Dataset:
+               loss_scenarios: int = 0, keep_dir=None) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -122,6 +123,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         pools with the largest primary ``group_im`` over the first
         ``loss_scenarios`` scenarios (0: every one)
         (:func:`~mcmargin.pipeline.losses.loss_distribution_variables`); ``loss_pools=0``: none.
+    keep_dir : path, optional
+        Resume directory: finished row blocks are kept there and reused by a
+        later call with the same inputs (:func:`mcmargin.engine.graph.compute_tails`).
 
     Returns
     -------
@@ -152,14 +156,16 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
             for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
     t1 = time.perf_counter()
+    log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
-                           blocks_in_flight=blocks_in_flight, limits=limits)
+                           blocks_in_flight=blocks_in_flight, limits=limits, keep_dir=keep_dir)
     t2 = time.perf_counter()
+    log_stage("tails", t2 - t1, scenarios=int(scenarios.n), kernel=select_kernel(b.name, fast_path).label)
     each = [dataclasses.replace(i, tails=result) for i in each]
     each = _with_exceedances(compiled, scenarios, models, each, result, columns,
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
-                                  budget=budget, blocks_in_flight=blocks_in_flight))
+                                  budget=budget, blocks_in_flight=blocks_in_flight, keep_dir=keep_dir))
     ds = margin_dataset(each, models, status)
     t_stress = time.perf_counter()
     if stresses:
@@ -195,9 +201,13 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                            {"long_name": "log change of the asset's implied volatility", "units": "1"})
         ds = ds.assign_coords(scenario=np.arange(scenarios.n))
     t3 = time.perf_counter()
+    log_stage("margin", t3 - t2 - t_stress - t_losses - t_cascade, models=",".join(m.name for m in models))
+    if stresses or reverse is not None:
+        log_stage("named_stress", t_stress, stresses=len(stresses))
     timings = {"compile_book_s": t1 - t0, **result.timings, "margin_s": t3 - t2 - t_stress - t_losses,
                "named_stress_s": t_stress, "loss_distribution_s": t_losses, "total_s": t3 - t0}
     if cascade is not None:
+        log_stage("cascade", t_cascade)
         timings["margin_s"] -= t_cascade
         timings["cascade_s"] = t_cascade
     ds.attrs.update(

@@ -123,9 +123,13 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
     if isinstance(timings, dict):
         shown = {k: v for k, v in timings.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         pairs.append(("timings", ", ".join(f"{k} {number(v, 4)}" for k, v in shown.items())))
-    for key in ("versions", "created_by"):
+    for key in ("code_version", "git_commit", "created", "created_by"):
         if key in a:
-            pairs.append(("code version" if key == "versions" else key.replace("_", " "), a[key]))
+            pairs.append((key.replace("_", " "), a[key]))
+    if "versions" in a:
+        versions = _attr_json(ds, "versions")      # a JSON mapping (the audit trail) or, from older runs, a line
+        pairs.append(("package versions", ", ".join(f"{k} {v}" for k, v in versions.items())
+                      if isinstance(versions, dict) else a["versions"]))
     checksums = []
     for k in sorted(a):
         if "checksum" in k.lower() or "sha256" in k.lower():
@@ -136,7 +140,7 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
                 checksums.append((k.replace("_", " "), _compact(str(a[k]), 2000)))
     pairs += checksums
     if not checksums:
-        pairs.append(("input checksums", "no input file (a synthetic book)" if "input_checksums" in a
+        pairs.append(("input checksums", "no input file (a synthetic book)" if "input_sha256" in a
                       else "none recorded in the dataset"))
     body = key_values("run", pairs)
     if "config" in a:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..common.audit import record_input
 from ..errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,14 @@ def load_stress(path) -> NamedStress:
 
     path = Path(path)
     f = str(path)
+    if path.resolve().parent != BUILTIN_DIR.resolve():   # built-in files are code (the git commit names them)
+        record_input(path)
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+    except OSError as e:
         raise InputError(f, f"cannot read the stress file: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InputError.from_yaml(f, e, "cannot read the stress file, not valid YAML") from None
     if not isinstance(doc, dict):
         raise InputError(f, "a stress file is a mapping with keys " + ", ".join(KEYS))
     for k in doc:

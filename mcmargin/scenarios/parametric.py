@@ -31,6 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..common.settings import mapping
 from ..errors import ConfigError
 from . import rng
 from .base import ScenarioModel, register
@@ -155,11 +156,11 @@ def _factor_params(cfg: Mapping, assets, asset_vols, history=None, fit_dof: bool
     ``vol_of_vol``, ``spot_vol_corr``, ``dof`` (marginal Student-t dof or
     None), ``source``, and scalars ``mvt_dof``, ``copula_dof`` (None unless fitted).
     """
-    table = cfg.get("risk_factors") or {}
+    table = mapping(cfg.get("risk_factors"), "scenarios.risk_factors") or {}
     names = list(table)
     market_vol = dict(zip(assets, (float(v) for v in asset_vols)))
     factors = [a for a, v in zip(assets, asset_vols) if v > 0]
-    default = cfg.get("default_factor")
+    default = mapping(cfg.get("default_factor"), "scenarios.default_factor")
     missing = [a for a in factors if a not in table]
     fitted = _fitted_params(cfg, factors, history, fit_dof)
     fit_assets = [] if fitted is None else [str(a) for a in fitted["asset"].values]
@@ -178,7 +179,7 @@ def _factor_params(cfg: Mapping, assets, asset_vols, history=None, fit_dof: bool
 
     out = {"vol": [], "vol_of_vol": [], "spot_vol_corr": [], "dof": [], "source": []}
     for a in factors:
-        p = table.get(a) or {}
+        p = mapping(table.get(a), f"scenarios.risk_factors.{a}") or {}
         out["source"].append("fitted" if a in fit_assets else "config" if a in table else "default")
         for key, fallback in (("vol", None), ("vol_of_vol", 0.0), ("spot_vol_corr", 0.0)):
             v = fitted_value(a, key)
@@ -211,7 +212,13 @@ def _factor_params(cfg: Mapping, assets, asset_vols, history=None, fit_dof: bool
     out["copula_dof"] = cop if cop is not None and math.isfinite(cop) else None
 
     full = cfg.get("correlation")
-    cfg_corr = np.eye(len(names)) if full is None else check_correlation(np.asarray(full, dtype=float), names)
+    if full is not None:
+        try:
+            full = np.asarray(full, dtype=float)
+        except (TypeError, ValueError):
+            raise ConfigError("scenarios.correlation", "expected a square matrix of numbers (a list of rows of "
+                                                       "equal length)") from None
+    cfg_corr = np.eye(len(names)) if full is None else check_correlation(full, names)
     k = len(factors)
     corr = np.eye(k)
     mixed = False
