@@ -202,8 +202,10 @@ def main(cfg: DictConfig) -> None:
             if report is not None:
                 from mcmargin.report import write_report
 
+                report_s = time.perf_counter()
                 with stage("report", path=str(report)):
                     report = write_report(ds, report, top=max(20, int(cfg.output.top)))
+                report_s = time.perf_counter() - report_s
             finish_run_dir(kept)    # the dataset is in place: the kept blocks are no longer needed
     print(summary(ds, top=int(cfg.output.top)))
     print(run_table(ds))
@@ -213,7 +215,7 @@ def main(cfg: DictConfig) -> None:
     if cube_path:
         print(f"what-if cube written to {cube_path} (serve it: python -m jobs.serve cube={cube_path})")
     if report is not None:
-        print(f"report written to {report}")
+        print(f"report written to {report} ({report_s:.2f} s)")
 
 
 if __name__ == "__main__":

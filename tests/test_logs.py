@@ -16,7 +16,8 @@ def test_json_run_logs_one_machine_readable_line_per_stage(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     records = [json.loads(line) for line in p.stderr.splitlines()]      # every line is a JSON object
     stages = [r for r in records if r["logger"] == "mcmargin.stage"]
-    assert [r["stage"] for r in stages] == ["load_inputs", "compile_book", "tails", "margin", "named_stress", "write"]
+    assert [r["stage"] for r in stages] == ["load_inputs", "compile_book", "tails", "margin", "named_stress", "write",
+                                               "report"]
     assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 and r["level"] == "INFO" for r in stages)
     timings = json.loads(__import__("xarray").open_zarr(tmp_path / "run.zarr").attrs["timings"])
     tails = next(r for r in stages if r["stage"] == "tails")

@@ -72,4 +72,5 @@ def test_two_concurrent_runs_on_one_path(tmp_path):
         ds = ds.load()
     # The dataset there is one run's, complete: the waiting run's, which went second.
     assert ds.attrs["seed"] == 1 and ds.sizes["account"] == 3000 and ds.attrs["n_scenarios"] == 20000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.zarr"]     # no lock, no temporary store left
+    # no lock, no temporary store left: the dataset and its report only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html", "run.zarr"]
