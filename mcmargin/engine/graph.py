@@ -69,7 +69,8 @@ def _clamp(x, lo, hi):
 def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0,
-                  limits: tails.Limits | None = None) -> TailResult:
+                  limits: tails.Limits | None = None, attribution: tails.TailAttribution | None = None
+                  ) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
@@ -97,6 +98,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         Loss limits whose exceedances are counted in the same pass
         (``TailResult.hits`` and ``excess``, one column per limit: the fixed
         ones, then those from the tails).
+    attribution : TailAttribution, optional
+        Rows whose tail scenarios and tail sums of factor P&L are kept
+        (``TailResult.tail_top`` and ``tail_sums``; :mod:`.attribution`).
     """
     t0 = time.perf_counter()
     b = get_backend(backend)
@@ -126,6 +130,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
                   for q, scale, offset in limits.from_tails]
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
+    explain = None if attribution is None else (tails.tail_size(n, attribution.confidence), attribution.top)
     out = []
     for i, r0 in enumerate(blocks):
         # Block i starts once block i - lanes is done: only `lanes` tails are
@@ -135,7 +140,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         out.append(_block_tasks(dsk, kernel, book.exposures[r0:r1], starts, pnl, m, sizes, plan,
                                 f"{run}-{r0}", out[i - lanes] if i >= lanes else None,
                                 None if limits.fixed is None else limits.fixed[r0:r1],
-                                [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails]))
+                                [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails],
+                                None if explain is None else (attribution.rows[r0:r1], attribution.pattern[r0:r1],
+                                                              *explain)))
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
@@ -143,22 +150,26 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     redone = sum(r[2] for r in results)
     hits = np.concatenate([r[3] for r in results], axis=0)
     excess = np.concatenate([r[4] for r in results], axis=0)
+    top = None if explain is None else np.concatenate([r[5] for r in results], axis=0)
+    sums = None if explain is None else np.concatenate([r[6] for r in results])
     if redone:
         log.debug("%d row(s) fell below their pilot threshold and were recomputed without it", redone)
     t2 = time.perf_counter()
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(plan or ()), "rows_recomputed": int(redone)}, hits, excess)
+                       "pilot": list(plan or ()), "rows_recomputed": int(redone)}, hits, excess,
+                      attribution, top, sums)
 
 
 def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None, limits=None,
-                 from_tails=()):
+                 from_tails=(), explain=None):
     """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
     ``limits`` [block rows x K1] and ``from_tails`` (confidence index, scale,
     offset [block rows]) are counted in the last task (:func:`_finish`).
-    Returns the key of the block's (var, es, rows recomputed, hits, excess).
+    ``explain`` (rows, pattern, m, top) of the block: see :func:`_finish`.
+    Returns the key of the block's (var, es, rows recomputed, hits, excess, tail top, tail sums).
     """
     if after is not None:
         dsk[f"lane-{key}"] = (_after, h, after)
@@ -171,7 +182,7 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails))
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails), explain)
     return f"tail-{key}"
 
 
@@ -248,8 +259,8 @@ def _to_backend(book, backend_name):
     return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=()):
-    """(var, es, rows recomputed, hits, excess) of a row block from its final tail state.
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=(), explain=None):
+    """(var, es, rows recomputed, hits, excess, tail top, tail sums) of a row block from its final tail state.
 
     VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
     hits and excess [rows x limits], for ``limits`` [rows x K1] and then the
@@ -258,9 +269,18 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     (every loss above it was kept: exact); the few rows whose limit lies
     lower (a pool margined below its VaR) are counted by the kernel over
     every chunk again, rows only.
+    ``explain`` = (rows [block], pattern [block x factors], m at the explained
+    confidence, top): the explained rows' ``top`` worst scenarios and the sums of
+    their pattern factors' P&L over their tails (:func:`.attribution.explain_block`);
+    None for both when not asked.
     """
     m = max(sizes)
-    top, recomputed = kernel.finish(state, holdings, pnl, m)
+    top, scenario, recomputed = kernel.finish(state, holdings, pnl, m)
+    explained = (None, None)
+    if explain is not None:
+        from .attribution import explain_block        # numba: imported by the step that needs it
+
+        explained = explain_block(top, scenario, *explain, pnl, kernel.transposed)
     ordered = np.sort(top[:, :m], axis=1)
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
@@ -269,7 +289,7 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     columns = [] if limits is None else [limits[:, j] for j in range(limits.shape[1])]
     columns += [scale * np.maximum(0.0, es[:, k]) + offset for k, scale, offset in from_tails]
     if not columns:
-        return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0))
+        return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0)), *explained
     limit = np.stack(columns, axis=1)
     hits, excess, exact = tails.exceedances_from_tail(ordered, limit)
     counted = getattr(state, "counting", None)
@@ -282,4 +302,4 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     again = np.flatnonzero(~exact.all(axis=1))
     if again.size:
         hits[again], excess[again] = kernel.count(holdings, again, pnl, limit[again])
-    return var, es, recomputed, hits, excess
+    return var, es, recomputed, hits, excess, *explained

@@ -24,6 +24,7 @@ from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
 from ..margin import MarginInputs, MarginParams, as_models, margin_dataset
+from ..margin import attribution as explained
 from ..tails import Limits, tail_size
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                rate: float = 0.0, scheduler=None, include_scenarios: bool = False,
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
-               reverse=None) -> xr.Dataset:
+               reverse=None, attribution: bool = True, tail_scenarios: int = 5) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -112,6 +113,12 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         Reverse stress: the smallest move along ``direction`` (log-return
         weights per market asset) at which Cover-2 exceeds ``fund`` USD
         (:func:`reverse_stress`).
+    attribution : bool
+        Add the Euler allocation of every pool's ES at ``margin.confidence``
+        (``es_contribution`` along ``holding``, ``factor_contribution``) and
+        its worst scenarios (``tail_scenarios``): :mod:`mcmargin.margin.attribution`.
+    tail_scenarios : int
+        Worst scenarios reported per pool (``output.tail_scenarios``).
 
     Returns
     -------
@@ -141,16 +148,21 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     each = [dataclasses.replace(i, requirement=m.requirements(i)) if m.reduction != "tail" else i
             for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
+    explain = (explained.request(compiled, models[0].params.confidence, int(tail_scenarios), scenarios.n)
+               if attribution else None)
     t1 = time.perf_counter()
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
-                           blocks_in_flight=blocks_in_flight, limits=limits)
+                           blocks_in_flight=blocks_in_flight, limits=limits, attribution=explain)
     t2 = time.perf_counter()
     each = [dataclasses.replace(i, tails=result) for i in each]
     each = _with_exceedances(compiled, scenarios, models, each, result, columns,
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
                                   budget=budget, blocks_in_flight=blocks_in_flight))
     ds = margin_dataset(each, models, status)
+    if attribution:
+        variables, coords = explained.dataset_variables(compiled, result)
+        ds = ds.assign_coords(coords).assign(variables)
     t_stress = time.perf_counter()
     if stresses:
         ds = ds.assign(named_stress_variables(compiled, book, stresses, ds["equity"].to_numpy(),
