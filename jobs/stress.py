@@ -68,7 +68,9 @@ def run(cfg: DictConfig):
                         blocks_in_flight=mc.blocks_in_flight_from_config(c["engine"], c["cluster"]),
                         status=mc.status_from_config(c["margin"]),
                         stresses=stresses, default_fund=None if fund is None else float(fund),
-                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book))
+                        reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
+                        attribution=bool(c["output"].get("attribution", True)),
+                        tail_scenarios=int(c["output"].get("tail_scenarios", 5)))
     ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True), cluster=str(c["cluster"]["kind"]),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))

@@ -302,6 +302,8 @@ STRESS_RULES: dict[str, Rule] = {
     "output.confidence.*": _real(0.5, 1, low_open=True, high_open=True),
     "output.scenarios": _flag,
     "output.top": _whole(0),
+    "output.attribution": _flag,
+    "output.tail_scenarios": _whole(1),
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),
