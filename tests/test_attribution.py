@@ -80,7 +80,7 @@ def test_rank_order_is_the_stable_sort():
 
 
 # ------------------------------------------------------------ against a full loss matrix
-def brute_force(frames, ds, q):
+def brute_force(frames, ds, q, top=5):
     """Per holding of ``ds``: minus the mean of its P&L over its pool's tail scenarios, from a full loss matrix
     revalued by tests/recompute.py; and each pool's ES and worst scenarios."""
     import recompute
@@ -105,7 +105,7 @@ def brute_force(frames, ds, q):
         members = [k for k in pnl if group_of.get(k[0], k[0]) == g]
         loss = -sum(pnl[k] for k in members) if members else np.zeros(n)
         order = np.argsort(-loss, kind="stable")              # equal losses: lower scenario first
-        tails[g], es[g], worst[g] = order[:m], np.sort(loss[order[:m]]).sum() / m, order[:5]
+        tails[g], es[g], worst[g] = order[:m], np.sort(loss[order[:m]]).sum() / m, order[:top]
     contribution = {k: -v[tails[group_of.get(k[0], k[0])]].mean() for k, v in pnl.items()}
     return contribution, es, worst
 
@@ -186,9 +186,19 @@ def test_attribution_off_and_bad_tail_scenarios():
     ds = run_stress(book, scen, attribution=False)
     assert not {"es_contribution", "factor_contribution", "tail_scenarios", "holding"} & set(ds.variables)
     with pytest.raises(ConfigError, match="output.tail_scenarios"):
-        run_stress(book, scen, tail_scenarios=11)           # m = 10 at q = 0.99 of 1,000 scenarios
-    ds = run_stress(book, scen, tail_scenarios=10)
-    assert ds.sizes["tail_rank"] == 10
+        run_stress(book, scen, tail_scenarios=1001)
+    # More worst scenarios than the tail holds (m = 10 at q = 0.99): the worst 25 all the same, and the
+    # figures of the run unchanged.
+    base = run_stress(book, scen, include_scenarios=True)
+    ds = run_stress(book, scen, tail_scenarios=25, chunking=Chunking(300, 2))
+    assert ds.sizes["tail_rank"] == 25
+    np.testing.assert_array_equal(ds["tail_scenarios"].values[:, :5], base["tail_scenarios"].values)
+    np.testing.assert_array_equal(ds["es_contribution"].values, base["es_contribution"].values)
+    for v in ("group_es", "group_var", "es", "var", "im"):
+        np.testing.assert_array_equal(ds[v].values, base[v].values, err_msg=v)
+    contribution, es, worst = brute_force(frames, base, 0.99, top=25)
+    for g in ds["group"].values:
+        np.testing.assert_array_equal(ds["tail_scenarios"].sel(group=g).values, worst[g])
 
 
 def test_job_writes_attribution_and_refuses_a_bad_key(tmp_path):

@@ -37,7 +37,11 @@ def rank_tails(values, index, rows, m, k, tail, first):
         if m < kept:
             _select_top_indexed(a, ix, kept, m)
         tail[i, :] = ix[:m]
-        if k < m:
+        if k > m:                         # more worst scenarios than the tail holds: from the whole kept set
+            a[:] = values[r]
+            ix[:] = index[r]
+            _select_top_indexed(a, ix, kept, k)
+        elif k < m:
             _select_top_indexed(a, ix, m, k)
         for j in range(1, k):             # insertion sort of the k, highest rank first
             v, x = a[j], ix[j]
@@ -92,7 +96,7 @@ def explain_block(top, scenario, rows, pattern, m, k, pnls, transposed):
     pattern : scipy.sparse.csr_matrix [block x factors]
         For each row, the factors whose P&L is summed over its tail.
     m, k : int
-        Tail size at the attribution's confidence (<= kept) and tail scenarios reported (<= m).
+        Tail size at the attribution's confidence and worst scenarios reported (both <= kept).
     pnls : list of arrays
         Every chunk's factor P&L in scenario order: ``[factors x chunk]`` when
         ``transposed`` (the fused kernel's), else ``[chunk x factors]`` (any backend).

@@ -109,7 +109,8 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     n_rows = book.exposures.shape[0]
     confidences = [float(q) for q in confidences]
     sizes = [tails.tail_size(n, q) for q in confidences]
-    m = max(sizes)
+    # Each row keeps its m worst losses (and, explained, at least its `top` worst scenarios).
+    m = max(sizes + ([] if attribution is None else [min(attribution.top, n)]))
     ch = chunking.resolve(n, n_rows, book.n_factors, m, budget)
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
@@ -275,13 +276,13 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     None for both when not asked.
     """
     m = max(sizes)
-    top, scenario, recomputed = kernel.finish(state, holdings, pnl, m)
+    top, scenario, recomputed = kernel.finish(state, holdings, pnl, state.m)
     explained = (None, None)
     if explain is not None:
         from .attribution import explain_block        # numba: imported by the step that needs it
 
         explained = explain_block(top, scenario, *explain, pnl, kernel.transposed)
-    ordered = np.sort(top[:, :m], axis=1)
+    ordered = np.sort(top, axis=1)             # every kept loss (at least m): VaR/ES read the last m
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
     for j, k in enumerate(sizes):

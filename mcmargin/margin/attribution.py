@@ -116,12 +116,11 @@ def request(book, confidence: float, top: int = TAIL_SCENARIOS, n_scenarios: int
     Each pool row's pattern is the set of factors its members' holdings load
     on (before netting: a hedge that nets to zero exposure still has two
     holdings to attribute).  With ``n_scenarios``, ``top`` is checked
-    against the tail size (``output.tail_scenarios``).
+    against it (``output.tail_scenarios``; it may exceed the tail size m:
+    the engine then keeps that many worst losses per row).
     """
-    if n_scenarios is not None and top > tail_size(n_scenarios, confidence):
-        raise ConfigError("output.tail_scenarios",
-                          f"{top} exceeds the tail size m = {tail_size(n_scenarios, confidence)} at "
-                          f"margin.confidence = {confidence:g} with {n_scenarios:,} scenarios")
+    if n_scenarios is not None and top > n_scenarios:
+        raise ConfigError("output.tail_scenarios", f"{top} exceeds the run's {n_scenarios:,} scenarios")
     n_rows, n_factors = book.exposures.shape
     hold = holdings(book)
     loads = hold.factor >= 0
