@@ -30,27 +30,33 @@ def rank_tails(values, index, rows, m, k, tail, first):
     kept = values.shape[1]
     a = np.empty(kept)
     ix = np.empty(kept, dtype=np.int64)
+    best = np.empty(k)
+    best_ix = np.empty(k, dtype=np.int64)
     for i in range(rows.size):
         r = rows[i]
-        a[:] = values[r]
-        ix[:] = index[r]
         if m < kept:
-            _select_top_indexed(a, ix, kept, m)
-        tail[i, :] = ix[:m]
-        if k > m:                         # more worst scenarios than the tail holds: from the whole kept set
             a[:] = values[r]
             ix[:] = index[r]
-            _select_top_indexed(a, ix, kept, k)
-        elif k < m:
-            _select_top_indexed(a, ix, m, k)
-        for j in range(1, k):             # insertion sort of the k, highest rank first
-            v, x = a[j], ix[j]
-            p = j - 1
-            while p >= 0 and _ranks_below(a[p], ix[p], v, x):
-                a[p + 1], ix[p + 1] = a[p], ix[p]
+            _select_top_indexed(a, ix, kept, m)
+            tail[i, :] = ix[:m]
+        else:
+            tail[i, :] = index[r, :m]
+        # The k highest-ranked of the whole kept set (it holds at least the top k), by one pass keeping a
+        # sorted buffer: most losses cost one comparison with the k-th best so far.
+        row, rix = values[r], index[r]
+        c = 0
+        for j in range(kept):
+            v, x = row[j], rix[j]
+            if c == k and not _ranks_below(best[k - 1], best_ix[k - 1], v, x):
+                continue
+            p = c - 1 if c < k else k - 2
+            if c < k:
+                c += 1
+            while p >= 0 and _ranks_below(best[p], best_ix[p], v, x):
+                best[p + 1], best_ix[p + 1] = best[p], best_ix[p]
                 p -= 1
-            a[p + 1], ix[p + 1] = v, x
-        first[i, :] = ix[:k]
+            best[p + 1], best_ix[p + 1] = v, x
+        first[i, :] = best_ix[:k]
 
 
 @numba.njit(nogil=True, cache=True)

@@ -385,22 +385,42 @@ def top_m(values, index, count, m, out, out_index):
     """``out[r]`` = the m highest-ranked losses held by row r and ``out_index[r]`` their scenarios, in any order
     (rows holding fewer: theirs, then -inf of scenario -1).
 
-    An in-place selection per row (:func:`_select_top_indexed`, ties to the
-    lower scenario); the held losses are reordered, so the state is spent.
+    Per row: the m-th largest loss t by the fast value-only selection
+    (:func:`_select_top`) on a copy, then one pass keeping every loss above t
+    and, of the losses equal to t, those of the lowest scenarios (ties to the
+    lower scenario, :func:`_ranks_below`).  The held losses are left in place.
     """
+    work = np.empty(values.shape[1])
+    tied = np.empty(values.shape[1], dtype=np.int64)
     for r in range(values.shape[0]):
         n = count[r]
         row = values[r]
         rix = index[r]
-        if n > m:
-            _select_top_indexed(row, rix, n, m)
-        k = min(n, m)
-        for i in range(k):
-            out[r, i] = row[i]
-            out_index[r, i] = rix[i]
-        for i in range(k, m):
-            out[r, i] = -np.inf
-            out_index[r, i] = -1
+        if n <= m:
+            for i in range(n):
+                out[r, i] = row[i]
+                out_index[r, i] = rix[i]
+            for i in range(n, m):
+                out[r, i] = -np.inf
+                out_index[r, i] = -1
+            continue
+        work[:n] = row[:n]
+        t = _select_top(work, n, m)
+        c = 0
+        nt = 0
+        for i in range(n):
+            if row[i] > t:
+                out[r, c] = row[i]
+                out_index[r, c] = rix[i]
+                c += 1
+            elif row[i] == t:
+                tied[nt] = rix[i]
+                nt += 1
+        if nt > m - c:               # more losses equal to t than places left: the lowest scenarios
+            tied[:nt] = np.sort(tied[:nt])
+        for i in range(m - c):
+            out[r, c + i] = t
+            out_index[r, c + i] = tied[i]
 
 
 #: Losses screened at once by the pilot's selection (:func:`_jth_largest_loss`).
