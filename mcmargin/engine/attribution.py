@@ -62,14 +62,14 @@ def rank_tails(values, index, rows, m, k, tail, first):
 @numba.njit(nogil=True, cache=True)
 def by_scenario(tail, n):
     """``(start, entry)``: the rows whose tail holds scenario s are ``entry[start[s]:start[s + 1]]`` (a counting sort)."""
-    start = np.zeros(n + 1, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int32)
     for i in range(tail.shape[0]):
         for j in range(tail.shape[1]):
             start[tail[i, j] + 1] += 1
     for s in range(n):
         start[s + 1] += start[s]
     fill = start[:-1].copy()
-    entry = np.empty(tail.size, dtype=np.int64)
+    entry = np.empty(tail.size, dtype=np.int32)
     for i in range(tail.shape[0]):
         for j in range(tail.shape[1]):
             s = tail[i, j]

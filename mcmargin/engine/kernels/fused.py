@@ -408,14 +408,15 @@ def top_m(values, index, count, m, out, out_index):
         t = _select_top(work, n, m)
         c = 0
         nt = 0
-        for i in range(n):
-            if row[i] > t:
-                out[r, c] = row[i]
-                out_index[r, c] = rix[i]
-                c += 1
-            elif row[i] == t:
-                tied[nt] = rix[i]
-                nt += 1
+        dest = out[r]
+        dest_index = out_index[r]
+        for i in range(n):          # branch-free: fewer than m losses exceed t, so c < m stays in bounds
+            v = row[i]
+            dest[c] = v
+            dest_index[c] = rix[i]
+            c += v > t
+            tied[nt] = rix[i]
+            nt += v == t
         if nt > m - c:               # more losses equal to t than places left: the lowest scenarios
             tied[:nt] = np.sort(tied[:nt])
         for i in range(m - c):
