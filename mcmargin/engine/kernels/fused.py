@@ -210,7 +210,7 @@ def _screen(buf, w, thr, row, c):
     return c
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _screen_indexed(buf, w, thr, row, rix, c, base):
     """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``."""
     nthr = -thr
