@@ -67,8 +67,9 @@ def test_kept_scenarios_are_the_top_m_ranked_ties_to_the_lower_index(rows, n, m,
     # explain: every row, the full factor pattern, k = min(5, m) at a smaller tail m' <= m
     mq, k = max(1, m // 2), min(5, max(1, m // 2))
     pattern = sp.csr_matrix(np.ones((rows, 6)))
-    first, sums = engine_attribution.explain_block(top, scenario, np.ones(rows, dtype=bool), pattern, mq, k, pnls,
-                                                   kernel.transposed)
+    by_scenario = [engine_attribution.scenario_major(p) for p in pnls] if kernel.transposed else pnls
+    first, sums = engine_attribution.explain_block(top, scenario, np.ones(rows, dtype=bool), pattern, mq, k,
+                                                   by_scenario)
     np.testing.assert_array_equal(first, ranks[:, :k])
     want = np.stack([pnl[np.sort(ranks[r, :mq])].sum(axis=0) for r in range(rows)])
     np.testing.assert_allclose(sums.reshape(rows, 6), want, rtol=1e-12, atol=1e-9)

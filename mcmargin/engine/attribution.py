@@ -79,18 +79,21 @@ def by_scenario(tail, n):
 
 
 @numba.njit(nogil=True, cache=True)
-def add_chunk(start, entry, first, pnl_t, indptr, indices, sums):
-    """Add to ``sums`` (aligned with the pattern ``indptr``/``indices`` over factors, one pattern row per
-    tail row) the factor P&L ``pnl_t[factor, s - first]`` of every tail scenario s in this chunk, in scenario
-    order."""
-    for s in range(first, first + pnl_t.shape[1]):
+def add_chunk(start, entry, first, pnl, indptr, indices, sums):
+    """Add to ``sums`` (aligned with the pattern ``indptr``/``indices`` over factors, one pattern row per tail
+    row) the factor P&L ``pnl[s - first, factor]`` of every tail scenario s in this chunk, in scenario order.
+
+    ``pnl`` is scenario-major ``[chunk x factors]``: a scenario's factors
+    share a few cache lines, which every row whose tail holds it reuses.
+    """
+    for s in range(first, first + pnl.shape[0]):
         for e in range(start[s], start[s + 1]):
             i = entry[e]
             for q in range(indptr[i], indptr[i + 1]):
-                sums[q] += pnl_t[indices[q], s - first]
+                sums[q] += pnl[s - first, indices[q]]
 
 
-def explain_block(top, scenario, rows, pattern, m, k, pnls, transposed):
+def explain_block(top, scenario, rows, pattern, m, k, pnls):
     """``(first [block x k], sums [pattern.nnz])`` of one row block (the module docstring).
 
     Parameters
@@ -104,8 +107,7 @@ def explain_block(top, scenario, rows, pattern, m, k, pnls, transposed):
     m, k : int
         Tail size at the attribution's confidence and worst scenarios reported (both <= kept).
     pnls : list of arrays
-        Every chunk's factor P&L in scenario order: ``[factors x chunk]`` when
-        ``transposed`` (the fused kernel's), else ``[chunk x factors]`` (any backend).
+        Every chunk's factor P&L ``[chunk x factors]`` (scenario-major, any backend), in scenario order.
     """
     picked = np.flatnonzero(rows)
     first = np.full((rows.size, k), -1, dtype=np.int64)
@@ -117,20 +119,25 @@ def explain_block(top, scenario, rows, pattern, m, k, pnls, transposed):
     rank_tails(np.ascontiguousarray(top), np.ascontiguousarray(scenario), picked.astype(np.int64), m, k, tail, got)
     first[picked] = got
     sub = pattern[picked]
-    n = sum(p.shape[1] if transposed else p.shape[0] for p in pnls)
+    n = sum(p.shape[0] for p in pnls)
     start, entry = by_scenario(tail, n)
     part = np.zeros(sub.nnz)
     indptr, indices = sub.indptr.astype(np.int64), sub.indices.astype(np.int64)
     s0 = 0
     for p in pnls:
-        p = np.asarray(p) if transposed else _host(p).T
+        p = _host(p)
         add_chunk(start, entry, s0, p, indptr, indices, part)
-        s0 += p.shape[1]
+        s0 += p.shape[0]
     # The picked rows' sums, back in the block pattern's order (rows not picked have empty pattern rows).
     at = np.repeat(np.arange(rows.size), np.diff(pattern.indptr))
     keep = rows[at]
     sums[keep] = part
     return first, sums
+
+
+def scenario_major(pnl_t):
+    """A ``[factors x chunk]`` P&L chunk (the fused kernel's) as a C-contiguous ``[chunk x factors]`` copy."""
+    return np.ascontiguousarray(np.asarray(pnl_t).T)
 
 
 def _host(p):

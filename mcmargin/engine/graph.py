@@ -131,7 +131,15 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
                   for q, scale, offset in limits.from_tails]
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
-    explain = None if attribution is None else (tails.tail_size(n, attribution.confidence), attribution.top)
+    explain, by_scenario = None, []
+    if attribution is not None:
+        explain = (tails.tail_size(n, attribution.confidence), attribution.top)
+        # Attribution reads each chunk's P&L scenario-major ([chunk x factors]): the reference's is, the
+        # fused kernel's gets a copy once per chunk (engine/attribution.py).
+        by_scenario = pnl
+        if kernel.transposed:
+            by_scenario = [f"by-scenario-{k}" for k in pnl]
+            dsk.update({b: (_scenario_major, k) for b, k in zip(by_scenario, pnl)})
     out = []
     for i, r0 in enumerate(blocks):
         # Block i starts once block i - lanes is done: only `lanes` tails are
@@ -143,7 +151,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
                                 None if limits.fixed is None else limits.fixed[r0:r1],
                                 [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails],
                                 None if explain is None else (attribution.rows[r0:r1], attribution.pattern[r0:r1],
-                                                              *explain)))
+                                                              *explain), by_scenario))
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
@@ -164,12 +172,13 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
 
 
 def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None, limits=None,
-                 from_tails=(), explain=None):
+                 from_tails=(), explain=None, by_scenario=()):
     """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
     ``limits`` [block rows x K1] and ``from_tails`` (confidence index, scale,
     offset [block rows]) are counted in the last task (:func:`_finish`).
-    ``explain`` (rows, pattern, m, top) of the block: see :func:`_finish`.
+    ``explain`` (rows, pattern, m, top) of the block and ``by_scenario`` (every chunk's P&L,
+    scenario-major): see :func:`_finish`.
     Returns the key of the block's (var, es, rows recomputed, hits, excess, tail top, tail sums).
     """
     if after is not None:
@@ -183,7 +192,8 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails), explain)
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails), explain,
+                          list(by_scenario))
     return f"tail-{key}"
 
 
@@ -256,11 +266,18 @@ def _revalue_chunk(priced, scenarios, backend_name, start, stop, transposed):
     return revaluation.revalue(b, priced, shock, vol_shock)
 
 
+def _scenario_major(pnl_t):
+    from .attribution import scenario_major        # numba: imported by the step that needs it
+
+    return scenario_major(pnl_t)
+
+
 def _to_backend(book, backend_name):
     return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=(), explain=None):
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=(), explain=None,
+            by_scenario=()):
     """(var, es, rows recomputed, hits, excess, tail top, tail sums) of a row block from its final tail state.
 
     VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
@@ -272,8 +289,8 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     every chunk again, rows only.
     ``explain`` = (rows [block], pattern [block x factors], m at the explained
     confidence, top): the explained rows' ``top`` worst scenarios and the sums of
-    their pattern factors' P&L over their tails (:func:`.attribution.explain_block`);
-    None for both when not asked.
+    their pattern factors' P&L over their tails (:func:`.attribution.explain_block`,
+    from ``by_scenario``, every chunk's P&L scenario-major); None for both when not asked.
     """
     m = max(sizes)
     top, scenario, recomputed = kernel.finish(state, holdings, pnl, state.m)
@@ -281,7 +298,7 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     if explain is not None:
         from .attribution import explain_block        # numba: imported by the step that needs it
 
-        explained = explain_block(top, scenario, *explain, pnl, kernel.transposed)
+        explained = explain_block(top, scenario, *explain, by_scenario)
     ordered = np.sort(top, axis=1)             # every kept loss (at least m): VaR/ES read the last m
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
