@@ -5,11 +5,13 @@ for every risk factor the pool's holdings touch, the sum of that factor's
 P&L over the pool's m tail scenarios (m at ``margin.confidence``).  The
 block's last task has both at hand: the kernel's final tail (each kept loss
 with its scenario, :meth:`~.kernels.TailKernel.finish`) and every chunk's
-factor P&L (alive for the block's recounts anyway).  So the sums are taken
-there, scenario by scenario in increasing index order (the same sum
-whatever the chunking), and no [rows x m] index matrix ever leaves the
-block: a block returns ``[rows x k]`` tail scenarios and one float per
-(row, factor) of its pattern.
+factor P&L (alive for the block's recounts anyway; read scenario-major,
+``[chunk x factors]``, so a scenario's factors share a few cache lines: the
+fused kernel's ``[factors x chunk]`` chunks get such a copy once per chunk,
+:func:`scenario_major`).  So the sums are taken there, scenario by
+scenario in increasing index order (the same sum whatever the chunking),
+and no [rows x m] index matrix ever leaves the block: a block returns
+``[rows x k]`` tail scenarios and one float per (row, factor) of its pattern.
 
 Ranks: a larger loss first, equal losses by the lower scenario index
 (:func:`~.kernels.fused._ranks_below`), as the kernels keep them.
