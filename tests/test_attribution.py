@@ -217,3 +217,7 @@ def test_job_writes_attribution_and_refuses_a_bad_key(tmp_path):
                   f"hydra.run.dir={tmp_path}/h", "output.attribution=maybe")
     assert bad.returncode == 2 and "output.attribution" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "b.zarr").exists()
+    off = run_job("jobs.stress", "portfolio.n_accounts=30", "scenarios.n=1000", f"output.path={tmp_path}/off.zarr",
+                  f"hydra.run.dir={tmp_path}/h", "output.attribution=false", "engine.progress=false")
+    assert off.returncode == 0, off.stderr
+    assert "es_contribution" not in xr.open_zarr(tmp_path / "off.zarr").variables

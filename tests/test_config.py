@@ -228,6 +228,8 @@ def test_documented_keys_are_all_in_the_table():
         "margin.models": "test_margin_base.py::test_the_stress_job_runs_several_models_and_prints_them",
         "output.margin_calls": "test_status.py::test_the_job_writes_the_margin_call_file",
         "reverse_stress.enabled": "test_reverse_stress.py::test_the_job_runs_a_reverse_stress_and_refuses_one_without_a_fund",
+        "output.attribution": "test_attribution.py::test_job_writes_attribution_and_refuses_a_bad_key",
+        "output.tail_scenarios": "test_attribution.py::test_job_writes_attribution_and_refuses_a_bad_key",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered
