@@ -221,3 +221,16 @@ def test_job_writes_attribution_and_refuses_a_bad_key(tmp_path):
                   f"hydra.run.dir={tmp_path}/h", "output.attribution=false", "engine.progress=false")
     assert off.returncode == 0, off.stderr
     assert "es_contribution" not in xr.open_zarr(tmp_path / "off.zarr").variables
+
+
+def test_a_grid_model_explains_group_es_at_margin_confidence_even_when_not_asked_for():
+    from mcmargin.margin.span import Span
+
+    frames = random_frames(4, 8, cash_only=False)
+    book = book_from_frames(*frames, VALUATION)
+    ds = run_stress(book, scenarios_for(book, n=1000, seed=4), margin=Span(MarginParams(0.97, 0.0, 0.75)),
+                    confidences=(0.99,))
+    assert 0.97 in ds["confidence"].values
+    sums = ds["es_contribution"].groupby("holding_group").sum().to_series()
+    for g, v in ds["group_es"].sel(confidence=0.97).to_series().items():
+        assert abs(sums.get(g, 0.0) - v) <= 1e-9 * abs(v) or v == sums.get(g, 0.0) == 0

@@ -110,7 +110,8 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     confidences = [float(q) for q in confidences]
     sizes = [tails.tail_size(n, q) for q in confidences]
     # Each row keeps its m worst losses (and, explained, at least its `top` worst scenarios).
-    m = max(sizes + ([] if attribution is None else [min(attribution.top, n)]))
+    m = max(sizes + ([] if attribution is None else [min(attribution.top, n),
+                                                     tails.tail_size(n, attribution.confidence)]))
     ch = chunking.resolve(n, n_rows, book.n_factors, m, budget)
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))

@@ -129,6 +129,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         raise ValueError("scenario columns must be the book's market assets in order")
     models = as_models(margin)
     confidences = sorted(set(float(q) for q in confidences).union(*(m.confidences() for m in models)))
+    if attribution and float(models[0].params.confidence) not in confidences:
+        # The allocation is of group_es at margin.confidence, which is then reported too.
+        confidences = sorted(confidences + [float(models[0].params.confidence)])
     for warning in check_tail_sizes(scenarios.n, confidences):
         log.warning(warning)
     note = note_unused_haircuts(book) if "mc_es" in [m.name for m in models] else None
