@@ -106,7 +106,9 @@ def _run(cfg: DictConfig, c: dict, work_dir=None, inputs=None, *, cube: bool = F
                     reverse=mc.reverse_stress_from_config(c.get("reverse_stress") or {}, fund, book),
                     cascade=CascadeParams.from_config(c.get("cascade")),
                     loss_pools=int(c["output"].get("loss_pools", 0)), loss_bins=int(c["output"].get("loss_bins", 50)),
-                    loss_scenarios=int(c["output"].get("loss_scenarios", 0)))
+                    loss_scenarios=int(c["output"].get("loss_scenarios", 0)),
+                    attribution=bool(c["output"].get("attribution", True)),
+                    tail_scenarios=int(c["output"].get("tail_scenarios", 5)))
     from mcmargin.pipeline.runtime import job_scheduler
 
     kept = None

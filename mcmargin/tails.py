@@ -77,6 +77,29 @@ def exceedances_from_tail(ordered: np.ndarray, limit: np.ndarray):
     return hits, excess, exact
 
 
+@dataclasses.dataclass(frozen=True)
+class TailAttribution:
+    """What a run keeps of its rows' tails to explain them (docs/methodology.md, section 16).
+
+    Attributes
+    ----------
+    confidence : float
+        q of the explained ES (one of the run's confidences); its tail size m = ``tail_size(N, q)``.
+    rows : numpy.ndarray of bool [rows]
+        Rows explained: their ``top`` worst scenarios are reported (``TailResult.tail_top``).
+    pattern : scipy.sparse.csr_matrix [rows x factors]
+        For each explained row, the factors whose P&L is summed over its m tail
+        scenarios (``TailResult.tail_sums``, aligned with ``pattern.data``).
+    top : int
+        Worst scenarios reported per row, in rank order (at most m).
+    """
+
+    confidence: float
+    rows: np.ndarray
+    pattern: object
+    top: int = 5
+
+
 @dataclasses.dataclass
 class TailResult:
     """VaR and ES of every row of the holdings at each confidence (and exceedances of its limits)."""
@@ -91,6 +114,20 @@ class TailResult:
     timings: dict
     hits: np.ndarray | None = None      # [rows x limits] scenarios whose loss exceeds each limit (NaN: not counted)
     excess: np.ndarray | None = None    # [rows x limits] sum over scenarios of max(0, loss - limit)
+    attribution: TailAttribution | None = None  # what was asked to be explained
+    tail_top: np.ndarray | None = None  # [rows x top] int64: each explained row's worst scenarios in rank order (-1: not explained)
+    tail_sums: np.ndarray | None = None  # [pattern nnz]: sum over the row's m tail scenarios of each pattern factor's P&L
+
+
+def rank_order(losses, k: int | None = None) -> np.ndarray:
+    """Scenario indices of a full loss vector in rank order: largest loss first, equal losses by the lower
+    scenario index first (docs/methodology.md, section 16); the first ``k`` (all by default).
+
+    The definition the engine's kept tail scenarios equal, for tests, references and a loss vector rebuilt
+    outside a run (a what-if): the tail scenarios of ES at q are ``rank_order(losses, tail_size(N, q))``.
+    """
+    order = np.argsort(-np.asarray(losses, dtype=np.float64), kind="stable")
+    return order if k is None else order[:k]
 
 
 def sorted_tail(tail) -> np.ndarray:

@@ -238,6 +238,8 @@ def test_documented_keys_are_all_in_the_table():
         "output.loss_pools": "test_report.py::test_loss_distribution_is_the_pools_losses_binned",
         "output.loss_bins": "test_report.py::test_loss_distribution_is_the_pools_losses_binned",
         "output.loss_scenarios": "test_report.py::test_loss_distribution_is_the_pools_losses_binned",
+        "output.attribution": "test_attribution.py::test_job_writes_attribution_and_refuses_a_bad_key",
+        "output.tail_scenarios": "test_attribution.py::test_job_writes_attribution_and_refuses_a_bad_key",
     }
     covered = {r[0] for r in ROWS} | set(elsewhere)
     assert documented - covered == set(), documented - covered

@@ -217,17 +217,25 @@ def test_pilot_size():
     assert fused.pilot_size(200, 1000, 100) is None              # threshold would sit mid-sample
 
 
-def test_top_m_keeps_what_a_partition_keeps():
+def test_top_m_keeps_the_m_highest_ranked_ties_to_the_lower_scenario():
     from mcmargin.engine.kernels import fused as fastpath
 
     rng = np.random.default_rng(11)
     state = fastpath.empty_state(6, 40)
     state.values[:] = np.round(rng.standard_normal(state.values.shape), 1)    # ties included
+    state.index[:] = rng.permutation(state.index.size).reshape(state.index.shape)
     state.count[:] = [40, 41, 300, state.values.shape[1], 12, 0]            # two rows hold fewer than m
-    expected = np.sort(fastpath.top(state), axis=1)
-    got = np.empty((6, 40))
-    fastpath.top_m(state.values, state.count, 40, got)
-    np.testing.assert_array_equal(np.sort(got, axis=1), expected)
+    got, index = np.empty((6, 40)), np.empty((6, 40), dtype=np.int64)
+    fastpath.top_m(state.values.copy(), state.index.copy(), state.count, 40, got, index)
+    for r in range(6):
+        n = state.count[r]
+        # Brute force: rank by loss, equal losses by the lower scenario first; keep m.
+        order = np.lexsort((state.index[r, :n], -state.values[r, :n]))[:40]
+        want = np.sort(state.index[r, :n][order])
+        held = index[r][index[r] >= 0]
+        np.testing.assert_array_equal(np.sort(held), want)
+        np.testing.assert_array_equal(np.sort(got[r][index[r] >= 0]), np.sort(state.values[r, :n][order]))
+        assert (got[r][index[r] < 0] == -np.inf).all() and (index[r] < 0).sum() == max(0, 40 - n)
 
 
 def test_blocked_revaluation_is_the_whole_chunks(book, scen):

@@ -40,9 +40,9 @@ def _fold_all(path, holdings, pnl, m, chunk):
     h = holdings.tocsr()
     for s in range(0, pnl.shape[0], chunk):
         fastpath.fold_chunk_fused(h.indptr.astype(np.int64), h.indices.astype(np.int64), h.data,
-                                  np.ascontiguousarray(pnl[s:s + chunk].T), state.values, state.count,
-                                  state.threshold, m, 7)
-    return tails.sorted_tail(fastpath.top(state))
+                                  np.ascontiguousarray(pnl[s:s + chunk].T), state.values, state.index, state.count,
+                                  state.threshold, m, 7, s)
+    return tails.sorted_tail(fastpath.top(state)[0])
 
 
 @settings(max_examples=40, deadline=None)
@@ -74,9 +74,12 @@ def test_top_of_a_row_short_of_m_is_padded_with_minus_infinity():
     state.values[0, :5] = [4.0, 1.0, 5.0, 2.0, 3.0]
     state.values[1, :2] = [7.0, 6.0]
     state.values[1, 2:] = 99.0                                # garbage past the count is never read
+    state.index[:] = np.arange(state.index.shape[1])
     state.count[:] = [5, 2]
-    top = np.sort(fastpath.top(state), axis=1)
-    np.testing.assert_array_equal(top, [[3.0, 4.0, 5.0], [-np.inf, 6.0, 7.0]])
+    top, index = fastpath.top(state)
+    order = np.argsort(top, axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(top, order, 1), [[3.0, 4.0, 5.0], [-np.inf, 6.0, 7.0]])
+    np.testing.assert_array_equal(np.take_along_axis(index, order, 1), [[4, 0, 2], [-1, 1, 0]])
 
 
 @settings(max_examples=30, deadline=None)

@@ -346,6 +346,8 @@ STRESS_RULES: dict[str, Rule] = {
     "output.loss_pools": _whole(0),
     "output.loss_bins": _whole(1, 10000),
     "output.loss_scenarios": _whole(0),
+    "output.attribution": _flag,
+    "output.tail_scenarios": _whole(1),
     "engine.fast_path": _flag,
     "engine.scenario_chunk": _whole(0),
     "engine.row_block": _whole(0),

@@ -69,7 +69,8 @@ def _clamp(x, lo, hi):
 def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0,
-                  limits: tails.Limits | None = None, keep_dir=None) -> TailResult:
+                  limits: tails.Limits | None = None, attribution: tails.TailAttribution | None = None,
+                  keep_dir=None) -> TailResult:
     """VaR and ES at each confidence of every row of ``book.exposures``.
 
     Parameters
@@ -97,6 +98,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         Loss limits whose exceedances are counted in the same pass
         (``TailResult.hits`` and ``excess``, one column per limit: the fixed
         ones, then those from the tails).
+    attribution : TailAttribution, optional
+        Rows whose tail scenarios and tail sums of factor P&L are kept
+        (``TailResult.tail_top`` and ``tail_sums``; :mod:`.attribution`).
     keep_dir : path, optional
         Resume directory (:func:`block_signature`): each row block's result
         is kept there when its last task ends, and a block whose result is
@@ -110,7 +114,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     n_rows = book.exposures.shape[0]
     confidences = [float(q) for q in confidences]
     sizes = [tails.tail_size(n, q) for q in confidences]
-    m = max(sizes)
+    # Each row keeps its m worst losses (and, explained, at least its `top` worst scenarios).
+    m = max(sizes + ([] if attribution is None else [min(attribution.top, n),
+                                                     tails.tail_size(n, attribution.confidence)]))
     ch = chunking.resolve(n, n_rows, book.n_factors, m, budget)
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
@@ -131,7 +137,17 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
                   for q, scale, offset in limits.from_tails]
     lanes = blocks_in_flight or 2 * scheduler_threads(scheduler)
-    kept = None if keep_dir is None else _kept_blocks(keep_dir, book, n, sizes, ch, kernel, b.name, limits)
+    explain, by_scenario = None, []
+    if attribution is not None:
+        explain = (tails.tail_size(n, attribution.confidence), attribution.top)
+        # Attribution reads each chunk's P&L scenario-major ([chunk x factors]): the reference's is, the
+        # fused kernel's gets a copy once per chunk (engine/attribution.py).
+        by_scenario = pnl
+        if kernel.transposed:
+            by_scenario = [f"by-scenario-{k}" for k in pnl]
+            dsk.update({b: (_scenario_major, k) for b, k in zip(by_scenario, pnl)})
+    kept = None if keep_dir is None else _kept_blocks(keep_dir, book, n, sizes, ch, kernel, b.name, limits,
+                                                       attribution)
     resumed = 0
     out = []
     for i, r0 in enumerate(blocks):
@@ -147,7 +163,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         out.append(_block_tasks(dsk, kernel, book.exposures[r0:r1], starts, pnl, m, sizes, plan,
                                 f"{run}-{r0}", out[i - lanes] if i >= lanes else None,
                                 None if limits.fixed is None else limits.fixed[r0:r1],
-                                [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails]))
+                                [(k, scale, offset[r0:r1]) for k, scale, offset in from_tails],
+                                None if explain is None else (attribution.rows[r0:r1], attribution.pattern[r0:r1],
+                                                              *explain), by_scenario))
         if kept is not None:
             dsk[f"keep-{run}-{r0}"] = (_keep_block, str(kept(r0)), out[-1])
             out[-1] = f"keep-{run}-{r0}"
@@ -160,6 +178,8 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     redone = sum(r[2] for r in results)
     hits = np.concatenate([r[3] for r in results], axis=0)
     excess = np.concatenate([r[4] for r in results], axis=0)
+    top = None if explain is None else np.concatenate([r[5] for r in results], axis=0)
+    sums = None if explain is None else np.concatenate([r[6] for r in results])
     if redone:
         log.debug("%d row(s) fell below their pilot threshold and were recomputed without it", redone)
     t2 = time.perf_counter()
@@ -167,10 +187,10 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
                        "pilot": list(plan or ()), "rows_recomputed": int(redone), "blocks": len(blocks),
-                       "blocks_resumed": resumed}, hits, excess)
+                       "blocks_resumed": resumed}, hits, excess, attribution, top, sums)
 
 
-def _kept_blocks(keep_dir, book, n, sizes, ch, kernel, backend_name, limits):
+def _kept_blocks(keep_dir, book, n, sizes, ch, kernel, backend_name, limits, attribution=None):
     """``path(r0)``: where row block ``r0``'s result is kept, under a signature of everything it depends on.
 
     The run directory is already keyed by the config and the inputs
@@ -191,6 +211,11 @@ def _kept_blocks(keep_dir, book, n, sizes, ch, kernel, backend_name, limits):
         h.update(np.ascontiguousarray(limits.fixed, dtype=float).tobytes())
     for q, scale, offset in limits.from_tails:
         h.update(repr((float(q), float(scale))).encode() + np.ascontiguousarray(offset, dtype=float).tobytes())
+    if attribution is not None:          # a block's result then carries its tail scenarios and tail sums too
+        h.update(repr((float(attribution.confidence), int(attribution.top))).encode())
+        pattern = attribution.pattern.tocsr()
+        for a in (attribution.rows, pattern.indptr, pattern.indices):
+            h.update(np.ascontiguousarray(a).tobytes())
     sig = h.hexdigest()[:16]
     root = Path(keep_dir)
     return lambda r0: root / f"block-{sig}-{r0}.pkl"
@@ -217,12 +242,14 @@ def _load_block(path):
 
 
 def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, after=None, limits=None,
-                 from_tails=()):
+                 from_tails=(), explain=None, by_scenario=()):
     """Add one row block's tasks to ``dsk``: prepare, start (e.g. a pilot), the chain of folds, VaR/ES.
 
     ``limits`` [block rows x K1] and ``from_tails`` (confidence index, scale,
     offset [block rows]) are counted in the last task (:func:`_finish`).
-    Returns the key of the block's (var, es, rows recomputed, hits, excess).
+    ``explain`` (rows, pattern, m, top) of the block and ``by_scenario`` (every chunk's P&L,
+    scenario-major): see :func:`_finish`.
+    Returns the key of the block's (var, es, rows recomputed, hits, excess, tail top, tail sums).
     """
     if after is not None:
         dsk[f"lane-{key}"] = (_after, h, after)
@@ -235,7 +262,8 @@ def _block_tasks(dsk, kernel: TailKernel, h, starts, pnl, m, sizes, plan, key, a
     for s, p in zip(starts, pnl):
         dsk[f"fold-{key}-{s}"] = (kernel.fold, state, h, p, m)
         state = f"fold-{key}-{s}"
-    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails))
+    dsk[f"tail-{key}"] = (_finish, kernel, state, h, list(pnl), sizes, limits, list(from_tails), explain,
+                          list(by_scenario))
     return f"tail-{key}"
 
 
@@ -308,12 +336,19 @@ def _revalue_chunk(priced, scenarios, backend_name, start, stop, transposed):
     return revaluation.revalue(b, priced, shock, vol_shock)
 
 
+def _scenario_major(pnl_t):
+    from .attribution import scenario_major        # numba: imported by the step that needs it
+
+    return scenario_major(pnl_t)
+
+
 def _to_backend(book, backend_name):
     return revaluation.to_backend(book, get_backend(backend_name))
 
 
-def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=()):
-    """(var, es, rows recomputed, hits, excess) of a row block from its final tail state.
+def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_tails=(), explain=None,
+            by_scenario=()):
+    """(var, es, rows recomputed, hits, excess, tail top, tail sums) of a row block from its final tail state.
 
     VaR and ES are [rows x len(sizes)], by the definitions of :mod:`mcmargin.tails`.
     hits and excess [rows x limits], for ``limits`` [rows x K1] and then the
@@ -322,10 +357,19 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     (every loss above it was kept: exact); the few rows whose limit lies
     lower (a pool margined below its VaR) are counted by the kernel over
     every chunk again, rows only.
+    ``explain`` = (rows [block], pattern [block x factors], m at the explained
+    confidence, top): the explained rows' ``top`` worst scenarios and the sums of
+    their pattern factors' P&L over their tails (:func:`.attribution.explain_block`,
+    from ``by_scenario``, every chunk's P&L scenario-major); None for both when not asked.
     """
     m = max(sizes)
-    top, recomputed = kernel.finish(state, holdings, pnl, m)
-    ordered = np.sort(top[:, :m], axis=1)
+    top, scenario, recomputed = kernel.finish(state, holdings, pnl, state.m)
+    explained = (None, None)
+    if explain is not None:
+        from .attribution import explain_block        # numba: imported by the step that needs it
+
+        explained = explain_block(top, scenario, *explain, by_scenario)
+    ordered = np.sort(top, axis=1)             # every kept loss (at least m): VaR/ES read the last m
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
     for j, k in enumerate(sizes):
@@ -333,7 +377,7 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     columns = [] if limits is None else [limits[:, j] for j in range(limits.shape[1])]
     columns += [scale * np.maximum(0.0, es[:, k]) + offset for k, scale, offset in from_tails]
     if not columns:
-        return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0))
+        return var, es, recomputed, np.zeros((ordered.shape[0], 0)), np.zeros((ordered.shape[0], 0)), *explained
     limit = np.stack(columns, axis=1)
     hits, excess, exact = tails.exceedances_from_tail(ordered, limit)
     counted = getattr(state, "counting", None)
@@ -346,4 +390,4 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
     again = np.flatnonzero(~exact.all(axis=1))
     if again.size:
         hits[again], excess[again] = kernel.count(holdings, again, pnl, limit[again])
-    return var, es, recomputed, hits, excess
+    return var, es, recomputed, hits, excess, *explained

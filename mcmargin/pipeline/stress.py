@@ -25,6 +25,7 @@ from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
 from ..inputs.book import Book
 from ..margin import MarginInputs, MarginParams, as_models, margin_dataset
+from ..margin import attribution as explained
 from ..tails import Limits, tail_size
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                budget: int = TASK_BUDGET, progress: bool = False,
                blocks_in_flight: int = 0, status=None, stresses=(), default_fund: float | None = None,
                reverse=None, cascade=None, loss_pools: int = 0, loss_bins: int = 50,
-               loss_scenarios: int = 0, keep_dir=None) -> xr.Dataset:
+               loss_scenarios: int = 0, keep_dir=None, attribution: bool = True,
+               tail_scenarios: int = 5) -> xr.Dataset:
     """Revalue ``book`` under ``scenarios`` and compute tails and margin.
 
     Parameters
@@ -126,6 +128,12 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     keep_dir : path, optional
         Resume directory: finished row blocks are kept there and reused by a
         later call with the same inputs (:func:`mcmargin.engine.graph.compute_tails`).
+    attribution : bool
+        Add the Euler allocation of every pool's ES at ``margin.confidence``
+        (``es_contribution`` along ``holding``, ``factor_contribution``) and
+        its worst scenarios (``tail_scenarios``): :mod:`mcmargin.margin.attribution`.
+    tail_scenarios : int
+        Worst scenarios reported per pool (``output.tail_scenarios``).
 
     Returns
     -------
@@ -136,6 +144,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
         raise ValueError("scenario columns must be the book's market assets in order")
     models = as_models(margin)
     confidences = sorted(set(float(q) for q in confidences).union(*(m.confidences() for m in models)))
+    if attribution and float(models[0].params.confidence) not in confidences:
+        # The allocation is of group_es at margin.confidence, which is then reported too.
+        confidences = sorted(confidences + [float(models[0].params.confidence)])
     for warning in check_tail_sizes(scenarios.n, confidences):
         log.warning(warning)
     note = note_unused_haircuts(book) if "mc_es" in [m.name for m in models] else None
@@ -155,11 +166,14 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     each = [dataclasses.replace(i, requirement=m.requirements(i)) if m.reduction != "tail" else i
             for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
+    explain = (explained.request(compiled, models[0].params.confidence, int(tail_scenarios), scenarios.n)
+               if attribution else None)
     t1 = time.perf_counter()
     log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
-                           blocks_in_flight=blocks_in_flight, limits=limits, keep_dir=keep_dir)
+                           blocks_in_flight=blocks_in_flight, limits=limits, attribution=explain,
+                           keep_dir=keep_dir)
     t2 = time.perf_counter()
     log_stage("tails", t2 - t1, scenarios=int(scenarios.n), kernel=select_kernel(b.name, fast_path).label)
     each = [dataclasses.replace(i, tails=result) for i in each]
@@ -167,6 +181,9 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                              dict(backend=b.name, fast_path=fast_path, chunking=chunking, scheduler=scheduler,
                                   budget=budget, blocks_in_flight=blocks_in_flight, keep_dir=keep_dir))
     ds = margin_dataset(each, models, status)
+    if attribution:
+        variables, coords = explained.dataset_variables(compiled, result)
+        ds = ds.assign_coords(coords).assign(variables)
     t_stress = time.perf_counter()
     if stresses:
         ds = ds.assign(named_stress_variables(compiled, book, stresses, ds["equity"].to_numpy(),

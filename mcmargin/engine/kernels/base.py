@@ -49,6 +49,12 @@ class TailState:
         Loss limits [rows x K] a kernel counts as the losses stream by (NaN:
         not counted there), the exceedances and excess so far, and the rows
         that count any (kernels that count at the end leave them None).
+    index : array [rows x slots] of int64 or None
+        The scenario of each kept loss (``values``' twin), so that a row's
+        tail scenarios are known at the end (docs/methodology.md, section 16).
+    offset : int
+        Scenario index of the next chunk's first scenario (chunks are folded
+        in scenario order from 0).
     """
 
     values: object
@@ -60,6 +66,8 @@ class TailState:
     hits: np.ndarray | None = None
     excess: np.ndarray | None = None
     counting: np.ndarray | None = None
+    index: object = None
+    offset: int = 0
 
 
 class TailKernel(Protocol):
@@ -83,9 +91,10 @@ class TailKernel(Protocol):
     def fold(self, state: TailState | None, holdings, pnl, m: int) -> TailState:
         """Fold one scenario chunk's losses into ``state`` (which may be updated in place) and return it."""
 
-    def finish(self, state: TailState, holdings, pnls, m: int) -> tuple[np.ndarray, int]:
-        """``(top, recomputed)``: each row's m worst losses as float64 NumPy ``[rows x m]`` (any order),
-        and how many rows had to be folded again over ``pnls`` (every chunk's P&L) to get them."""
+    def finish(self, state: TailState, holdings, pnls, m: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(top, scenario, recomputed)``: each row's m worst losses as float64 NumPy ``[rows x m]`` (any
+        order; equal losses ranked by the lower scenario index first), their scenario indices (int64, same
+        shape), and how many rows had to be folded again over ``pnls`` (every chunk's P&L) to get them."""
 
     def count(self, holdings, rows, pnls, limits) -> tuple[np.ndarray, np.ndarray]:
         """``(hits, excess)`` [len(rows) x K]: scenarios whose loss exceeds each of ``limits``

@@ -14,8 +14,15 @@ Exactness: every loss is formed by the same sum, in the order of the
 row's holdings, as the reference; the kept set is the exact top m.
 
 State per row block (:class:`~.base.TailState`): ``values[rows, m + stage + tile]``
-(top-m set in the first m slots, staged candidates after), ``count[rows]``
-(values held), ``threshold[rows]`` (-inf until m values are held).
+(top-m set in the first m slots, staged candidates after), ``index`` of the
+same shape (the scenario of each held loss), ``count[rows]`` (values held),
+``threshold[rows]`` (-inf until m values are held).
+
+Ties: losses are ranked by value, and equal losses by the lower scenario
+index first (:func:`_ranks_below`), so the kept scenarios are one
+well-defined set whatever the chunking.  Scenarios arrive in increasing
+index order, so a new loss equal to the threshold ranks below every kept
+one and "strictly above the threshold" is exactly the test to stage it.
 
 A threshold may be preset (a *pilot*, :func:`pilot_size`):
 only losses above it are kept from the start, which saves most of the
@@ -49,21 +56,22 @@ def stage_size(m: int) -> int:
 
 
 def empty_state(rows: int, m: int) -> TailState:
-    """A state holding nothing yet: room for m + stage + tile losses per row, thresholds -inf."""
-    return TailState(np.empty((rows, m + stage_size(m) + TILE)), np.zeros(rows, dtype=np.int64),
-                     np.full(rows, -np.inf), m)
+    """A state holding nothing yet: room for m + stage + tile losses (and their scenarios) per row, thresholds -inf."""
+    width = m + stage_size(m) + TILE
+    return TailState(np.empty((rows, width)), np.zeros(rows, dtype=np.int64), np.full(rows, -np.inf), m,
+                     index=np.empty((rows, width), dtype=np.int64))
 
 
-def top(state: TailState) -> np.ndarray:
-    """The kept worst losses per row, ``[rows x m]`` in any order.
+def top(state: TailState) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, index)``: the kept worst losses per row and their scenarios, ``[rows x m]`` in any order.
 
-    A row with ``count < m`` holds fewer; its missing slots are -inf.
-    The held losses are left in place.  NumPy's partition is used
-    because it is SIMD-accelerated (about 5x the compiled quickselect).
+    A row with ``count < m`` holds fewer; its missing slots are -inf (scenario -1).
+    The state is left as it was (the selection works on copies).
     """
-    held = max(int(state.count.max(initial=0)), state.m)
-    _pad(state.values, state.count, held)
-    return np.partition(state.values[:, :held], held - state.m, axis=1)[:, held - state.m:]
+    rows = state.values.shape[0]
+    values, index = np.empty((rows, state.m)), np.empty((rows, state.m), dtype=np.int64)
+    top_m(state.values.copy(), state.index.copy(), state.count, state.m, values, index)
+    return values, index
 
 
 def csr_arrays(holdings):
@@ -71,16 +79,66 @@ def csr_arrays(holdings):
     return holdings.indptr.astype(np.int64), holdings.indices.astype(np.int64), holdings.data
 
 
-@numba.njit(nogil=True, cache=True)
-def _pad(values, count, held):
-    """Slots from each row's count up to ``held`` to -inf, so a partition of whole rows sees only held losses."""
-    for r in range(values.shape[0]):
-        values[r, count[r]:held] = -np.inf
+@numba.njit(nogil=True, cache=True, inline="always")
+def _ranks_below(av, ai, bv, bi):
+    """Whether loss ``av`` of scenario ``ai`` ranks below loss ``bv`` of scenario ``bi``.
+
+    A smaller loss ranks below; of equal losses the later scenario does
+    (lower scenario index first, docs/methodology.md section 16).  Scenario
+    indices in a row are distinct, so this is a strict total order.
+    """
+    return av < bv or (av == bv and ai > bi)
 
 
 @numba.njit(nogil=True, cache=True)
-def _compact_row(vals, n, m):
-    """Keep the m largest of vals[:n] in vals[:m]; return the new count and threshold.
+def _select_top_indexed(a, ix, n, m):
+    """:func:`_select_top` of the pairs ``(a[:n], ix[:n])`` ranked by :func:`_ranks_below`.
+
+    The m highest-ranked pairs end in ``a[:m]``, ``ix[:m]`` (any order);
+    returns the m-th largest value.  The kept set is unique even among ties.
+    """
+    k = n - m
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if _ranks_below(a[mid], ix[mid], a[lo], ix[lo]):
+            a[mid], a[lo] = a[lo], a[mid]
+            ix[mid], ix[lo] = ix[lo], ix[mid]
+        if _ranks_below(a[hi], ix[hi], a[lo], ix[lo]):
+            a[hi], a[lo] = a[lo], a[hi]
+            ix[hi], ix[lo] = ix[lo], ix[hi]
+        if _ranks_below(a[hi], ix[hi], a[mid], ix[mid]):
+            a[hi], a[mid] = a[mid], a[hi]
+            ix[hi], ix[mid] = ix[mid], ix[hi]
+        pv, pi = a[mid], ix[mid]
+        i, j = lo, hi
+        while i <= j:
+            while _ranks_below(a[i], ix[i], pv, pi):
+                i += 1
+            while _ranks_below(pv, pi, a[j], ix[j]):
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                ix[i], ix[j] = ix[j], ix[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    t = a[k]
+    for i in range(m):            # source ahead of destination: a forward copy is safe
+        a[i] = a[k + i]
+        ix[i] = ix[k + i]
+    return t
+
+
+@numba.njit(nogil=True, cache=True)
+def _compact_row(vals, ix, n, m):
+    """Keep the m highest-ranked of the pairs (vals[:n], ix[:n]) in their first m slots; return the new count
+    and threshold (the smallest kept loss).
 
     With fewer than m values the threshold is left to the caller (-inf, or a
     pilot threshold).
@@ -89,8 +147,7 @@ def _compact_row(vals, n, m):
         return n, -np.inf
     if n == m:
         return n, vals[:m].min()
-    part = np.partition(vals[:n], n - m)
-    vals[:m] = part[n - m:]
+    _select_top_indexed(vals, ix, n, m)
     return m, vals[:m].min()
 
 
@@ -153,6 +210,30 @@ def _screen(buf, w, thr, row, c):
     return c
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _screen_indexed(buf, w, thr, row, rix, c, base):
+    """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``."""
+    nthr = -thr
+    g = 0
+    while g + SCREEN <= w:
+        k = 0
+        for s in range(g, g + SCREEN):
+            k += buf[s] < nthr
+        if k:
+            for s in range(g, g + SCREEN):
+                if buf[s] < nthr:
+                    row[c] = -buf[s]
+                    rix[c] = base + s
+                    c += 1
+        g += SCREEN
+    for s in range(g, w):
+        if buf[s] < nthr:
+            row[c] = -buf[s]
+            rix[c] = base + s
+            c += 1
+    return c
+
+
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
 def _count_exceedances(buf, w, limits, hits, excess, r):
     """Add the exceedances of row r's limits by the losses -buf[:w] (a NaN limit is never exceeded).
@@ -193,8 +274,9 @@ def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess, stop):
 
 
 @numba.njit(nogil=True, cache=True)
-def _take(row, c, thr, buf, w, m, full):
-    """Fold the losses ``-buf[:w]`` into one row's tail (``c`` held, threshold ``thr``); return (c, thr).
+def _take(row, rix, c, thr, buf, w, m, full, base):
+    """Fold the losses ``-buf[:w]`` of scenarios ``base ...`` into one row's tail (``c`` held, threshold
+    ``thr``); return (c, thr).
 
     Warming up (no threshold yet) whole tiles are copied in; once a
     threshold is set (running or pilot) only losses above it are staged,
@@ -203,34 +285,35 @@ def _take(row, c, thr, buf, w, m, full):
     if thr == -np.inf:             # warming up, no threshold yet: keep everything
         for s in range(w):
             row[c + s] = -buf[s]
+            rix[c + s] = base + s
         c += w
         if c >= m:
-            c, thr = _compact_row(row, c, m)
+            c, thr = _compact_row(row, rix, c, m)
     else:                          # running (or pilot) threshold: keep only what beats it
-        c = _screen(buf, w, thr, row, c)
+        c = _screen_indexed(buf, w, thr, row, rix, c, base)
         if c > full:
-            c, thr = _compact_row(row, c, m)
+            c, thr = _compact_row(row, rix, c, m)
     return c, thr
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused(indptr, indices, data, pnl_t, values, count, threshold, m, tile):
-    """Fold the losses ``-(H @ pnl_t)`` of one chunk into the row tails, in place.
+def fold_chunk_fused(indptr, indices, data, pnl_t, values, index, count, threshold, m, tile, offset):
+    """Fold the losses ``-(H @ pnl_t)`` of one chunk (scenarios ``offset ...``) into the row tails, in place.
 
     ``pnl_t`` is ``[columns x scenarios]``, C-contiguous, so each holding adds
     a contiguous row slice to the buffer (vectorised by LLVM).  Rows are the
     outer loop within a tile so the tile of ``pnl_t`` stays in cache.
-    ``values`` must have room for m + stage + tile losses per row.
+    ``values`` (and ``index``, their scenarios) must have room for m + stage + tile losses per row.
     """
     none = np.zeros((indptr.size - 1, 0))
-    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, 0, none, none, none,
-                          np.zeros(indptr.size - 1, dtype=np.bool_))
+    fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, threshold, m, tile, 0, offset, none,
+                          none, none, np.zeros(indptr.size - 1, dtype=np.bool_))
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold, m, tile, first, limits, hits,
-                          excess, counting):
-    """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on.
+def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, threshold, m, tile, first, offset,
+                          limits, hits, excess, counting):
+    """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on (column s is scenario ``offset + s``).
 
     The first chunk of a row block with a pilot starts after the pilot
     sample, whose losses :func:`pilot_fold` has already folded in.  Rows
@@ -251,7 +334,7 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, count, threshold
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if counting[r]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
-            c, thr = _take(values[r], count[r], threshold[r], buf, w, m, full)
+            c, thr = _take(values[r], index[r], count[r], threshold[r], buf, w, m, full, offset + s0)
             count[r] = c
             threshold[r] = thr
 
@@ -298,23 +381,47 @@ def _select_top(a, n, m):
 
 
 @numba.njit(nogil=True, cache=True)
-def top_m(values, count, m, out):
-    """``out[r]`` = the m largest losses held by row r, in any order (rows holding fewer: theirs, then -inf).
+def top_m(values, index, count, m, out, out_index):
+    """``out[r]`` = the m highest-ranked losses held by row r and ``out_index[r]`` their scenarios, in any order
+    (rows holding fewer: theirs, then -inf of scenario -1).
 
-    What :func:`top` gives, by an in-place selection per row
-    (:func:`_select_top`, about 3x NumPy's partition here); the held losses
-    are reordered, so the state is spent.
+    Per row: the m-th largest loss t by the fast value-only selection
+    (:func:`_select_top`) on a copy, then one pass keeping every loss above t
+    and, of the losses equal to t, those of the lowest scenarios (ties to the
+    lower scenario, :func:`_ranks_below`).  The held losses are left in place.
     """
+    work = np.empty(values.shape[1])
+    tied = np.empty(values.shape[1], dtype=np.int64)
     for r in range(values.shape[0]):
         n = count[r]
         row = values[r]
-        if n > m:
-            _select_top(row, n, m)
-        k = min(n, m)
-        for i in range(k):
-            out[r, i] = row[i]
-        for i in range(k, m):
-            out[r, i] = -np.inf
+        rix = index[r]
+        if n <= m:
+            for i in range(n):
+                out[r, i] = row[i]
+                out_index[r, i] = rix[i]
+            for i in range(n, m):
+                out[r, i] = -np.inf
+                out_index[r, i] = -1
+            continue
+        work[:n] = row[:n]
+        t = _select_top(work, n, m)
+        c = 0
+        nt = 0
+        dest = out[r]
+        dest_index = out_index[r]
+        for i in range(n):          # branch-free: fewer than m losses exceed t, so c < m stays in bounds
+            v = row[i]
+            dest[c] = v
+            dest_index[c] = rix[i]
+            c += v > t
+            tied[nt] = rix[i]
+            nt += v == t
+        if nt > m - c:               # more losses equal to t than places left: the lowest scenarios
+            tied[:nt] = np.sort(tied[:nt])
+        for i in range(m - c):
+            out[r, c + i] = t
+            out_index[r, c + i] = tied[i]
 
 
 #: Losses screened at once by the pilot's selection (:func:`_jth_largest_loss`).
@@ -352,7 +459,7 @@ def _jth_largest_loss(sums, n, j, work):
 
 
 @numba.njit(nogil=True, cache=True)
-def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample, j, tile, block):
+def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m, sample, j, tile, block):
     """Pilot thresholds, and the pilot sample folded in, for every row of a block.
 
     For each row: the losses of the first ``sample`` scenarios of ``pnl_t``
@@ -388,7 +495,7 @@ def pilot_fold(indptr, indices, data, pnl_t, values, count, threshold, m, sample
             row = values[r]
             for s0 in range(0, sample, tile):
                 w = min(tile, sample - s0)
-                c, thr = _take(row, c, thr, row_sums[s0:s0 + w], w, m, full)
+                c, thr = _take(row, index[r], c, thr, row_sums[s0:s0 + w], w, m, full, s0)
             count[r] = c
             threshold[r] = thr
 
@@ -437,8 +544,8 @@ def pilot_state(holdings, pnl_t, m, pilot) -> TailState:
     sample, j = pilot
     indptr, indices, data = csr_arrays(holdings)
     state = empty_state(holdings.shape[0], m)
-    pilot_fold(indptr, indices, data, pnl_t, state.values, state.count, state.threshold, m, sample, j, TILE,
-               PILOT_ROWS)
+    pilot_fold(indptr, indices, data, pnl_t, state.values, state.index, state.count, state.threshold, m, sample, j,
+               TILE, PILOT_ROWS)
     state.skip = sample
     return state
 
@@ -478,23 +585,25 @@ class FusedKernel:
         """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
             state = self.start(holdings, None, m, None)
-        fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.count, state.threshold, m, TILE,
-                              state.skip, state.limits, state.hits, state.excess, state.counting)
+        fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.index, state.count, state.threshold, m,
+                              TILE, state.skip, state.offset, state.limits, state.hits, state.excess, state.counting)
         state.skip = 0
+        state.offset += pnl_t.shape[1]
         return state
 
     def finish(self, state, holdings, pnls, m):
-        """The top m of every row; rows that kept fewer than m losses (a pilot threshold above
-        their m-th largest, rare by design) are folded again over every chunk with no threshold: exact."""
-        kept = np.empty((state.values.shape[0], m))
-        top_m(state.values, state.count, m, kept)       # the state is spent: it reorders the held losses
+        """The top m of every row and their scenarios; rows that kept fewer than m losses (a pilot threshold
+        above their m-th largest, rare by design) are folded again over every chunk with no threshold: exact."""
+        rows = state.values.shape[0]
+        kept, scenario = np.empty((rows, m)), np.empty((rows, m), dtype=np.int64)
+        top_m(state.values, state.index, state.count, m, kept, scenario)  # the state is spent: reordered
         short = np.flatnonzero(state.count < m)
         if short.size:
             again, rows = None, holdings[short]
             for p in pnls:
                 again = self.fold(again, rows, p, m)
-            kept[short] = top(again)
-        return kept, int(short.size)
+            kept[short], scenario[short] = top(again)
+        return kept, scenario, int(short.size)
 
     def count(self, holdings, rows, pnls, limits):
         """``(hits, excess)`` [len(rows) x K] of ``limits`` by the losses of ``rows`` over every chunk."""

@@ -4,6 +4,12 @@ Each chunk's losses of a block of rows are materialised, ``-(H @ pnl.T)``,
 appended to the kept tail and cut back to the top m with the backend's
 top-k primitive.  The top m of a union is the top m of the union of top
 m's, so the result is exact whatever the chunking.
+
+With their scenario indices (:func:`fold_chunk_indexed`, what the kernel
+folds), the tail is kept in rank order instead: a stable sort of the kept
+tail followed by the chunk, by loss descending, ranks equal losses by the
+lower scenario index first (the kept tail holds only earlier scenarios
+and is itself in that order), the definition the fused kernel must equal.
 """
 
 from __future__ import annotations
@@ -37,6 +43,23 @@ def fold_chunk(backend, tail, holdings, pnl, m: int):
     if tail is not None:
         loss = xp.concat([tail, loss], axis=1)
     return backend.top_k(loss, min(m, loss.shape[1]))
+
+
+def fold_chunk_indexed(backend, tail, holdings, pnl, m: int, offset: int):
+    """:func:`fold_chunk` keeping each loss's scenario: ``(values, index)`` [rows x min(m, seen)], in rank order.
+
+    ``tail`` is the previous ``(values, index)`` (or None before the first
+    chunk); the chunk's first scenario has index ``offset``.  Rank order:
+    losses descending, equal losses by the lower scenario first.
+    """
+    xp = backend.xp
+    loss = -(holdings @ pnl.T)
+    index = xp.broadcast_to(xp.arange(offset, offset + loss.shape[1], dtype=xp.int64)[None, :], loss.shape)
+    if tail is not None:
+        loss = xp.concat([tail[0], loss], axis=1)
+        index = xp.concat([tail[1], index], axis=1)
+    order = xp.argsort(-loss, axis=1, stable=True)[:, :min(m, loss.shape[1])]
+    return xp.take_along_axis(loss, order, axis=1), xp.take_along_axis(index, order, axis=1)
 
 
 def count_exceedances(backend, holdings, pnl, limits):
@@ -82,12 +105,14 @@ class ReferenceKernel:
         return None          # limits are counted at the end (:meth:`count`)
 
     def fold(self, state, holdings, pnl, m):
-        values = fold_chunk(get_backend(self.backend_name), None if state is None else state.values, holdings, pnl, m)
-        return TailState(values, None, None, m)
+        tail, offset = (None, 0) if state is None else ((state.values, state.index), state.offset)
+        values, index = fold_chunk_indexed(get_backend(self.backend_name), tail, holdings, pnl, m, offset)
+        return TailState(values, None, None, m, index=index, offset=offset + pnl.shape[0])
 
     def finish(self, state, holdings, pnls, m):
-        top = np.asarray(get_backend(self.backend_name).to_numpy(state.values), dtype=np.float64)
-        return top, 0
+        b = get_backend(self.backend_name)
+        top = np.asarray(b.to_numpy(state.values), dtype=np.float64)
+        return top, np.asarray(b.to_numpy(state.index), dtype=np.int64), 0
 
     def count(self, holdings, rows, pnls, limits):
         """Counted over the whole block (the reference keeps no row subsets on the device), then cut to ``rows``."""
