@@ -389,6 +389,7 @@ CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
     "buffer.significance": _real(0, 1, low_open=True, high_open=True),
     "output.path": _path,
     "output.plots": _flag,
+    "output.report": _flag,
 }
 
 
