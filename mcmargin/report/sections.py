@@ -512,6 +512,9 @@ def cascade(ds: xr.Dataset, top: int) -> Section | None:
 _TESTS = ("coverage", "n_exceedances", "n_days", "kupiec_pvalue", "christoffersen_pvalue",
           "conditional_coverage_pvalue", "red_windows", "passed")
 
+#: Procyclicality of the margin (issue 16), with and without anti-procyclicality when both are stored.
+_PROCYCLICALITY = ("peak_to_trough", "max_increase_1d", "max_increase_30d")
+
 
 def _zones(lights) -> list[str]:
     lights = np.asarray(lights)
@@ -552,6 +555,13 @@ def backtest(ds: xr.Dataset, top: int) -> Section | None:
                 cols.append(Column(v, lambda x: number(x, 4)))
         body += table("backtest-tests", cols, list(zip(portfolios, *(ds[v].values for v in present))),
                       caption="tests per portfolio")
+    pro = [v for m in _PROCYCLICALITY for v in (m, f"{m}_no_apc") if v in ds and ds[v].dims == ("portfolio",)]
+    if pro:
+        apc = ds.attrs.get("margin_apc", "none")
+        body += table("backtest-procyclicality", [Column("portfolio", numeric=False)]
+                      + [Column(v, lambda x: number(x, 6)) for v in pro],
+                      list(zip(portfolios, *(ds[v].values for v in pro))),
+                      caption=f"procyclicality of the margin (margin.apc={apc}; _no_apc: the same margin without it)")
     for k, name in enumerate(portfolios):
         d = ds.isel(portfolio=k)
         im, loss = d["im"].values, d["loss"].values
@@ -576,39 +586,54 @@ def backtest(ds: xr.Dataset, top: int) -> Section | None:
 
 
 def buffer_calibration(ds: xr.Dataset, top: int) -> Section | None:
-    """The coverage/margin frontier per portfolio and the required buffer."""
+    """The coverage/margin frontier per portfolio and the required buffer, its tests and procyclicality."""
     if not {"buffer", "portfolio"} <= set(ds.dims) or "coverage" not in ds or "mean_margin" not in ds:
         return None
     portfolios = strings(ds["portfolio"].values)
     grid = ds["buffer"].values
-    cov = ds["coverage"].transpose("buffer", "portfolio").values
-    mean = ds["mean_margin"].transpose("buffer", "portfolio").values
+    by = lambda v: ds[v].transpose("buffer", "portfolio").values   # noqa: E731
+    cov, mean = by("coverage"), by("mean_margin")
     body = ""
     target = ds.attrs.get("target_coverage", ds.attrs.get("buffer_target_coverage"))
+    tests = [v for v in ("n_exceedances", "kupiec_pvalue", "christoffersen_pvalue", "red_windows") if v in ds]
+    pro = [v for v in _PROCYCLICALITY if v in ds]
+    count = lambda x: "-" if math.isnan(x) else f"{int(x):,}"      # noqa: E731 - NaN: no buffer passes
+    fmt = {"n_exceedances": count, "red_windows": count}
+    at = [None] * len(portfolios)                   # the grid index of each portfolio's required buffer
     if "required_buffer" in ds:
         rb = ds["required_buffer"].values
-        rows = []
-        for k, name in enumerate(portfolios):
-            j = int(np.argmin(np.abs(grid - rb[k]))) if not math.isnan(rb[k]) else None
-            rows.append((name, rb[k], cov[j, k] if j is not None else float("nan"),
-                         mean[j, k] if j is not None else float("nan")))
+        for k in range(len(portfolios)):
+            hit = np.flatnonzero(grid == rb[k]) if not math.isnan(rb[k]) else []
+            at[k] = int(hit[0]) if len(hit) else None
+        nan = float("nan")
+        rows = [(name, rb[k], *((cov[j, k], mean[j, k], *(by(v)[j, k] for v in tests)) if j is not None
+                                else (nan,) * (2 + len(tests))),
+                 *(by(v)[0 if j is None else j, k] for v in pro)) for k, (name, j) in enumerate(zip(portfolios, at))]
         body += table("required-buffer", [Column("portfolio", numeric=False),
                                           Column("required_buffer", lambda v: "none on the grid" if math.isnan(v)
                                                  else number(v, 6)),
                                           Column("coverage there", lambda v: share(v, 3)),
-                                          Column("mean_margin there", money)], rows,
-                      caption="the smallest buffer on the grid that passes"
-                              + (f" (target coverage {float(target):g})" if target is not None else ""))
+                                          Column("mean_margin there", money)]
+                      + [Column(f"{v} there", fmt.get(v, lambda x: number(x, 4))) for v in tests]
+                      + [Column(v, lambda x: number(x, 6), note="the same at every buffer: a ratio of margins")
+                         for v in pro], rows,
+                      caption="the smallest buffer on the grid that passes every test (passed)"
+                              + (f"; target coverage {float(target):g}" if target is not None else "")
+                              + ("; procyclicality does not depend on the buffer" if pro else ""))
+        none = [name for name, j in zip(portfolios, at) if j is None]
+        if none:
+            body += (f'<p id="no-buffer">No buffer on the grid (up to {number(grid.max(), 6)}) passes for '
+                     f"{esc(', '.join(none))}: widen buffer.grid.</p>")
     fig = Figure()
     for k, name in enumerate(portfolios):
         fig.add_scatter(x=mean[:, k], y=cov[:, k], mode="lines+markers", name=name, marker=dict(size=4),
                         customdata=grid, hovertemplate="buffer %{customdata:.2f}<br>mean margin %{x:,.0f}"
                                                        "<br>coverage %{y:.4f}<extra>" + esc(name) + "</extra>")
-        if "required_buffer" in ds and not math.isnan(ds["required_buffer"].values[k]):
-            j = int(np.argmin(np.abs(grid - ds["required_buffer"].values[k])))
+        if at[k] is not None:
+            j = at[k]
             fig.add_scatter(x=[mean[j, k]], y=[cov[j, k]], mode="markers", showlegend=False,
                             marker=dict(size=12, symbol="star", color="#b00020"),
-                            hovertemplate=f"{esc(name)}: required buffer {grid[j]:.2f}<extra></extra>")
+                            hovertemplate=f"{esc(name)}: required buffer {grid[j]:.4g}<extra></extra>")
     if target is not None:
         fig.add_hline(float(target), text="target coverage")
     fig.update_layout(title="coverage against mean margin as the buffer grows (star: required buffer)",
@@ -616,17 +641,17 @@ def buffer_calibration(ds: xr.Dataset, top: int) -> Section | None:
     body += chart(fig, "frontier", height=400)
     # The frontier as a table: every grid point would be long; a few points per portfolio read well.
     step = max(1, int(math.ceil(grid.size / 11)))
-    picks = sorted(set(range(0, grid.size, step)) | {grid.size - 1})
-    extra = [v for v in ("n_exceedances", "kupiec_pvalue", "christoffersen_pvalue", "red_windows") if v in ds]
+    picks = set(range(0, grid.size, step)) | {grid.size - 1}
+    extra = tests + (["passed"] if "passed" in ds else [])
     rows = []
     for k, name in enumerate(portfolios):
-        for j in picks:
-            rows.append((name, grid[j], cov[j, k], mean[j, k],
-                         *(ds[v].transpose("buffer", "portfolio").values[j, k] for v in extra)))
-    body += "<h3>The frontier at a few buffers</h3>" + table(
+        for j in sorted(picks | ({at[k]} if at[k] is not None else set())):
+            rows.append((name, grid[j], cov[j, k], mean[j, k], *(by(v)[j, k] for v in extra)))
+    fmt["passed"] = lambda x: "yes" if x else "no"
+    body += "<h3>The frontier at a few buffers (and at the required one)</h3>" + table(
         "frontier-table", [Column("portfolio", numeric=False), Column("buffer", lambda v: f"{v:.4g}"),
                            Column("coverage", lambda v: share(v, 3)), Column("mean_margin", money)]
-        + [Column(v, lambda x: number(x, 4)) for v in extra], rows)
+        + [Column(v, fmt.get(v, lambda x: number(x, 4)), numeric=v != "passed") for v in extra], rows)
     return Section(BUFFER, body)
 
 
