@@ -7,7 +7,7 @@ Sweeps ``buffer.grid`` over the backtest's stored ``im`` and ``loss`` (no
 model rerun): coverage, exceedances, the Kupiec and Christoffersen tests,
 red windows, mean margin and procyclicality per (buffer, portfolio), and
 ``required_buffer`` per portfolio; writes the dataset to ``output.path``, a
-frontier PNG beside it, and prints the frontier table
+frontier PNG and the HTML report (``output.report``) beside it, and prints the frontier table
 (docs/methodology.md, section 15).  All logic lives in
 :mod:`mcmargin.calibration.buffer`.
 """
@@ -100,9 +100,19 @@ def main(cfg: DictConfig) -> None:
 
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
         path = check_output_path(job_output_path(cfg.output.path))
+        report = None
+        if cfg.output.get("report", True):
+            from mcmargin.report import report_path_for
+            from mcmargin.report.page import check_report_path
+
+            report = check_report_path(report_path_for(path), key="output.report")
         ds = run(cfg)
         written = [plot_frontier(ds, plot_path(path))] if cfg.output.plots else []
         written.insert(0, str(write_dataset(ds, path)))
+        if report is not None:
+            from mcmargin.report import write_report
+
+            written.append(str(write_report(ds, report)))
     print(frontier_table(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

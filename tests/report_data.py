@@ -1,6 +1,7 @@
-"""Small datasets for the report tests: a real stress run, and backtest, buffer and cascade datasets built
-to the variable lists of their issues (docs/notes: issue 13 backtest, issue 16 buffer calibration, issue 15
-cascades), so the report's sections are tested before those jobs exist; an HTML table reader."""
+"""Small datasets for the report tests: real tiny runs of the jobs that write them (a stress run with the
+cascade, several models and named stresses; a backtest with anti-procyclicality; its buffer calibration),
+and hand-built backtest and buffer datasets for the cases a tiny real run does not reach (a red zone, no
+passing buffer on the grid); an HTML table reader."""
 
 from __future__ import annotations
 
@@ -9,6 +10,58 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+
+#: The tiny stress run with everything the report draws: two models, a default fund, the cascade with an
+#: insurance fund small enough to run out in a few scenarios (auto-deleveraging), loss distributions.
+CASCADE_RUN = ("portfolio.n_accounts=200", "scenarios.n=2000", "cascade.enabled=true", "cascade.insurance_fund=3e3",
+               "margin.models=[mc_es,span]", "default_fund.size=5e4", "output.loss_pools=3")
+
+
+def cascade_run() -> xr.Dataset:
+    """The stress job's dataset for :data:`CASCADE_RUN` (in process, as ``python -m jobs.stress`` computes it)."""
+    from conftest import stress_config
+    from jobs.stress import run
+
+    return run(stress_config(*CASCADE_RUN))
+
+
+def history_files(d) -> tuple[str, str]:
+    """600 business days of three fat-tailed assets with a volatility regime, and three books, as CSV in ``d``."""
+    g = np.random.default_rng(21)
+    n = 600
+    vol = np.where((np.arange(n) > 350) & (np.arange(n) < 450), 0.05, 0.015)
+    r = g.standard_t(4, (n, 3)) / np.sqrt(2) * vol[:, None] * np.array([1.0, 1.3, 0.8])
+    idx = pd.date_range("2022-01-03", periods=n, freq="B", name="date")
+    pd.DataFrame(np.exp(np.cumsum(r, axis=0)) * [100, 50, 20], index=idx,
+                 columns=["A", "B", "C"]).to_csv(d / "history.csv")
+    pd.DataFrame({"portfolio": ["long", "long", "short", "hedged", "hedged"], "asset": ["A", "B", "C", "A", "B"],
+                  "quantity": [10, 20, -30, 10, -15]}).to_csv(d / "portfolios.csv", index=False)
+    return str(d / "history.csv"), str(d / "portfolios.csv")
+
+
+def backtest_run(d) -> xr.Dataset:
+    """A real backtest (filtered historical simulation, buffer 0.1, anti-procyclicality buffer) on
+    :func:`history_files`, written to ``d/bt.zarr`` as ``python -m jobs.backtest`` writes it."""
+    from mcmargin.backtest.run import BacktestSettings, run_backtest
+    from mcmargin.inputs.history import load_history
+    from mcmargin.inputs.portfolios import load_portfolios
+    from mcmargin.output.store import write_dataset
+
+    hist, books = history_files(d)
+    h = load_history(hist)
+    st = BacktestSettings(model="fhs", n=200, seed=7, horizon=1, lookback=250, buffer=0.1, apc="buffer")
+    ds = run_backtest(h, load_portfolios(books, list(h.columns)), st, scheduler="sync")
+    write_dataset(ds, d / "bt.zarr")
+    return ds
+
+
+def buffer_run(backtest: xr.Dataset, grid=None, target_coverage=0.995) -> xr.Dataset:
+    """The buffer calibration of ``backtest`` (what ``python -m jobs.calibrate_buffer`` computes); at the
+    default target coverage the three books need buffers 0.07, 0.17 and 0.23."""
+    from mcmargin.calibration.buffer import buffer_grid, calibration_dataset
+
+    return calibration_dataset(backtest, buffer_grid(grid), target_coverage=target_coverage)
 
 
 def _da(values, dims, long_name, units, coords=None):
@@ -77,44 +130,6 @@ def buffer_dataset() -> xr.Dataset:
     }, coords=coords)
     ds.attrs.update(target_coverage=0.99, created="2026-12-05T10:00:00+00:00", backtest_sha256="0badc0de")
     return ds
-
-
-def with_cascade(ds: xr.Dataset, n_scenarios: int | None = None, seed: int = 5) -> xr.Dataset:
-    """``ds`` (a stress run) with the cascade's variables of issue 15, values drawn at random."""
-    rng = np.random.default_rng(seed)
-    n = n_scenarios or (ds.sizes["scenario"] if "scenario" in ds.dims else 500)
-    rounds = rng.poisson(0.7, n)
-    liquidated = rounds * rng.integers(0, 4, n)
-    draw = np.where(rounds > 0, rng.exponential(2e4, n), 0.0)
-    adl = np.where(draw > 4e4, draw - 4e4, 0.0)
-    loss = draw + adl
-    sc = ("scenario",)
-    out = ds.assign({
-        "cascade_rounds": _da(rounds, sc, "rounds", "1"), "liquidated_accounts": _da(liquidated, sc, "accounts", "1"),
-        "insurance_fund_draw": _da(draw, sc, "draw", "USD"), "adl_volume": _da(adl, sc, "adl", "USD"),
-        "cascade_loss": _da(loss, sc, "loss", "USD"),
-        "insurance_fund_exhausted_prob": _da(float((adl > 0).mean()), (), "exhausted", "1"),
-    })
-    conf = out["confidence"].values
-    out = out.assign({
-        "insurance_fund_draw_var": _da(np.quantile(draw, conf), ("confidence",), "var", "USD"),
-        "insurance_fund_draw_es": _da(np.quantile(draw, conf) * 1.2, ("confidence",), "es", "USD"),
-        "adl_volume_es": _da(np.quantile(adl, conf) * 1.1, ("confidence",), "es", "USD"),
-    })
-    if "stress" in out.dims:
-        k = out.sizes["stress"]
-        st = ("stress",)
-        out = out.assign({"stress_cascade_rounds": _da(rng.integers(0, 5, k), st, "rounds", "1"),
-                          "stress_liquidated_accounts": _da(rng.integers(0, 9, k), st, "accounts", "1"),
-                          "stress_insurance_fund_draw": _da(rng.exponential(1e4, k), st, "draw", "USD"),
-                          "stress_adl_volume": _da(rng.exponential(1e3, k), st, "adl", "USD"),
-                          "stress_cascade_loss": _da(rng.exponential(2e4, k), st, "loss", "USD")})
-    g = out.sizes["group"]
-    p0 = rng.uniform(0, 0.05, g)
-    out = out.assign({"group_liquidation_prob": _da(p0, ("group",), "liquidation prob", "1"),
-                      "group_liquidation_prob_cascade": _da(p0 + rng.uniform(0, 0.02, g), ("group",),
-                                                            "liquidation prob with cascade", "1")})
-    return out
 
 
 class _Tables(HTMLParser):

@@ -1,11 +1,13 @@
 """Each kind of report opened in headless Chromium (Debian's package, driven by Playwright): every section's
 title is on the page, every chart and image has loaded, the console shows no error, the tables sort, and the
-numbers on the rendered page are the dataset's.
+numbers on the rendered page are the dataset's.  The reports are those of real tiny runs (tests/report_data.py):
+a stress run with the cascade, two models and the named stresses; a backtest; its buffer calibration.
 
 Chromium is the system browser (``.ci/run`` installs Debian's ``chromium`` when it is missing); Playwright's
 own browser downloads are never used.  The tests skip, saying why, only where no Chromium can be found.
 """
 
+import math
 import os
 import shutil
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import stress_config
-from report_data import backtest_dataset, buffer_dataset, with_cascade
+from report_data import backtest_run, buffer_run, cascade_run
 from mcmargin.report import write_report
 
 #: Flags for a headless run with no network chatter of the browser's own (updates, sync, QUIC).
@@ -48,16 +50,18 @@ def browser():
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory, exported_book):
-    """A report of each kind: a stress run (two models, a fund, distributions, cascade variables), a backtest
-    and a buffer calibration; returns {kind: (path, dataset)}."""
+    """A report of each kind, from real runs: a stress run on the exported book (two models, a fund, shocks
+    kept, distributions), the tiny cascade run (report_data.CASCADE_RUN), a backtest and its buffer
+    calibration; returns {kind: (path, dataset)}."""
     from jobs.stress import run
 
     d = tmp_path_factory.mktemp("reports")
-    stress = with_cascade(run(stress_config("portfolio=files", f"portfolio.dir={exported_book}", "scenarios.n=1500",
-                                            "output.scenarios=true", "margin.models=[mc_es,span]",
-                                            "default_fund.size=5e4", "output.loss_pools=3")))
+    stress = run(stress_config("portfolio=files", f"portfolio.dir={exported_book}", "scenarios.n=1500",
+                               "output.scenarios=true", "margin.models=[mc_es,span]", "default_fund.size=5e4",
+                               "output.loss_pools=3"))
+    bt = backtest_run(d)
     out = {}
-    for kind, ds in (("stress", stress), ("backtest", backtest_dataset()), ("buffer", buffer_dataset())):
+    for kind, ds in (("stress", stress), ("cascade", cascade_run()), ("backtest", bt), ("buffer", buffer_run(bt))):
         out[kind] = (write_report(ds, d / f"{kind}.html"), ds)
     return out
 
@@ -77,14 +81,15 @@ def open_page(browser, path):
 
 
 EXPECTED = {
-    "stress": ["Run", "Totals", "Loss distribution of the largest pools", "Margin by model", "Named stresses",
-               "Cascade"],
+    "stress": ["Run", "Totals", "Loss distribution of the largest pools", "Margin by model", "Named stresses"],
+    "cascade": ["Run", "Totals", "Loss distribution of the largest pools", "Margin by model", "Named stresses",
+                "Cascade"],
     "backtest": ["Run", "Backtest"],
     "buffer": ["Run", "Buffer calibration"],
 }
 
 
-@pytest.mark.parametrize("kind", ["stress", "backtest", "buffer"])
+@pytest.mark.parametrize("kind", ["stress", "cascade", "backtest", "buffer"])
 def test_sections_charts_and_console(browser, reports, kind):
     path, ds = reports[kind]
     page, problems = open_page(browser, path)
@@ -141,6 +146,56 @@ def test_numbers_on_the_page_are_the_datasets(browser, reports):
     for k in range(ds.sizes["portfolio"]):
         marked = page.evaluate(f"document.getElementById('backtest-{k}').data[2].x.length")
         assert marked == int(ds["exceedance"].values[:, k].sum()) == int(ds["n_exceedances"].values[k])
+    page.close()
+
+
+def test_cascade_and_buffer_numbers_on_the_page_are_the_datasets(browser, reports):
+    """The cascade's and the buffer calibration's figures as the browser shows them, against the dataset."""
+    path, ds = reports["cascade"]
+    page, problems = open_page(browser, path)
+    cells = page.evaluate("Object.fromEntries(Array.from(document.querySelectorAll('#cascade tbody tr'))"
+                          ".map(r => [r.cells[0].textContent, Array.from(r.cells).slice(1).map(c => c.textContent)]))")
+    for v in ("insurance_fund_draw", "adl_volume", "cascade_loss", "insurance_fund_need"):
+        x = ds[v].values
+        assert cells[v][:4] == [f"{w:,.0f}" for w in (x.mean(), np.median(x), np.quantile(x, 0.99), x.max())]
+        assert cells[v][4] == f"{100 * (x > 0).mean():.2f}%"
+    r = ds["cascade_rounds"].values
+    assert cells["cascade_rounds"][3] == f"{r.max():.6g}" and cells["cascade_rounds"][0] == f"{r.mean():.6g}"
+    need = np.sort(ds["insurance_fund_need"].values)[::-1]
+    q = ds.attrs["margin_confidence"]
+    m = math.ceil(round(need.size * (1 - q), 9))
+    assert f": {need[m - 1]:,.0f} USD (VaR of insurance_fund_need" in page.text_content("#fund-needed")
+    stresses = page.evaluate("Array.from(document.querySelectorAll('#cascade-stresses tbody tr'))"
+                             ".map(r => [r.cells[0].textContent, r.cells[5].textContent, r.cells[7].textContent])")
+    moves = ds["stress_cascade_price_move"]
+    assert stresses == [[str(s), f"{float(c):,.0f}",
+                         str(moves.sel(stress=s).to_series().idxmin()) if float(moves.sel(stress=s).min()) < 0
+                         else ""] for s, c in zip(ds["stress"].values, ds["stress_cascade_loss"].values)]
+    # the charts hold the dataset: rounds as shares of scenarios, the run's fund marked on the need
+    values, counts = np.unique(ds["cascade_rounds"].values, return_counts=True)
+    assert page.evaluate("document.getElementById('cascade-0').data[0].x") == values.tolist()
+    np.testing.assert_allclose(page.evaluate("document.getElementById('cascade-0').data[0].y"),
+                               counts / r.size, rtol=1e-15)
+    assert page.evaluate("document.getElementById('cascade-3').layout.shapes.map(s => s.x0)") == [
+        ds.attrs["cascade_insurance_fund"]]
+    assert problems == []
+    page.close()
+    path, cal = reports["buffer"]
+    page, problems = open_page(browser, path)
+    shown = page.evaluate("Array.from(document.querySelectorAll('#required-buffer tbody tr'))"
+                          ".map(r => Array.from(r.cells).slice(0, 4).map(c => c.textContent))")
+    assert shown == [[str(p), f"{float(b):.6g}", f"{100 * float(cal['coverage'].sel(buffer=b, portfolio=p)):.3f}%",
+                      f"{float(cal['mean_margin'].sel(buffer=b, portfolio=p)):,.0f}"]
+                     for p, b in zip(cal["portfolio"].values, cal["required_buffer"].values)]
+    # the frontier chart: one curve per portfolio through every grid point, a star at each required buffer
+    for k, p in enumerate(cal["portfolio"].values):
+        curve = page.evaluate(f"document.getElementById('frontier').data[{2 * k}]")
+        assert curve["name"] == str(p) and curve["y"] == cal["coverage"].sel(portfolio=p).values.tolist()
+        assert curve["x"] == cal["mean_margin"].sel(portfolio=p).values.tolist()
+        star = page.evaluate(f"document.getElementById('frontier').data[{2 * k + 1}]")
+        b = float(cal["required_buffer"].sel(portfolio=p))
+        assert star["y"] == [float(cal["coverage"].sel(buffer=b, portfolio=p))]
+    assert problems == []
     page.close()
 
 

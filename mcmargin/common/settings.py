@@ -402,6 +402,7 @@ CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
     "buffer.significance": _real(0, 1, low_open=True, high_open=True),
     "output.path": _path,
     "output.plots": _flag,
+    "output.report": _flag,
 }
 #: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
 COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),

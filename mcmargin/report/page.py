@@ -78,6 +78,14 @@ class Column:
     note: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """A cell whose text is given (its row's units differ from the column's): ``value`` stays in data-value."""
+
+    value: object
+    text: str
+
+
 def table(table_id: str, columns, rows, caption: str = "") -> str:
     """A sortable ``<table>``: every cell carries its exact value in ``data-value`` for sorting and checking.
 
@@ -87,7 +95,8 @@ def table(table_id: str, columns, rows, caption: str = "") -> str:
         The ``id`` of the table (tests find tables by it).
     columns : sequence of Column
     rows : iterable of sequences
-        Raw values, one per column; each is shown through its column's ``fmt``.
+        Raw values, one per column; each is shown through its column's ``fmt`` (a :class:`Shown`
+        cell through its own text).
     caption : str
         Said above the table.
     """
@@ -97,9 +106,9 @@ def table(table_id: str, columns, rows, caption: str = "") -> str:
     for row in rows:
         cells = []
         for c, v in zip(columns, row):
-            raw = _raw(v)
+            raw, text = (_raw(v.value), v.text) if isinstance(v, Shown) else (_raw(v), c.fmt(v))
             cls = ' class="num"' if c.numeric else ""
-            cells.append(f'<td{cls} data-value="{esc(raw)}">{esc(c.fmt(v))}</td>')
+            cells.append(f'<td{cls} data-value="{esc(raw)}">{esc(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     if not body:

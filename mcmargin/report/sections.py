@@ -14,7 +14,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from .page import Column, Figure, Section, chart, esc, key_values, money, number, share, table
+from .page import Column, Figure, Section, Shown, chart, esc, key_values, money, number, share, table
 
 #: Section titles, in page order (tests look for them on the page).
 RUN, TOTALS, LOSSES, MODELS, STRESSES, CASCADE, BACKTEST, BUFFER = (
@@ -86,7 +86,8 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
         d = ds["date"].values
         pairs.append(("dates", f"{np.datetime_as_string(d[0], unit='D')} to "
                                f"{np.datetime_as_string(d[-1], unit='D')} ({d.size:,} dates)"))
-    for key in ("first_date", "last_date"):
+    for key in ("first_date", "last_date", "backtest_first_date", "backtest_last_date", "n_days",
+                "backtest_source"):
         if key in a:
             pairs.append((key.replace("_", " "), a[key]))
     size = []
@@ -113,9 +114,12 @@ def run_header(ds: xr.Dataset, kind: str, top: int) -> Section:
             pairs.append((key.replace("_", " "), f"{a[key]:,}" if key == "n_scenarios" else a[key]))
     if "margin_models" in a or "margin_model" in a:
         pairs.append(("margin model(s)", a.get("margin_models", a.get("margin_model"))))
-    for key in ("margin_confidence", "margin_buffer", "maintenance_ratio", "default_fund_size"):
+    for key in ("margin_confidence", "margin_buffer", "backtest_buffer", "target_coverage", "significance",
+                "test_stride", "maintenance_ratio", "default_fund_size", "cascade_insurance_fund"):
         if key in a:
             pairs.append((key.replace("_", " "), number(a[key], 10)))
+    if "margin_apc" in a:
+        pairs.append(("anti-procyclicality (margin.apc)", a["margin_apc"]))
     for key in ("backend", "device", "kernel", "cluster"):
         if key in a:
             pairs.append((key, a[key]))
@@ -352,47 +356,104 @@ def named_stresses(ds: xr.Dataset, top: int) -> Section | None:
             body += (f"<p>Reverse stress: Cover-2 exceeds the fund from a move of {move:.4f} along the direction "
                      f"(reverse_stress_move), pools {esc(behind)}.</p>")
     if "group_required_buffer" in ds:
-        p = primary(ds)
-        rb = p["group_required_buffer"].values
-        idx = top_indices(np.where(np.isinf(rb), np.finfo(float).max, rb), top, positive=True)
-        cols = [Column("pool", numeric=False), Column("group_required_buffer", lambda v: number(v, 6)),
-                Column("group_im", money)]
-        data = [pick(p["group"], idx), rb[idx], p["group_im"].values[idx]]
-        if "group_stress_coverage" in p:
-            cols.append(Column("group_stress_coverage", share))
-            data.append(p["group_stress_coverage"].values[idx])
-        body += ("<h3>Pools that need the largest buffer to cover every named stress</h3>"
-                 + table("required-buffers", cols, list(zip(*data)) if idx.size else []))
+        body += _stress_buffers(primary(ds), top)
     return Section(STRESSES, body)
+
+
+def _stress_buffers(p: xr.Dataset, top: int) -> str:
+    """The pools whose margin covers the named stresses least: group_stress_margin_gap (USD) first.
+
+    Ranked by the gap when the dataset has it (a pool with no margin needs an
+    infinite buffer however small its stress loss), else by the buffer.
+    """
+    rb = p["group_required_buffer"].values
+    gap = p["group_stress_margin_gap"].values if "group_stress_margin_gap" in p else None
+    rank = gap if gap is not None else np.where(np.isinf(rb), np.finfo(float).max, rb)
+    idx = top_indices(rank, top, positive=True)
+    buffer = lambda v: "none (group_im is 0)" if math.isinf(v) else number(v, 6)   # noqa: E731
+    cols = [Column("pool", numeric=False)]
+    data = [pick(p["group"], idx)]
+    if gap is not None:
+        cols.append(Column("group_stress_margin_gap", money))
+        data.append(gap[idx])
+    cols += [Column("group_required_buffer", buffer), Column("group_im", money)]
+    data += [rb[idx], p["group_im"].values[idx]]
+    if "group_stress_loss" in p:
+        cols.append(Column("largest group_stress_loss", money))
+        data.append(p["group_stress_loss"].max("stress").values[idx])
+    if "group_stress_coverage" in p:
+        cols.append(Column("group_stress_coverage", share))
+        data.append(p["group_stress_coverage"].values[idx])
+    short = int((rb > float(p.attrs.get("margin_buffer", 0)) + 1e-12).sum())
+    text = (f'<p id="stress-buffers">{short:,} of {rb.size:,} pools need a buffer above the configured '
+            f"{number(p.attrs.get('margin_buffer', 0), 6)} for group_im to cover every named stress "
+            f"(group_required_buffer), {int(np.isinf(rb).sum()):,} of them with no margin to scale")
+    if gap is not None:
+        text += f"; the margin to add is {money(gap.sum())} USD in all (sum of group_stress_margin_gap)"
+    by = "group_stress_margin_gap" if gap is not None else "group_required_buffer"
+    return (text + ".</p>" + f"<h3>Pools whose margin covers the named stresses least (by {by})</h3>"
+            + table("required-buffers", cols, list(zip(*data)) if idx.size else []))
 
 
 _CASCADE_VARS = ("cascade_rounds", "liquidated_accounts", "insurance_fund_draw", "adl_volume", "cascade_loss")
 
 
+def _by_units(da: xr.DataArray):
+    """USD to the dollar, counts and rounds as counts (to 6 significant digits: a mean is fractional)."""
+    return money if da.attrs.get("units") == "USD" else (lambda v: number(v, 6))
+
+
+def _cascade_params(ds: xr.Dataset) -> str:
+    """The cascade's settings (attr ``cascade_params``, a dict written as text) as one line."""
+    import ast
+
+    raw = ds.attrs.get("cascade_params")
+    if raw is None:
+        return ""
+    try:
+        params = ast.literal_eval(str(raw))
+    except (ValueError, SyntaxError):
+        params = None
+    text = "; ".join(f"{k} = {v:,g}" if isinstance(v, (int, float)) else f"{k} = {v}"
+                     for k, v in params.items()) if isinstance(params, dict) else str(raw)
+    return f'<p id="cascade-params">cascade settings (cascade.*): {esc(text)}.</p>'
+
+
 def cascade(ds: xr.Dataset, top: int) -> Section | None:
     """Rounds, liquidations, insurance-fund draw and auto-deleveraging across scenarios and named stresses."""
-    per_scenario = [v for v in _CASCADE_VARS if v in ds]
+    per_scenario = [v for v in (*_CASCADE_VARS, "insurance_fund_need") if v in ds and ds[v].dims == ("scenario",)]
     per_stress = [f"stress_{v}" for v in _CASCADE_VARS if f"stress_{v}" in ds]
     if not per_scenario and not per_stress:
         return None
-    body = ""
+    body = _cascade_params(ds)
     if per_scenario:
         n = ds[per_scenario[0]].size
-        rows = []
+        rows, fmts = [], []
         for v in per_scenario:
             x = ds[v].values.astype(float)
             rows.append((v, float(x.mean()), float(np.quantile(x, 0.5)), float(np.quantile(x, 0.99)),
                          float(x.max()), float((x > 0).mean())))
-        fmt = lambda v: number(v, 6)      # noqa: E731 - counts and USD alike, to 6 significant digits
-        body += table("cascade", [Column("variable", numeric=False), Column("mean", fmt), Column("median", fmt),
-                                  Column("99th percentile", fmt), Column("max", fmt),
-                                  Column("share of scenarios > 0", share)], rows,
-                      caption=f"across the {n:,} Monte Carlo scenarios")
+        # One format per column, so each row's figures are shown in their variable's units.
+        cell = lambda v: number(v, 6)      # noqa: E731
+        usd = {v for v in per_scenario if ds[v].attrs.get("units") == "USD"}
+        rows = [(r[0], *[Shown(x, money(x) if r[0] in usd else cell(x)) for x in r[1:5]], r[5]) for r in rows]
+        body += table("cascade", [Column("variable", numeric=False)]
+                      + [Column(h) for h in ("mean", "median", "99th percentile", "max")]
+                      + [Column("share of scenarios > 0", share)], rows,
+                      caption=f"across the {n:,} Monte Carlo scenarios (USD for the draws, volumes and losses)")
         if "insurance_fund_exhausted_prob" in ds:
             body += (f'<p id="fund-exhausted">insurance fund exhausted in '
                      f"{share(ds['insurance_fund_exhausted_prob'])} of scenarios "
                      f"(insurance_fund_exhausted_prob).</p>")
-        for k, v in enumerate(v for v in ("cascade_rounds", "insurance_fund_draw", "adl_volume") if v in ds):
+        if "cascade_fund_needed" in ds.attrs:
+            q = ds.attrs.get("cascade_fund_needed_confidence", ds.attrs.get("margin_confidence", ""))
+            body += (f'<p id="fund-needed">insurance fund needed to avoid auto-deleveraging at q = {q}: '
+                     f"{money(ds.attrs['cascade_fund_needed'])} USD (VaR of insurance_fund_need, "
+                     f"attr cascade_fund_needed)"
+                     + (f"; the run's fund: {money(ds.attrs['cascade_insurance_fund'])} USD"
+                        if "cascade_insurance_fund" in ds.attrs else "") + ".</p>")
+        for k, v in enumerate(v for v in ("cascade_rounds", "insurance_fund_draw", "adl_volume",
+                                          "insurance_fund_need") if v in per_scenario):
             x = ds[v].values.astype(float)
             if v == "cascade_rounds":
                 values, counts = np.unique(x, return_counts=True)
@@ -401,19 +462,40 @@ def cascade(ds: xr.Dataset, top: int) -> Section | None:
                 counts, edges = np.histogram(x, bins=40)
                 fig = Figure().add_bar(x=0.5 * (edges[1:] + edges[:-1]), y=counts / x.size, width=np.diff(edges),
                                        marker={"color": "#4a7ab5"})
-            fig.update_layout(title=f"{v} across scenarios", yaxis_title="share of scenarios", bargap=0.05)
+                if v == "insurance_fund_need" and "cascade_insurance_fund" in ds.attrs:
+                    fig.add_vline(float(ds.attrs["cascade_insurance_fund"]), text="the run's insurance fund")
+            unit = " (USD)" if v in usd else ""
+            fig.update_layout(title=f"{v}{unit} across scenarios", yaxis_title="share of scenarios", bargap=0.05)
             body += chart(fig, f"cascade-{k}", height=300)
     tails = [v for v in ("insurance_fund_draw_var", "insurance_fund_draw_es", "adl_volume_es") if v in ds]
     if tails and "confidence" in ds[tails[0]].dims:
         conf = ds[tails[0]]["confidence"].values
         body += table("cascade-tails", [Column("confidence", lambda v: f"{v:g}")] + [Column(v, money) for v in tails],
                       [(q, *(float(ds[v].sel(confidence=q)) for v in tails)) for q in conf])
+    if "cascade_price_move" in ds and "asset" in ds["cascade_price_move"].dims:
+        move = ds["cascade_price_move"].transpose("scenario", "asset").values
+        assets = strings(ds["asset"].values)
+        rows = [(name, float(move[:, j].mean()), float(move[:, j].min()), float(np.quantile(move[:, j], 0.01)),
+                 float(move[:, j].max()), float((move[:, j] != 0).mean())) for j, name in enumerate(assets)]
+        signed = lambda v: f"{v:+.6f}" if v else "0"   # noqa: E731 - a log move: negative when sellers pushed down
+        body += "<h3>Price moves added by the cascade's market impact</h3>" + table(
+            "cascade-price-move", [Column("asset", numeric=False), Column("mean", signed), Column("min", signed),
+                                   Column("1st percentile", signed), Column("max", signed),
+                                   Column("share of scenarios moved", share)], rows,
+            caption="cascade_price_move: the signed log price move the forced sales added, across scenarios")
     if per_stress:
         names = strings(ds["stress"].values)
-        body += "<h3>Named stresses</h3>" + table(
-            "cascade-stresses", [Column("stress", numeric=False)] + [Column(v, lambda v: number(v, 6))
-                                                                    for v in per_stress],
-            list(zip(names, *(ds[v].values for v in per_stress))))
+        cols = [Column("stress", numeric=False)] + [Column(v, _by_units(ds[v])) for v in per_stress]
+        data = [names, *(ds[v].values for v in per_stress)]
+        if "stress_cascade_price_move" in ds:
+            sm = ds["stress_cascade_price_move"]
+            worst = sm.values.min(axis=sm.dims.index("asset"))
+            at = np.asarray(sm["asset"].values)[sm.values.argmin(axis=sm.dims.index("asset"))]
+            cols += [Column("largest fall added (stress_cascade_price_move)", lambda v: f"{v:+.6f}" if v else "0"),
+                     Column("asset", numeric=False)]
+            data += [worst, [str(x) if w < 0 else "" for x, w in zip(at, worst)]]
+        body += "<h3>Named stresses</h3>" + table("cascade-stresses", cols, list(zip(*data)),
+                                                  caption="USD for the draws, volumes and losses")
     if "group_liquidation_prob_cascade" in ds:
         p = primary(ds)
         lp = p["group_liquidation_prob_cascade"].values
@@ -433,6 +515,9 @@ def cascade(ds: xr.Dataset, top: int) -> Section | None:
 
 _TESTS = ("coverage", "n_exceedances", "n_days", "kupiec_pvalue", "christoffersen_pvalue",
           "conditional_coverage_pvalue", "red_windows", "passed")
+
+#: Procyclicality of the margin (issue 16), with and without anti-procyclicality when both are stored.
+_PROCYCLICALITY = ("peak_to_trough", "max_increase_1d", "max_increase_30d")
 
 
 def _zones(lights) -> list[str]:
@@ -474,6 +559,13 @@ def backtest(ds: xr.Dataset, top: int) -> Section | None:
                 cols.append(Column(v, lambda x: number(x, 4)))
         body += table("backtest-tests", cols, list(zip(portfolios, *(ds[v].values for v in present))),
                       caption="tests per portfolio")
+    pro = [v for m in _PROCYCLICALITY for v in (m, f"{m}_no_apc") if v in ds and ds[v].dims == ("portfolio",)]
+    if pro:
+        apc = ds.attrs.get("margin_apc", "none")
+        body += table("backtest-procyclicality", [Column("portfolio", numeric=False)]
+                      + [Column(v, lambda x: number(x, 6)) for v in pro],
+                      list(zip(portfolios, *(ds[v].values for v in pro))),
+                      caption=f"procyclicality of the margin (margin.apc={apc}; _no_apc: the same margin without it)")
     for k, name in enumerate(portfolios):
         d = ds.isel(portfolio=k)
         im, loss = d["im"].values, d["loss"].values
@@ -498,39 +590,54 @@ def backtest(ds: xr.Dataset, top: int) -> Section | None:
 
 
 def buffer_calibration(ds: xr.Dataset, top: int) -> Section | None:
-    """The coverage/margin frontier per portfolio and the required buffer."""
+    """The coverage/margin frontier per portfolio and the required buffer, its tests and procyclicality."""
     if not {"buffer", "portfolio"} <= set(ds.dims) or "coverage" not in ds or "mean_margin" not in ds:
         return None
     portfolios = strings(ds["portfolio"].values)
     grid = ds["buffer"].values
-    cov = ds["coverage"].transpose("buffer", "portfolio").values
-    mean = ds["mean_margin"].transpose("buffer", "portfolio").values
+    by = lambda v: ds[v].transpose("buffer", "portfolio").values   # noqa: E731
+    cov, mean = by("coverage"), by("mean_margin")
     body = ""
     target = ds.attrs.get("target_coverage", ds.attrs.get("buffer_target_coverage"))
+    tests = [v for v in ("n_exceedances", "kupiec_pvalue", "christoffersen_pvalue", "red_windows") if v in ds]
+    pro = [v for v in _PROCYCLICALITY if v in ds]
+    count = lambda x: "-" if math.isnan(x) else f"{int(x):,}"      # noqa: E731 - NaN: no buffer passes
+    fmt = {"n_exceedances": count, "red_windows": count}
+    at = [None] * len(portfolios)                   # the grid index of each portfolio's required buffer
     if "required_buffer" in ds:
         rb = ds["required_buffer"].values
-        rows = []
-        for k, name in enumerate(portfolios):
-            j = int(np.argmin(np.abs(grid - rb[k]))) if not math.isnan(rb[k]) else None
-            rows.append((name, rb[k], cov[j, k] if j is not None else float("nan"),
-                         mean[j, k] if j is not None else float("nan")))
+        for k in range(len(portfolios)):
+            hit = np.flatnonzero(grid == rb[k]) if not math.isnan(rb[k]) else []
+            at[k] = int(hit[0]) if len(hit) else None
+        nan = float("nan")
+        rows = [(name, rb[k], *((cov[j, k], mean[j, k], *(by(v)[j, k] for v in tests)) if j is not None
+                                else (nan,) * (2 + len(tests))),
+                 *(by(v)[0 if j is None else j, k] for v in pro)) for k, (name, j) in enumerate(zip(portfolios, at))]
         body += table("required-buffer", [Column("portfolio", numeric=False),
                                           Column("required_buffer", lambda v: "none on the grid" if math.isnan(v)
                                                  else number(v, 6)),
                                           Column("coverage there", lambda v: share(v, 3)),
-                                          Column("mean_margin there", money)], rows,
-                      caption="the smallest buffer on the grid that passes"
-                              + (f" (target coverage {float(target):g})" if target is not None else ""))
+                                          Column("mean_margin there", money)]
+                      + [Column(f"{v} there", fmt.get(v, lambda x: number(x, 4))) for v in tests]
+                      + [Column(v, lambda x: number(x, 6), note="the same at every buffer: a ratio of margins")
+                         for v in pro], rows,
+                      caption="the smallest buffer on the grid that passes every test (passed)"
+                              + (f"; target coverage {float(target):g}" if target is not None else "")
+                              + ("; procyclicality does not depend on the buffer" if pro else ""))
+        none = [name for name, j in zip(portfolios, at) if j is None]
+        if none:
+            body += (f'<p id="no-buffer">No buffer on the grid (up to {number(grid.max(), 6)}) passes for '
+                     f"{esc(', '.join(none))}: widen buffer.grid.</p>")
     fig = Figure()
     for k, name in enumerate(portfolios):
         fig.add_scatter(x=mean[:, k], y=cov[:, k], mode="lines+markers", name=name, marker=dict(size=4),
                         customdata=grid, hovertemplate="buffer %{customdata:.2f}<br>mean margin %{x:,.0f}"
                                                        "<br>coverage %{y:.4f}<extra>" + esc(name) + "</extra>")
-        if "required_buffer" in ds and not math.isnan(ds["required_buffer"].values[k]):
-            j = int(np.argmin(np.abs(grid - ds["required_buffer"].values[k])))
+        if at[k] is not None:
+            j = at[k]
             fig.add_scatter(x=[mean[j, k]], y=[cov[j, k]], mode="markers", showlegend=False,
                             marker=dict(size=12, symbol="star", color="#b00020"),
-                            hovertemplate=f"{esc(name)}: required buffer {grid[j]:.2f}<extra></extra>")
+                            hovertemplate=f"{esc(name)}: required buffer {grid[j]:.4g}<extra></extra>")
     if target is not None:
         fig.add_hline(float(target), text="target coverage")
     fig.update_layout(title="coverage against mean margin as the buffer grows (star: required buffer)",
@@ -538,17 +645,17 @@ def buffer_calibration(ds: xr.Dataset, top: int) -> Section | None:
     body += chart(fig, "frontier", height=400)
     # The frontier as a table: every grid point would be long; a few points per portfolio read well.
     step = max(1, int(math.ceil(grid.size / 11)))
-    picks = sorted(set(range(0, grid.size, step)) | {grid.size - 1})
-    extra = [v for v in ("n_exceedances", "kupiec_pvalue", "christoffersen_pvalue", "red_windows") if v in ds]
+    picks = set(range(0, grid.size, step)) | {grid.size - 1}
+    extra = tests + (["passed"] if "passed" in ds else [])
     rows = []
     for k, name in enumerate(portfolios):
-        for j in picks:
-            rows.append((name, grid[j], cov[j, k], mean[j, k],
-                         *(ds[v].transpose("buffer", "portfolio").values[j, k] for v in extra)))
-    body += "<h3>The frontier at a few buffers</h3>" + table(
+        for j in sorted(picks | ({at[k]} if at[k] is not None else set())):
+            rows.append((name, grid[j], cov[j, k], mean[j, k], *(by(v)[j, k] for v in extra)))
+    fmt["passed"] = lambda x: "yes" if x else "no"
+    body += "<h3>The frontier at a few buffers (and at the required one)</h3>" + table(
         "frontier-table", [Column("portfolio", numeric=False), Column("buffer", lambda v: f"{v:.4g}"),
                            Column("coverage", lambda v: share(v, 3)), Column("mean_margin", money)]
-        + [Column(v, lambda x: number(x, 4)) for v in extra], rows)
+        + [Column(v, fmt.get(v, lambda x: number(x, 4)), numeric=v != "passed") for v in extra], rows)
     return Section(BUFFER, body)
 
 
