@@ -10,12 +10,23 @@
 - :mod:`.plots`: diagnostic figures (vol paths, correlation heat map, QQ).
 """
 
-from .dependence import devolatized_correlation, ledoit_wolf_intensity
-from .fit import CalibrationSettings, calibrate, load_params, save_params
-from .tdist import fit_copula_dof, fit_mvt_dof, fit_t_dof, pseudo_observations
-from .volatility import VOL_METHODS, VolFilter, devolatize, ewma_variance, filter_volatility, garch_fit
+import importlib
 
-__all__ = ["CalibrationSettings", "VOL_METHODS", "VolFilter", "calibrate", "devolatize",
-           "devolatized_correlation", "ewma_variance", "filter_volatility", "fit_copula_dof", "fit_mvt_dof",
-           "fit_t_dof", "garch_fit", "ledoit_wolf_intensity", "load_params", "pseudo_observations",
-           "save_params"]
+# Lazy re-exports (PEP 562): the stress run imports calibration.apc and
+# calibration.buffer for every run, and importing fit/tdist here would pull in
+# scipy.stats (about 1 s) for nothing.
+_EXPORTS = {
+    "devolatized_correlation": "dependence", "ledoit_wolf_intensity": "dependence",
+    "CalibrationSettings": "fit", "calibrate": "fit", "load_params": "fit", "save_params": "fit",
+    "fit_copula_dof": "tdist", "fit_mvt_dof": "tdist", "fit_t_dof": "tdist", "pseudo_observations": "tdist",
+    "VOL_METHODS": "volatility", "VolFilter": "volatility", "devolatize": "volatility",
+    "ewma_variance": "volatility", "filter_volatility": "volatility", "garch_fit": "volatility",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
