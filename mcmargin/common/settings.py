@@ -408,6 +408,7 @@ COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("h
                                  "output.lock_wait": _real(0), "output.work_dir": _text}
 STRESS_RULES.update(COMMON_RULES)
 CALIBRATE_RULES.update(COMMON_RULES)
+CALIBRATE_BUFFER_RULES.update(COMMON_RULES)
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
@@ -464,3 +465,4 @@ BACKTEST_RULES: dict[str, Rule] = {
     "output.path": _path,
     "output.report": _flag,
 }
+BACKTEST_RULES.update(COMMON_RULES)
