@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .files import read_table
+from .files import PORTFOLIO_COLUMNS, read_table
 
-COLUMNS = ("portfolio", "asset", "quantity")
+#: The columns read (a column named twice, after stripping spaces, is an error: which one holds the data?).
+COLUMNS = PORTFOLIO_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
