@@ -2,7 +2,7 @@
 
 import numpy as np
 import pandas as pd
-from hypothesis import given
+from hypothesis import event, given
 
 from fuzz import FUZZ, Table, check_loader, dates, examples, file_forms, ids, in_temp_dir, numbers, \
     positive_numbers, table_edits, write_table
@@ -31,6 +31,7 @@ def test_fuzz_portfolios(edit, form):
     with in_temp_dir() as d:
         path = write_table(edit, d / "portfolios", form)
         pf = check_loader(lambda: load_portfolios(path, KNOWN), files=[path])
+    event("refused" if isinstance(pf, McMarginError) else "loaded")
     if isinstance(pf, McMarginError):
         return
     check_portfolios(pf)
@@ -49,7 +50,7 @@ def test_fuzz_portfolios(edit, form):
 # ----------------------------------------------------------------------------- the backtest's history
 _rng = np.random.default_rng(11)
 _prices = 100 * np.exp(np.cumsum(_rng.normal(0, 0.02, (40, 2)), axis=0))
-HISTORY = Table(["date", "BTC", "ETH"], [[d.date().isoformat(), repr(a), repr(b)] for d, (a, b) in
+HISTORY = Table(["date", "BTC", "ETH"], [[d.date().isoformat(), repr(float(a)), repr(float(b))] for d, (a, b) in
                                          zip(pd.date_range("2026-09-01", periods=40), _prices)])
 
 
@@ -74,6 +75,7 @@ def test_fuzz_backtest_history(edit, form):
             return run_backtest(history, load_portfolios(books, list(history.columns)), st)
 
         ds = check_loader(backtest, files=[path, books])
+    event("refused" if isinstance(ds, McMarginError) else "backtested")
     if isinstance(ds, McMarginError):
         return
     for name in ("im", "loss"):

@@ -147,3 +147,20 @@ def test_portfolios_column_named_twice_is_an_error_naming_it(tmp_path, header, w
     with pytest.raises(InputError, match=rf"column '{column}' appears 2 times in the header \(columns {where}\)") as e:
         load_portfolios(path, ["BTC"])
     assert e.value.file == str(path) and e.value.row == 1 and e.value.column == column
+
+
+def test_date_only_history_in_a_backtest_is_refused_by_name(tmp_path):
+    # Found by the history fuzz test once its base table held numbers (it held "np.float64(...)" cells, so every
+    # example was refused): a history with a date column only loads with no price column (the loader's contract);
+    # the backtest then refuses each holding of the portfolios file, saying the history has no columns.
+    from mcmargin.inputs.history import load_history
+    from mcmargin.inputs.portfolios import load_portfolios
+
+    (tmp_path / "h.csv").write_text("date\n2026-10-01\n2026-10-02\n")
+    (tmp_path / "p.csv").write_text("portfolio,asset,quantity\nlong,BTC,1\n")
+    history = load_history(tmp_path / "h.csv")
+    assert history.shape == (2, 0)
+    with pytest.raises(InputError, match=r"unknown asset 'BTC': not a price column of the history \(columns: none\)"
+                       ) as e:
+        load_portfolios(tmp_path / "p.csv", list(history.columns))
+    assert (e.value.row, e.value.column) == (2, "asset")

@@ -93,7 +93,7 @@ def load_portfolios(path, known_assets) -> Portfolios:
         i = int(np.argmax(unknown))
         shown = ", ".join(list(map(str, known_assets))[:12])
         raise InputError(file, f"unknown asset {assets[i]!r}: not a price column of the history "
-                               f"(columns: {shown}{' ...' if len(known) > 12 else ''})", row=int(rows[i]),
+                               f"(columns: {shown or 'none'}{' ...' if len(known) > 12 else ''})", row=int(rows[i]),
                          column="asset")
     qty = frame["quantity"]
     values = pd.to_numeric(qty.astype(str).str.strip() if qty.dtype == object else qty, errors="coerce")
