@@ -135,8 +135,10 @@ def backtest_run(tmp_path_factory):
     assert [s["stage"] for s in stages] == ["load_inputs", "backtest", "write"]
     assert all(s["seconds"] >= 0 for s in stages)
     p = run_job("jobs.calibrate_buffer", "backtest_path=bt.zarr", "buffer.grid=[0,0.1,0.5]", "output.path=cal.nc",
-                "output.plots=false", cwd=root)
+                "output.plots=false", "logging.format=json", cwd=root)
     assert p.returncode == 0, p.stderr[-2000:]
+    stages = [json.loads(x)["stage"] for x in p.stderr.splitlines() if x.startswith("{") and '"stage"' in x]
+    assert stages == ["backtest", "sweep", "write"]
     return root
 
 
