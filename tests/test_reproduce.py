@@ -207,3 +207,17 @@ def test_stress_run_records_the_buffer_calibration_it_reads(backtest_run, tmp_pa
         margin, attrs = resolve_buffer({"buffer": str(cal), "buffer_portfolio": portfolio})
     assert inputs == {str(cal.resolve()): sha256_of(cal)} and attrs["margin_buffer_source"] == str(cal)
     assert json.dumps(inputs)   # JSON-serialisable, as audit_attrs stores it
+
+
+def test_report_of_the_backtest_logs_its_stages_and_checks_logging_format(backtest_run, tmp_path):
+    import json
+
+    page = tmp_path / "bt.html"
+    p = run_job("jobs.report", f"dataset={backtest_run / 'bt.zarr'}", f"output.path={page}", "logging.format=json",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    stages = [json.loads(x) for x in p.stderr.splitlines() if x.startswith("{") and '"stage"' in x]
+    assert [s["stage"] for s in stages] == ["render", "write"] and page.stat().st_size > 1000
+    p = run_job("jobs.report", f"dataset={backtest_run / 'bt.zarr'}", f"output.path={tmp_path / 'x.html'}",
+                "logging.format=xml", cwd=tmp_path)
+    assert p.returncode == 2 and "logging.format" in p.stderr and not (tmp_path / "x.html").exists()

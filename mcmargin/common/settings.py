@@ -409,6 +409,7 @@ COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("h
 STRESS_RULES.update(COMMON_RULES)
 CALIBRATE_RULES.update(COMMON_RULES)
 CALIBRATE_BUFFER_RULES.update(COMMON_RULES)
+REPORT_RULES["logging.format"] = COMMON_RULES["logging.format"]
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
