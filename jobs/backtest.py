@@ -26,18 +26,18 @@ from mcmargin.errors import ConfigError
 
 log = logging.getLogger("mcmargin.backtest")
 
+
 def run(cfg: DictConfig):
     """Run the backtest ``cfg`` describes and return its dataset (an ``xarray.Dataset``, not written)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, BACKTEST_RULES)
     from mcmargin.backtest.run import BacktestSettings, run_backtest
+    from mcmargin.common.audit import audit_attrs, recording
+    from mcmargin.common.logs import stage
     from mcmargin.inputs.history import load_history
     from mcmargin.inputs.portfolios import file_sha256, load_portfolios
     from mcmargin.output.store import check_figures
     from mcmargin.pipeline.runtime import job_scheduler
-
-    from mcmargin.common.audit import audit_attrs, recording
-    from mcmargin.common.logs import stage
 
     settings = BacktestSettings.from_config(c)
     for key in ("history", "portfolios"):

@@ -69,10 +69,9 @@ def run(cfg: DictConfig):
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, CALIBRATE_BUFFER_RULES)
     from mcmargin.calibration.buffer import buffer_grid, calibration_dataset
-    from mcmargin.output.store import check_figures
-
     from mcmargin.common.audit import audit_attrs, record_input, recording
     from mcmargin.common.logs import stage
+    from mcmargin.output.store import check_figures
 
     b = c.get("buffer") or {}
     grid = buffer_grid(b.get("grid"))
