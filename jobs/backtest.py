@@ -12,10 +12,9 @@ and a PNG per portfolio beside it.  All logic lives in
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib.metadata as md
 import logging
 import os
+import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -27,14 +26,14 @@ from mcmargin.errors import ConfigError
 
 log = logging.getLogger("mcmargin.backtest")
 
-_VERSIONS = ("mcmargin", "numpy", "numba", "dask", "xarray", "zarr", "scipy", "arch")
-
 
 def run(cfg: DictConfig):
     """Run the backtest ``cfg`` describes and return its dataset (an ``xarray.Dataset``, not written)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, BACKTEST_RULES)
     from mcmargin.backtest.run import BacktestSettings, run_backtest
+    from mcmargin.common.audit import audit_attrs, recording
+    from mcmargin.common.logs import stage
     from mcmargin.inputs.history import load_history
     from mcmargin.inputs.portfolios import file_sha256, load_portfolios
     from mcmargin.output.store import check_figures
@@ -44,14 +43,20 @@ def run(cfg: DictConfig):
     for key in ("history", "portfolios"):
         if not c.get(key):
             raise ConfigError(key, f"is required: {key}=PATH (CSV or Parquet)")
-    history = load_history(c["history"])
-    portfolios = load_portfolios(c["portfolios"], list(history.columns))
-    with job_scheduler(c["cluster"]) as scheduler:
-        ds = run_backtest(history, portfolios, settings, scheduler=scheduler,
-                          history_sha256=file_sha256(c["history"]))
-    ds.attrs.update(config=OmegaConf.to_yaml(cfg, resolve=True),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    versions=", ".join(f"{p} {_version(p)}" for p in _VERSIONS))
+    timings: dict = {}
+    t0 = time.perf_counter()
+    with recording() as inputs:   # the loaders record the history and portfolios files with their sha256
+        with stage("load_inputs", timings):
+            history = load_history(c["history"])
+            portfolios = load_portfolios(c["portfolios"], list(history.columns))
+        with stage("backtest", timings, dates=int(history.shape[0]), portfolios=len(portfolios.names)):
+            with job_scheduler(c["cluster"]) as scheduler:
+                ds = run_backtest(history, portfolios, settings, scheduler=scheduler,
+                                  history_sha256=file_sha256(c["history"]))
+    timings["job_s"] = time.perf_counter() - t0
+    ds.attrs.update(audit_attrs(job="jobs.backtest", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                                inputs=inputs, seed=c["scenarios"].get("seed"), backend=str(c.get("backend", "numpy")),
+                                timings=timings))
     return check_figures(ds)
 
 
@@ -74,18 +79,13 @@ def write(ds, path, plots: bool = True) -> list[str]:
     return written
 
 
-def _version(package: str) -> str:
-    try:
-        return md.version(package)
-    except md.PackageNotFoundError:
-        return "?"
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="backtest")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(cfg):   # applies logging.format
         from mcmargin.backtest.run import summary
-        from mcmargin.output.store import check_output_path
+        from mcmargin.common.logs import stage
+        from mcmargin.common.settings import real_number
+        from mcmargin.output.store import check_output_path, run_lock
         from mcmargin.pipeline.runtime import job_output_path
 
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
@@ -96,12 +96,16 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.report.page import check_report_path
 
             report = check_report_path(report_path_for(path), key="output.report")
-        ds = run(cfg)
-        written = write(ds, path, bool(cfg.backtest.plots))
-        if report is not None:
-            from mcmargin.report import write_report
+        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
+            ds = run(cfg)
+            with stage("write", path=str(path)):
+                written = write(ds, path, bool(cfg.backtest.plots))
+            if report is not None:
+                from mcmargin.report import write_report
 
-            written.append(str(write_report(ds, report)))
+                with stage("report", path=str(report)):
+                    written.append(str(write_report(ds, report)))
     print(summary(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

@@ -14,9 +14,9 @@ frontier PNG and the HTML report (``output.report``) beside it, and prints the f
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
+import time
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -69,15 +69,27 @@ def run(cfg: DictConfig):
     c = OmegaConf.to_container(cfg, resolve=True)
     check_settings(c, CALIBRATE_BUFFER_RULES)
     from mcmargin.calibration.buffer import buffer_grid, calibration_dataset
+    from mcmargin.common.audit import audit_attrs, record_input, recording
+    from mcmargin.common.logs import stage
     from mcmargin.output.store import check_figures
 
     b = c.get("buffer") or {}
     grid = buffer_grid(b.get("grid"))
-    source, where = backtest(c)
-    ds = calibration_dataset(source, grid, target_coverage=b.get("target_coverage"),
-                             significance=float(b.get("significance", 0.05)))
-    ds.attrs.update(backtest_source=where, config=OmegaConf.to_yaml(cfg, resolve=True),
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    timings: dict = {}
+    t0 = time.perf_counter()
+    with recording() as inputs:   # the backtest dataset, or the history and portfolios files
+        with stage("backtest", timings):
+            source, where = backtest(c)
+            if c.get("backtest_path"):
+                record_input(c["backtest_path"])
+        with stage("sweep", timings, buffers=len(grid)):
+            ds = calibration_dataset(source, grid, target_coverage=b.get("target_coverage"),
+                                     significance=float(b.get("significance", 0.05)))
+    timings["job_s"] = time.perf_counter() - t0
+    ds.attrs.update(backtest_source=where)
+    ds.attrs.update(audit_attrs(job="jobs.calibrate_buffer", config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                                inputs=inputs, seed=None if c.get("backtest_path") else c["scenarios"].get("seed"),
+                                timings=timings))
     return check_figures(ds)
 
 
@@ -93,9 +105,11 @@ def plot_path(path) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate_buffer")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(cfg):   # applies logging.format
         from mcmargin.calibration.buffer import frontier_table, plot_frontier
-        from mcmargin.output.store import check_output_path, write_dataset
+        from mcmargin.common.logs import stage
+        from mcmargin.common.settings import real_number
+        from mcmargin.output.store import check_output_path, run_lock, write_dataset
         from mcmargin.pipeline.runtime import job_output_path
 
         check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
@@ -106,13 +120,17 @@ def main(cfg: DictConfig) -> None:
             from mcmargin.report.page import check_report_path
 
             report = check_report_path(report_path_for(path), key="output.report")
-        ds = run(cfg)
-        written = [plot_frontier(ds, plot_path(path))] if cfg.output.plots else []
-        written.insert(0, str(write_dataset(ds, path)))
-        if report is not None:
-            from mcmargin.report import write_report
+        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+        with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
+            ds = run(cfg)
+            with stage("write", path=str(path)):
+                written = [plot_frontier(ds, plot_path(path))] if cfg.output.plots else []
+                written.insert(0, str(write_dataset(ds, path)))
+            if report is not None:
+                from mcmargin.report import write_report
 
-            written.append(str(write_report(ds, report)))
+                with stage("report", path=str(report)):
+                    written.append(str(write_report(ds, report)))
     print(frontier_table(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

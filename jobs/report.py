@@ -49,9 +49,13 @@ def render(cfg: DictConfig):
 def main(cfg: DictConfig) -> None:
     from mcmargin.report.page import write_text_atomically
 
-    with user_errors():
-        html, out = render(cfg)
-        out = write_text_atomically(html, out)
+    with user_errors(cfg):   # applies logging.format
+        from mcmargin.common.logs import stage
+
+        with stage("render", dataset=str(cfg.dataset)):
+            html, out = render(cfg)
+        with stage("write", path=str(out)):
+            out = write_text_atomically(html, out)
     print(f"report written to {out} ({len(html.encode()) / 1e6:.1f} MB)")
 
 

@@ -2,6 +2,8 @@
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -122,6 +124,12 @@ def test_margin_buffer_reads_a_calibration_dataset(run, tmp_path):
     ds = stress.run(stress_config(f"margin.buffer={path}", "margin.buffer_portfolio=longs"))
     assert ds.attrs["margin_buffer"] == 0.2 and ds.attrs["margin_buffer_source"] == path
     assert ds.attrs["margin_buffer_portfolio"] == "longs"
+    import json
+
+    from mcmargin.common.audit import sha256_of
+
+    # the calibration dataset is an input of the run: its sha256 is in the audit trail (jobs.reproduce checks it)
+    assert json.loads(ds.attrs["input_sha256"]) == {str(Path(path).resolve()): sha256_of(path)}
     np.testing.assert_array_equal(ds["im"].values, run["im"].values)       # the same buffer as margin.buffer=0.2
     one = calibration(tmp_path / "one.zarr", {"only": 0.2}, kind="zarr")
     ds = stress.run(stress_config(f"margin.buffer={one}"))

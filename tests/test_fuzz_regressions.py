@@ -131,3 +131,36 @@ def test_config_key_with_a_newline_is_shown_on_one_line():
     with pytest.raises(ConfigError) as e:
         status_from_config({"status": {"\n": 1.0}})
     assert "\n" not in str(e.value) and "'margin.status.\\n'" in str(e.value)
+
+
+@pytest.mark.parametrize("header, where", [(" portfolio,asset,quantity,portfolio", "1, 4"),
+                                           ("portfolio,asset,quantity,quantity ", "3, 4")])
+def test_portfolios_column_named_twice_is_an_error_naming_it(tmp_path, header, where):
+    # Was (fuzz, tests/test_fuzz_portfolios.py): AttributeError ('DataFrame' object has no attribute 'tolist'),
+    # the stripped header holding two "portfolio" columns.
+    from mcmargin.errors import InputError
+    from mcmargin.inputs.portfolios import load_portfolios
+
+    path = tmp_path / "books.csv"
+    path.write_text(header + "\nlong,BTC,3,long\nhedge,BTC,1,hedge\n")
+    column = header.split(",")[-1].strip()
+    with pytest.raises(InputError, match=rf"column '{column}' appears 2 times in the header \(columns {where}\)") as e:
+        load_portfolios(path, ["BTC"])
+    assert e.value.file == str(path) and e.value.row == 1 and e.value.column == column
+
+
+def test_date_only_history_in_a_backtest_is_refused_by_name(tmp_path):
+    # Found by the history fuzz test once its base table held numbers (it held "np.float64(...)" cells, so every
+    # example was refused): a history with a date column only loads with no price column (the loader's contract);
+    # the backtest then refuses each holding of the portfolios file, saying the history has no columns.
+    from mcmargin.inputs.history import load_history
+    from mcmargin.inputs.portfolios import load_portfolios
+
+    (tmp_path / "h.csv").write_text("date\n2026-10-01\n2026-10-02\n")
+    (tmp_path / "p.csv").write_text("portfolio,asset,quantity\nlong,BTC,1\n")
+    history = load_history(tmp_path / "h.csv")
+    assert history.shape == (2, 0)
+    with pytest.raises(InputError, match=r"unknown asset 'BTC': not a price column of the history \(columns: none\)"
+                       ) as e:
+        load_portfolios(tmp_path / "p.csv", list(history.columns))
+    assert (e.value.row, e.value.column) == (2, "asset")

@@ -74,3 +74,52 @@ def test_two_concurrent_runs_on_one_path(tmp_path):
     assert ds.attrs["seed"] == 1 and ds.sizes["account"] == 3000 and ds.attrs["n_scenarios"] == 20000
     # no lock, no temporary store left: the dataset and its report only
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.html", "run.zarr"]
+
+
+# ----------------------------------------------------------------------------- backtest and buffer calibration
+@pytest.mark.parametrize("job, args", [
+    ("jobs.backtest", ["history=nothing.csv", "portfolios=nothing.csv"]),
+    ("jobs.calibrate_buffer", ["backtest_path=nothing.zarr"]),
+])
+def test_backtest_and_calibration_refuse_a_path_another_run_writes(tmp_path, job, args):
+    from conftest import run_job
+
+    out = tmp_path / "out.zarr"
+    with run_lock(out):        # this process is "the other run"
+        p = run_job(job, *args, f"output.path={out}", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    # refused before its inputs were read (they do not exist), naming the run that holds the path
+    assert f"being written by another run (pid {os.getpid()} on" in p.stderr and "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def test_backtest_waits_lock_wait_for_the_other_run(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from conftest import run_job
+
+    prices = 100 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.02, (280, 2)), axis=0))
+    pd.DataFrame(prices, columns=["A", "B"]).assign(date=pd.date_range("2023-01-02", periods=280)
+                                                    ).to_csv(tmp_path / "h.csv", index=False)
+    (tmp_path / "p.csv").write_text("portfolio,asset,quantity\nlong,A,3\nlong,B,1\n")
+    out = tmp_path / "bt.zarr"
+    held = threading.Event()
+    released = []
+
+    def other():
+        with run_lock(out):
+            held.set()
+            time.sleep(3)
+            released.append(time.monotonic())
+
+    t = threading.Thread(target=other)
+    t.start()
+    held.wait()
+    p = run_job("jobs.backtest", "history=h.csv", "portfolios=p.csv", f"output.path={out}", "scenarios.n=100",
+                "scenarios.lookback=250", "backtest.plots=false", "output.report=false", "output.lock_wait=120",
+                cwd=tmp_path)
+    done = time.monotonic()
+    t.join()
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert released and done > released[0] and written_by_mcmargin(out)

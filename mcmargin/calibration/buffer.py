@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..common.audit import record_input
 from ..errors import ConfigError
 from ..output.store import NONFINITE
 
@@ -136,6 +137,7 @@ def calibrated_buffer(path, portfolio=None, key: str = "margin.buffer") -> float
     if not p.exists():
         raise ConfigError(key, f"expected a number in [0, 10] or an existing calibration dataset "
                                f"(jobs.calibrate_buffer output), got {str(path)!r}")
+    record_input(p)   # an input of the stress run: its sha256 goes into the audit trail
     try:
         import xarray as xr
 

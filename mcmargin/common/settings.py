@@ -409,6 +409,8 @@ COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("h
                                  "output.lock_wait": _real(0), "output.work_dir": _text}
 STRESS_RULES.update(COMMON_RULES)
 CALIBRATE_RULES.update(COMMON_RULES)
+CALIBRATE_BUFFER_RULES.update(COMMON_RULES)
+REPORT_RULES["logging.format"] = COMMON_RULES["logging.format"]
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
@@ -465,3 +467,4 @@ BACKTEST_RULES: dict[str, Rule] = {
     "output.path": _path,
     "output.report": _flag,
 }
+BACKTEST_RULES.update(COMMON_RULES)

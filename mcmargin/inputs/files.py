@@ -61,9 +61,12 @@ _TRUE_WORDS = ("true", "t", "yes", "y", "1", "1.0")
 _FALSE_WORDS = ("false", "f", "no", "n", "0", "0.0")
 _BOOL_WORDS = {**dict.fromkeys(_TRUE_WORDS, True), **dict.fromkeys(_FALSE_WORDS, False)}
 
+#: Columns of a backtest's portfolios file (mcmargin/inputs/portfolios.py).
+PORTFOLIO_COLUMNS = ("portfolio", "asset", "quantity")
+
 _NORMALISED_COLUMNS = {
     "instruments": INSTRUMENT_COLUMNS, "market": MARKET_COLUMNS, "positions": POSITION_COLUMNS,
-    "collateral": COLLATERAL_COLUMNS, "accounts": ACCOUNT_COLUMNS,
+    "collateral": COLLATERAL_COLUMNS, "accounts": ACCOUNT_COLUMNS, "portfolios": PORTFOLIO_COLUMNS,
 }
 
 

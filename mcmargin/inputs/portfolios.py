@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .files import read_table
+from .files import PORTFOLIO_COLUMNS, read_table
 
-COLUMNS = ("portfolio", "asset", "quantity")
+#: The columns read (a column named twice, after stripping spaces, is an error: which one holds the data?).
+COLUMNS = PORTFOLIO_COLUMNS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,7 @@ def load_portfolios(path, known_assets) -> Portfolios:
         i = int(np.argmax(unknown))
         shown = ", ".join(list(map(str, known_assets))[:12])
         raise InputError(file, f"unknown asset {assets[i]!r}: not a price column of the history "
-                               f"(columns: {shown}{' ...' if len(known) > 12 else ''})", row=int(rows[i]),
+                               f"(columns: {shown or 'none'}{' ...' if len(known) > 12 else ''})", row=int(rows[i]),
                          column="asset")
     qty = frame["quantity"]
     values = pd.to_numeric(qty.astype(str).str.strip() if qty.dtype == object else qty, errors="coerce")
