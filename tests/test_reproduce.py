@@ -138,7 +138,7 @@ def backtest_run(tmp_path_factory):
                 "output.plots=false", "logging.format=json", cwd=root)
     assert p.returncode == 0, p.stderr[-2000:]
     stages = [json.loads(x)["stage"] for x in p.stderr.splitlines() if x.startswith("{") and '"stage"' in x]
-    assert stages == ["backtest", "sweep", "write"]
+    assert stages == ["backtest", "sweep", "write", "report"]
     return root
 
 
