@@ -11,8 +11,6 @@ written whole or not at all.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import ConfigError
+from .store import write_file_atomically
 
 COLUMNS = ("group", "accounts", "equity", "im", "mm", "call", "status", "margin_ratio", "topup_asset",
            "topup_amount")
@@ -58,20 +57,7 @@ def write_margin_calls(ds: xr.Dataset, path, key: str = "output.margin_calls") -
     """Write :func:`margin_calls` to ``path`` (``.csv``, or ``.parquet``/``.pq``), atomically."""
     path = check_margin_calls_path(path, key)
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = margin_calls(ds)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # the process's normal permissions, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    if suffix == ".csv":
+        return write_file_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return write_file_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))

@@ -370,6 +370,30 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
+def write_file_atomically(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place: whole or absent.
+
+    The file gets the process's normal permissions (umask), not
+    ``mkstemp``'s 0600; on any error the temporary file is removed.
+    """
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def open_dataset(path) -> xr.Dataset:
     """Open a dataset written by :func:`write_dataset`."""
     return xr.open_dataset(path) if is_netcdf_path(path) else xr.open_zarr(path)

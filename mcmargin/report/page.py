@@ -17,7 +17,6 @@ import html
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -292,18 +291,8 @@ def check_report_path(path, key: str = "output.path") -> Path:
 
 
 def write_text_atomically(text: str, path, key: str = "output.path") -> Path:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then ``os.replace``)."""
-    path = check_report_path(path, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # the process's normal permissions, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` to ``path`` whole or not at all (:func:`mcmargin.output.store.write_file_atomically`)."""
+    from ..output.store import write_file_atomically
+
+    return write_file_atomically(check_report_path(path, key),
+                                 lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
