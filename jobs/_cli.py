@@ -43,6 +43,34 @@ def user_errors(cfg=None):
         sys.exit(EXIT_RESULT_CHECK if isinstance(exc, ResultError) else EXIT_USER_ERROR)
 
 
+def output_paths(cfg):
+    """``(dataset path, report path or None)`` of a job writing ``output.path``, both checked before any work.
+
+    The path is checked as given and where the job writes it (inside a
+    sweep's job directory); the report beside it unless ``output.report=false``.
+    """
+    from mcmargin.output.store import check_output_path
+    from mcmargin.pipeline.runtime import job_output_path
+
+    check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
+    path = check_output_path(job_output_path(cfg.output.path))
+    if not cfg.output.get("report", True):
+        return path, None
+    from mcmargin.report import report_path_for
+    from mcmargin.report.page import check_report_path
+
+    return path, check_report_path(report_path_for(path), key="output.report")
+
+
+def write_report_stage(ds, report, **options) -> str:
+    """Write the dataset's HTML report to ``report`` as the job's ``report`` stage; returns its path."""
+    from mcmargin.common.logs import stage
+    from mcmargin.report import write_report
+
+    with stage("report", path=str(report)):
+        return str(write_report(ds, report, **options))
+
+
 def launch(main) -> None:
     """Run a ``hydra.main`` entry point; a config Hydra refuses before the job starts exits 2, not 1.
 

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 # Only Hydra and the light modules up front, so --help and a bad override answer at once.
-from jobs._cli import launch, user_errors
+from jobs._cli import launch, output_paths, user_errors, write_report_stage
 from mcmargin.common.settings import CALIBRATE_BUFFER_RULES, check_settings
 from mcmargin.errors import ConfigError
 
@@ -109,17 +109,9 @@ def main(cfg: DictConfig) -> None:
         from mcmargin.calibration.buffer import frontier_table, plot_frontier
         from mcmargin.common.logs import stage
         from mcmargin.common.settings import real_number
-        from mcmargin.output.store import check_output_path, run_lock, write_dataset
-        from mcmargin.pipeline.runtime import job_output_path
+        from mcmargin.output.store import run_lock, write_dataset
 
-        check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
-        path = check_output_path(job_output_path(cfg.output.path))
-        report = None
-        if cfg.output.get("report", True):
-            from mcmargin.report import report_path_for
-            from mcmargin.report.page import check_report_path
-
-            report = check_report_path(report_path_for(path), key="output.report")
+        path, report = output_paths(cfg)
         wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
         with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
             ds = run(cfg)
@@ -127,10 +119,7 @@ def main(cfg: DictConfig) -> None:
                 written = [plot_frontier(ds, plot_path(path))] if cfg.output.plots else []
                 written.insert(0, str(write_dataset(ds, path)))
             if report is not None:
-                from mcmargin.report import write_report
-
-                with stage("report", path=str(report)):
-                    written.append(str(write_report(ds, report)))
+                written.append(write_report_stage(ds, report))
     print(frontier_table(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

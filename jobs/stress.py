@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 # Only Hydra is imported up front: `--help`, `--cfg job` and a bad override
 # answer in well under a second, and each heavy library (xarray, dask, numba,
 # JAX, distributed) is imported by the step that uses it.
-from jobs._cli import launch, user_errors
+from jobs._cli import launch, output_paths, user_errors, write_report_stage
 from mcmargin.pipeline.job import export_only, run, run_resumable  # noqa: F401 (run: the job from Python)
 
 #: Config keys of files the job writes besides output.path (jobs.reproduce turns them off).
@@ -39,19 +39,12 @@ def main(cfg: DictConfig) -> None:
         if cfg.portfolio.get("export") and not cfg.portfolio.get("export_then_run"):
             print(export_only(cfg))
             return
-        check_output_path(cfg.output.path)  # before any work: never compute what cannot be written
-        path = check_output_path(job_output_path(cfg.output.path))
+        path, report = output_paths(cfg)
         calls = cfg.output.get("margin_calls")
         if calls:
             from mcmargin.output.calls import check_margin_calls_path, write_margin_calls
 
             check_margin_calls_path(job_output_path(calls))
-        report = None
-        if cfg.output.get("report", True):
-            from mcmargin.report.page import check_report_path
-            from mcmargin.report import report_path_for
-
-            report = check_report_path(report_path_for(path), key="output.report")
         cube_path = cfg.output.get("cube")
         if cube_path:
             from mcmargin.output.store import is_netcdf_path
@@ -74,11 +67,8 @@ def main(cfg: DictConfig) -> None:
             if calls:
                 calls = write_margin_calls(ds, job_output_path(calls))
             if report is not None:
-                from mcmargin.report import write_report
-
                 report_s = time.perf_counter()
-                with stage("report", path=str(report)):
-                    report = write_report(ds, report, top=max(20, int(cfg.output.top)))
+                report = write_report_stage(ds, report, top=max(20, int(cfg.output.top)))
                 report_s = time.perf_counter() - report_s
             finish_run_dir(kept)    # the dataset is in place: the kept blocks are no longer needed
     print(summary(ds, top=int(cfg.output.top)))
