@@ -378,39 +378,51 @@ REPORT_RULES: dict[str, Rule] = {"dataset": _text, "output.path": _text, "output
 #: Every setting of ``jobs.calibrate`` with a type or range.
 CALIBRATE_RULES: dict[str, Rule] = {**_HISTORY_RULES, "output.path": _path, "output.plots": _flag}
 
-#: Every setting of ``jobs.calibrate_buffer`` with a type or range (docs/methodology.md, section 15): the
-#: backtest's keys (used when it is run first), ``backtest_path``, ``buffer.*`` and the output.
-CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
-    "backtest_path": _text,
+#: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
+COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),
+                                 "output.lock_wait": _real(0), "output.work_dir": _text}
+STRESS_RULES.update(COMMON_RULES)
+CALIBRATE_RULES.update(COMMON_RULES)
+REPORT_RULES["logging.format"] = COMMON_RULES["logging.format"]
+
+
+#: Every setting of ``jobs.backtest`` with a type or range (docs/methodology.md, section 13): the stress
+#: run's scenario keys, the margin keys the backtest uses, its own ``backtest.*`` keys and the output.
+BACKTEST_RULES: dict[str, Rule] = {
+    "backend": _text,
     "history": _text,
     "portfolios": _text,
     **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
     "margin.model": _text,
     "margin.confidence": STRESS_RULES["margin.confidence"],
-    "margin.buffer": _real(0, 10),
+    "margin.buffer": STRESS_RULES["margin.buffer"],
     "margin.apc": STRESS_RULES["margin.apc"],
     "backtest.start": _text,
     "backtest.end": _text,
     "backtest.refit_every": _whole(1),
     "backtest.significance": _real(0, 1, low_open=True, high_open=True),
     "backtest.block_dates": _whole(1),
+    "backtest.plots": _flag,
+    "output.path": _path,
+    "output.report": _flag,
+}
+BACKTEST_RULES.update(COMMON_RULES)
+
+
+#: Every setting of ``jobs.calibrate_buffer`` with a type or range (docs/methodology.md, section 15): the
+#: backtest's keys (used when it is run first), ``backtest_path``, ``buffer.*`` and the output.
+CALIBRATE_BUFFER_RULES: dict[str, Rule] = {
+    "backtest_path": _text,
+    **BACKTEST_RULES,                          # used when the backtest is run first
+    "margin.buffer": _real(0, 10),             # the backtest's own buffer b0: a number here, not a dataset
     "buffer.grid.start": _real(0, 10),
     "buffer.grid.stop": _real(0, 10),
     "buffer.grid.step": _real(0, 10, low_open=True),
     "buffer.grid.*": _real(0, 10),
     "buffer.target_coverage": _real(0, 1, low_open=True, high_open=True, allow_none=True),
     "buffer.significance": _real(0, 1, low_open=True, high_open=True),
-    "output.path": _path,
     "output.plots": _flag,
-    "output.report": _flag,
 }
-#: Settings every job shares (mcmargin/common/logs.py; jobs.reproduce).
-COMMON_RULES: dict[str, Rule] = {"logging.format": lambda v, k: one_of(v, k, ("human", "json")),
-                                 "output.lock_wait": _real(0), "output.work_dir": _text}
-STRESS_RULES.update(COMMON_RULES)
-CALIBRATE_RULES.update(COMMON_RULES)
-CALIBRATE_BUFFER_RULES.update(COMMON_RULES)
-REPORT_RULES["logging.format"] = COMMON_RULES["logging.format"]
 
 
 def check_settings(cfg: Mapping, rules: Mapping[str, Rule]) -> None:
@@ -445,26 +457,3 @@ def _shown(key: str) -> str:
     """``output.confidence.1`` as ``output.confidence[1]``."""
     head, _, tail = key.rpartition(".")
     return f"{head}[{tail}]" if tail.isdigit() and head else key
-
-
-#: Every setting of ``jobs.backtest`` with a type or range (docs/methodology.md, section 13): the stress
-#: run's scenario keys, the margin keys the backtest uses, its own ``backtest.*`` keys and the output.
-BACKTEST_RULES: dict[str, Rule] = {
-    "backend": _text,
-    "history": _text,
-    "portfolios": _text,
-    **{k: r for k, r in STRESS_RULES.items() if k.startswith(("scenarios.", "cluster."))},
-    "margin.model": _text,
-    "margin.confidence": STRESS_RULES["margin.confidence"],
-    "margin.buffer": STRESS_RULES["margin.buffer"],
-    "margin.apc": STRESS_RULES["margin.apc"],
-    "backtest.start": _text,
-    "backtest.end": _text,
-    "backtest.refit_every": _whole(1),
-    "backtest.significance": _real(0, 1, low_open=True, high_open=True),
-    "backtest.block_dates": _whole(1),
-    "backtest.plots": _flag,
-    "output.path": _path,
-    "output.report": _flag,
-}
-BACKTEST_RULES.update(COMMON_RULES)
