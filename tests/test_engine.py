@@ -180,8 +180,8 @@ def test_streaming_selection_is_a_partition():
     for n, j in ((4096, 66), (700, 9), (1000, 250), (300, 300), (2000, 16)):
         for sums in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
                      np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
-            work = np.empty(4 * j + 2 * fastpath.SELECT_TILE)
-            got = fastpath._jth_largest_loss(sums, n, j, work)
+            work = np.empty(n)
+            got = fastpath._jth_largest_loss(sums, n, j, work, fastpath.screen_scratch(n))
             assert got == np.partition(-sums, n - j)[n - j], (n, j)
             a = -sums.copy()
             t = fastpath._select_top(a, n, j)

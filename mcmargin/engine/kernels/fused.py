@@ -41,7 +41,6 @@ import numpy as np
 from .base import TailState
 
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
-SCREEN = 2  # losses counted at once before a branchy scan (fastest of 1, 2, 4, 8, 16)
 
 
 def stage_size(m: int) -> int:
@@ -155,83 +154,132 @@ def _compact_row(vals, ix, n, m):
 def _accumulate(buf, w, s0, pnl_t, indices, data, start, end):
     """buf[:w] = sum over holdings p of data[p] * pnl_t[indices[p], s0:s0+w], summed in holding order.
 
-    Four holdings per pass keep the running sum in registers; the additions
-    happen in the same order as the reference's sparse product, so the
-    losses are the same numbers.
+    Up to four holdings per pass keep the running sum in registers, and the
+    first pass starts from 0.0 instead of a zeroed buffer, so a row of n
+    holdings costs ceil(n / 4) passes over the buffer (most rows hold one
+    to four).  The additions happen in the same order as the reference's
+    sparse product, starting from 0.0 as it does, so the losses are the
+    same numbers bit for bit.
     """
     # Slices first: indices are then plain range variables, which LLVM
     # vectorises (an offset index s0 + s would need a wraparound check).
-    for s in range(w):
-        buf[s] = 0.0
-    p = start
     s1 = s0 + w
-    while p + 4 <= end:
+    n = end - start
+    if n == 0:
+        for s in range(w):
+            buf[s] = 0.0
+        return
+    k = min(n, 4)
+    _add_holdings(buf, w, s0, s1, pnl_t, indices, data, start, k, True)
+    p = start + k
+    while p < end:
+        k = min(end - p, 4)
+        _add_holdings(buf, w, s0, s1, pnl_t, indices, data, p, k, False)
+        p += k
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_holdings(buf, w, s0, s1, pnl_t, indices, data, p, k, first):
+    """One pass adding holdings p ... p + k - 1 (k = 1 to 4, in order) to buf[:w], or to 0.0 when ``first``."""
+    if k == 4:
         q0, q1, q2, q3 = data[p], data[p + 1], data[p + 2], data[p + 3]
         c0 = pnl_t[indices[p], s0:s1]
         c1 = pnl_t[indices[p + 1], s0:s1]
         c2 = pnl_t[indices[p + 2], s0:s1]
         c3 = pnl_t[indices[p + 3], s0:s1]
-        for s in range(w):
-            buf[s] = (((buf[s] + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]) + q3 * c3[s]
-        p += 4
-    while p < end:
+        if first:
+            for s in range(w):
+                buf[s] = (((0.0 + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]) + q3 * c3[s]
+        else:
+            for s in range(w):
+                buf[s] = (((buf[s] + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]) + q3 * c3[s]
+    elif k == 3:
+        q0, q1, q2 = data[p], data[p + 1], data[p + 2]
+        c0 = pnl_t[indices[p], s0:s1]
+        c1 = pnl_t[indices[p + 1], s0:s1]
+        c2 = pnl_t[indices[p + 2], s0:s1]
+        if first:
+            for s in range(w):
+                buf[s] = ((0.0 + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]
+        else:
+            for s in range(w):
+                buf[s] = ((buf[s] + q0 * c0[s]) + q1 * c1[s]) + q2 * c2[s]
+    elif k == 2:
+        q0, q1 = data[p], data[p + 1]
+        c0 = pnl_t[indices[p], s0:s1]
+        c1 = pnl_t[indices[p + 1], s0:s1]
+        if first:
+            for s in range(w):
+                buf[s] = (0.0 + q0 * c0[s]) + q1 * c1[s]
+        else:
+            for s in range(w):
+                buf[s] = (buf[s] + q0 * c0[s]) + q1 * c1[s]
+    else:
         q0 = data[p]
         c0 = pnl_t[indices[p], s0:s1]
-        for s in range(w):
-            buf[s] = buf[s] + q0 * c0[s]
-        p += 1
+        if first:
+            for s in range(w):
+                buf[s] = 0.0 + q0 * c0[s]
+        else:
+            for s in range(w):
+                buf[s] = buf[s] + q0 * c0[s]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _flag_beaten(buf, w, nthr, hit):
+    """hit[:w] = buf[:w] < nthr, one byte per loss (branch-free: LLVM vectorises it).
+
+    Read back eight flags at a time as one 64-bit word (:func:`_screen`), a
+    group of eight losses without a candidate costs one test.
+    """
+    for s in range(w):
+        hit[s] = buf[s] < nthr
+    for s in range(w, (w + 7) // 8 * 8):
+        hit[s] = False
 
 
 @numba.njit(nogil=True, cache=True)
-def _screen(buf, w, thr, row, c):
+def _screen(buf, w, thr, row, c, hit):
     """Append the losses -buf[:w] above thr to row[c:]; return the new count.
 
-    Few losses beat the threshold (about 1.6 m of N over a run), so each
-    group of SCREEN losses is first counted branch-free and only a group
-    with a candidate is scanned with branches: fewer branches, and fewer
-    mispredicted, than a plain scan.
+    Few losses beat the threshold (about 1.6 m of N over a run): every
+    loss is first flagged branch-free (:func:`_flag_beaten`), then only the
+    groups of eight with a flag are scanned, so most losses cost a
+    vectorised comparison and no branch.  ``hit`` is scratch of at least
+    w + 8 bytes.
     """
     nthr = -thr
-    g = 0
-    while g + SCREEN <= w:
-        k = 0
-        for s in range(g, g + SCREEN):
-            k += buf[s] < nthr
-        if k:
-            for s in range(g, g + SCREEN):
+    _flag_beaten(buf, w, nthr, hit)
+    words = hit.view(np.uint64)
+    for g in range((w + 7) // 8):
+        if words[g] != 0:
+            for s in range(8 * g, min(8 * g + 8, w)):
                 if buf[s] < nthr:
                     row[c] = -buf[s]
                     c += 1
-        g += SCREEN
-    for s in range(g, w):
-        if buf[s] < nthr:
-            row[c] = -buf[s]
-            c += 1
     return c
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _screen_indexed(buf, w, thr, row, rix, c, base):
+def _screen_indexed(buf, w, thr, row, rix, c, base, hit):
     """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``."""
     nthr = -thr
-    g = 0
-    while g + SCREEN <= w:
-        k = 0
-        for s in range(g, g + SCREEN):
-            k += buf[s] < nthr
-        if k:
-            for s in range(g, g + SCREEN):
+    _flag_beaten(buf, w, nthr, hit)
+    words = hit.view(np.uint64)
+    for g in range((w + 7) // 8):
+        if words[g] != 0:
+            for s in range(8 * g, min(8 * g + 8, w)):
                 if buf[s] < nthr:
                     row[c] = -buf[s]
                     rix[c] = base + s
                     c += 1
-        g += SCREEN
-    for s in range(g, w):
-        if buf[s] < nthr:
-            row[c] = -buf[s]
-            rix[c] = base + s
-            c += 1
     return c
+
+
+@numba.njit(nogil=True, cache=True)
+def screen_scratch(tile):
+    """The flags :func:`_screen` needs for ``tile`` losses: whole 64-bit words."""
+    return np.zeros((tile + 15) // 8 * 8, dtype=np.uint8)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
@@ -274,13 +322,14 @@ def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess, stop):
 
 
 @numba.njit(nogil=True, cache=True)
-def _take(row, rix, c, thr, buf, w, m, full, base):
+def _take(row, rix, c, thr, buf, w, m, full, base, hit):
     """Fold the losses ``-buf[:w]`` of scenarios ``base ...`` into one row's tail (``c`` held, threshold
     ``thr``); return (c, thr).
 
     Warming up (no threshold yet) whole tiles are copied in; once a
     threshold is set (running or pilot) only losses above it are staged,
-    and a full stage is compacted back to the top m.
+    and a full stage is compacted back to the top m.  ``hit``: scratch of
+    :func:`screen_scratch`.
     """
     if thr == -np.inf:             # warming up, no threshold yet: keep everything
         for s in range(w):
@@ -290,7 +339,7 @@ def _take(row, rix, c, thr, buf, w, m, full, base):
         if c >= m:
             c, thr = _compact_row(row, rix, c, m)
     else:                          # running (or pilot) threshold: keep only what beats it
-        c = _screen_indexed(buf, w, thr, row, rix, c, base)
+        c = _screen_indexed(buf, w, thr, row, rix, c, base, hit)
         if c > full:
             c, thr = _compact_row(row, rix, c, m)
     return c, thr
@@ -327,6 +376,7 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
     n_rows = indptr.size - 1
     n = pnl_t.shape[1]
     buf = np.empty(tile)
+    hit = screen_scratch(tile)
     full = values.shape[1] - tile          # compact once more than this is held
     for s0 in range(first, n, tile):
         w = min(tile, n - s0)
@@ -334,7 +384,7 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if counting[r]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
-            c, thr = _take(values[r], index[r], count[r], threshold[r], buf, w, m, full, offset + s0)
+            c, thr = _take(values[r], index[r], count[r], threshold[r], buf, w, m, full, offset + s0, hit)
             count[r] = c
             threshold[r] = thr
 
@@ -424,38 +474,34 @@ def top_m(values, index, count, m, out, out_index):
             out_index[r, c + i] = tied[i]
 
 
-#: Losses screened at once by the pilot's selection (:func:`_jth_largest_loss`).
-SELECT_TILE = 256
+#: Losses the pilot's selection reads first to guess a bound (:func:`_jth_largest_loss`).
+GUESS_SAMPLE = 512
 
 
 @numba.njit(nogil=True, cache=True)
-def _jth_largest_loss(sums, n, j, work):
+def _jth_largest_loss(sums, n, j, work, hit):
     """The j-th largest of the losses ``-sums[:n]`` (j <= n): the value a partition of all n puts there.
 
-    A streaming selection: the first tile's top j set a threshold, later
-    tiles are screened against it (:func:`_screen`), and the candidates are
-    cut back to the top j (raising the threshold) whenever ``work`` (at least
-    j + 2 x SELECT_TILE long) is nearly full, so most losses cost one
-    comparison.
+    A guess below it first: a somewhat larger order statistic of the first
+    few hundred losses (about twice the share j / n, scenarios being
+    independent draws).  Every loss above the guess is then collected by one
+    vectorised screen (:func:`_screen`), about 2 j of them, and the j-th
+    largest is selected among them: exact, since the j largest all beat the
+    guess.  If fewer than j do (a first sample unlike the rest, e.g. sorted
+    input), the j-th largest is selected from all n.  ``work`` holds at
+    least n floats, ``hit`` is :func:`screen_scratch` of at least n.
     """
-    room = work.size - SELECT_TILE
-    c = 0
-    thr = -np.inf
-    for s0 in range(0, n, SELECT_TILE):
-        w = min(SELECT_TILE, n - s0)
-        if thr == -np.inf:
-            for s in range(w):
-                work[c + s] = -sums[s0 + s]
-            c += w
-            if c >= j:
-                thr = _select_top(work, c, j)
-                c = j
-        else:
-            c = _screen(sums[s0:s0 + w], w, thr, work, c)
-            if c > room:
-                thr = _select_top(work, c, j)
-                c = j
-    return _select_top(work, c, j)
+    e = min(n, max(8 * j, GUESS_SAMPLE))
+    if e < n:
+        for s in range(e):
+            work[s] = -sums[s]
+        guess = _select_top(work, e, min(e, 4 + (2 * j * e + n - 1) // n))
+        c = _screen(sums, n, guess, work, 0, hit)
+        if c >= j:
+            return _select_top(work, c, j)
+    for s in range(n):
+        work[s] = -sums[s]
+    return _select_top(work, n, j)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -477,7 +523,8 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     n_rows = indptr.size - 1
     sums = np.empty((block, sample))
     buf = np.empty(tile)
-    work = np.empty(4 * j + 2 * SELECT_TILE)
+    work = np.empty(sample)
+    hit = screen_scratch(max(sample, tile))
     full = values.shape[1] - tile
     for r0 in range(0, n_rows, block):
         nr = min(block, n_rows - r0)
@@ -490,12 +537,12 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
         for i in range(nr):
             r = r0 + i
             row_sums = sums[i]
-            thr = -np.inf if indptr[r + 1] == indptr[r] else _jth_largest_loss(row_sums, sample, j, work)
+            thr = -np.inf if indptr[r + 1] == indptr[r] else _jth_largest_loss(row_sums, sample, j, work, hit)
             c = count[r]
             row = values[r]
             for s0 in range(0, sample, tile):
                 w = min(tile, sample - s0)
-                c, thr = _take(row, index[r], c, thr, row_sums[s0:s0 + w], w, m, full, s0)
+                c, thr = _take(row, index[r], c, thr, row_sums[s0:s0 + w], w, m, full, s0, hit)
             count[r] = c
             threshold[r] = thr
 
