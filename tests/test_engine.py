@@ -189,6 +189,32 @@ def test_streaming_selection_is_a_partition():
             np.testing.assert_array_equal(np.sort(a[:j]), np.sort(-sums)[n - j:])
 
 
+def test_radix_selection_is_a_partition():
+    """The finish's m-th largest (a radix selection on integer keys) is the value np.partition puts there:
+    any magnitude, ties, signed zeros, infinities."""
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(11)
+    hist = np.empty(1 << fastpath.DIGIT, dtype=np.int64)
+    for trial in range(1500):
+        n = int(rng.integers(1, 2500))
+        m = int(rng.integers(1, n + 1))
+        a = rng.standard_normal(n) * 10 ** rng.uniform(-3, 8)
+        kind = trial % 5
+        if kind == 1:
+            a = np.round(a, 0)                       # many ties, and zeros of both signs
+        elif kind == 2:
+            a = np.zeros(n) if trial % 2 else -np.zeros(n)
+        elif kind == 3:
+            a = np.abs(a) + 1e5                       # one sign, one exponent: only mantissa bits differ
+        elif kind == 4:
+            a[: n // 2] = np.inf
+            a[n // 2: n // 2 + 3] = -np.inf
+        before = a.copy()
+        assert fastpath._mth_largest(a, n, m, hist) == np.partition(a, n - m)[n - m], (trial, n, m)
+        np.testing.assert_array_equal(a, before)
+
+
 def test_rows_without_holdings_lose_exactly_zero_and_are_not_recomputed(book, scen):
     cb = aggregation.compile_book(book, scen.horizon_days)
     result = engine.compute_tails(cb, scen, [0.99], chunking=Chunking(500, 64))
