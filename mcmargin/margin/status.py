@@ -71,15 +71,16 @@ def topup(book, group_call: np.ndarray):
     """(main collateral asset, amount of it) each pool must post to meet ``group_call`` (USD).
 
     The main collateral asset is the one of largest USD value the pool
-    holds (positive amounts); a pool holding none tops up in the first cash
-    asset of the market (vol 0), else the first asset.
+    holds (positive amounts; of equal values, the first in the market's
+    order); a pool holding none tops up in the first cash asset of the
+    market (vol 0), else the first asset.
     """
     assets, prices = book.assets.astype(str), book.prices
     rows = book.holdings[book.group_row][:, book.n_instruments:]           # [group x asset] amounts
-    value = rows.multiply(prices).tocsr()
-    value.data = np.maximum(value.data, 0.0)
-    held = np.asarray(value.max(axis=1).todense()).ravel() > 0
-    main = np.asarray(value.argmax(axis=1)).ravel()
+    # Dense: a handful of assets per pool, and a dense argmax is vectorised where scipy's sparse one loops.
+    value = np.maximum(np.asarray(rows.multiply(prices).todense()), 0.0)
+    held = value.max(axis=1, initial=0.0) > 0
+    main = value.argmax(axis=1) if value.shape[1] else np.zeros(value.shape[0], dtype=np.int64)
     cash = np.flatnonzero(np.asarray(book.to_factors[book.n_columns - assets.size:].sum(axis=1)).ravel() == 0)
     fallback = int(cash[0]) if cash.size else 0
     main = np.where(held, main, fallback)
