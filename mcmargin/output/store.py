@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError, ResultError
+from .zarr_strings import defer_long_strings, write_deferred
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,10 @@ def write_dataset(ds: xr.Dataset, path, *, netcdf: bool | None = None, key: str 
                 # Consolidated metadata is what xarray readers look for first;
                 # zarr notes it is not yet in the v3 spec.
                 warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                ds.pipe(_variable_length_strings).to_zarr(tmp, mode="w", consolidated=True)
+                # Long string variables are written by array operations after the rest (zarr_strings.py).
+                ds, encoding, deferred = defer_long_strings(ds)
+                ds.pipe(_variable_length_strings).to_zarr(tmp, mode="w", consolidated=True, encoding=encoding)
+                write_deferred(tmp, deferred)
         with _locked(path.parent):
             # Checked again under the lock: another program may have put something there meanwhile.
             if path.exists() or path.is_symlink():

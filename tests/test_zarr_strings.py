@@ -1,0 +1,78 @@
+"""Long string variables written by array operations (mcmargin/output/zarr_strings.py) read back as written."""
+
+from __future__ import annotations
+
+import json
+
+import numcodecs
+import numpy as np
+import pytest
+import xarray as xr
+
+from mcmargin.output import zarr_strings
+from mcmargin.output.store import write_dataset
+
+TEXTS = ["abc", "", "A000001", "x" * 40, "mid\x00nul", "ETH-20270223-2700-P", " lead", "trail "]
+UNICODE = ["é", "中文", "pool 🙂", "Zürich-7"]
+
+
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS + UNICODE, [""], ["", ""], ["a"]], ids=["ascii", "unicode",
+                                                                                    "one-empty", "empties", "one"])
+def test_encoding_is_numcodecs_vlen_utf8_byte_for_byte(texts):
+    rng = np.random.default_rng(3)
+    values = np.array(texts, dtype=str)[rng.integers(0, len(texts), 3 * zarr_strings.SLICE // 1024 + 7)]
+    assert zarr_strings.vlen_utf8(values) == numcodecs.VLenUTF8().encode(values.astype(object))
+
+
+def test_slices_join_into_one_encoding(monkeypatch):
+    values = np.array([f"A{i:06d}" + "é" * (i % 3) for i in range(1000)])
+    whole = zarr_strings.vlen_utf8(values)
+    monkeypatch.setattr(zarr_strings, "SLICE", 7)
+    assert zarr_strings.vlen_utf8(values) == whole == numcodecs.VLenUTF8().encode(values.astype(object))
+
+
+def _dataset(n, texts):
+    rng = np.random.default_rng(1)
+    pick = np.array(texts, dtype=str)
+    ds = xr.Dataset(
+        {"amount": ("holding", rng.standard_normal(n), {"long_name": "an amount", "units": "USD"}),
+         "label": ("holding", pick[rng.integers(0, len(pick), n)], {"long_name": "a label", "units": "1"}),
+         "short": ("asset", np.array(["BTC", "ETH"]))},
+        coords={"holding": np.arange(n),
+                "holding_account": ("holding", np.array([f"A{i:07d}" for i in rng.integers(0, 10**6, n)])),
+                "account": ("account", np.array([f"acct-{i}" for i in range(n)])),
+                "asset": ["BTC", "ETH"]})
+    ds.attrs["title"] = "strings"
+    return ds
+
+
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS + UNICODE], ids=["ascii", "unicode"])
+def test_a_dataset_with_long_strings_reads_back_identical(tmp_path, texts):
+    n = zarr_strings.LONG + 13
+    ds = _dataset(n, texts)
+    write_dataset(ds, tmp_path / "d.zarr")
+    back = xr.open_zarr(tmp_path / "d.zarr").load()
+    for name, v in ds.variables.items():
+        got = back[name].values
+        if v.dtype.kind == "U":
+            assert [str(x) for x in got.ravel().tolist()] == v.values.ravel().tolist(), name
+        else:
+            np.testing.assert_array_equal(got, v.values, err_msg=name)
+        assert back[name].attrs == v.attrs
+    assert set(back.coords) == set(ds.coords) and back.attrs["title"] == "strings"
+    # The fast path was taken (one chunk per long string variable) and the codecs are zarr's defaults.
+    for name in ("label", "holding_account", "account"):
+        meta = json.loads((tmp_path / "d.zarr" / name / "zarr.json").read_text())
+        assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [n]
+        assert [c["name"] for c in meta["codecs"]] == ["vlen-utf8", "zstd"]
+        assert (tmp_path / "d.zarr" / name / "c" / "0").is_file()
+
+
+def test_unexpected_metadata_is_written_by_zarr_itself(tmp_path, monkeypatch):
+    """An array whose metadata is not the one-chunk layout gets its strings from zarr-python."""
+    n = zarr_strings.LONG + 1
+    ds = _dataset(n, TEXTS)
+    monkeypatch.setattr(zarr_strings, "_chunk_key", lambda meta, size: None)
+    write_dataset(ds, tmp_path / "d.zarr")
+    back = xr.open_zarr(tmp_path / "d.zarr").load()
+    assert [str(x) for x in back["label"].values.tolist()] == ds["label"].values.tolist()
