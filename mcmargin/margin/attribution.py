@@ -92,12 +92,20 @@ def factor_assets(book) -> np.ndarray:
 
 def holdings(book) -> Holdings:
     """The accounts' nonzero holdings, ordered by pool, then account, then column (the ``holding`` dimension)."""
-    h = book.holdings[book.rows("accounts")].tocoo()
-    nonzero = h.data != 0
-    account, column, quantity = h.row[nonzero].astype(np.int64), h.col[nonzero].astype(np.int64), h.data[nonzero]
+    h = book.holdings[book.rows("accounts")].tocsr()
+    if not h.has_sorted_indices:
+        h = h.copy()
+        h.sort_indices()
+    # Accounts in pool order (by account within a pool), each with its row of columns: a gather of whole
+    # CSR rows, not a sort of every holding.
+    by_pool = np.argsort(book.group_of_account, kind="stable")
+    counts = np.diff(h.indptr)[by_pool]
+    first = np.repeat(h.indptr[:-1][by_pool] - (np.cumsum(counts) - counts), counts)
+    at = first + np.arange(first.size)
+    account, column, quantity = np.repeat(by_pool, counts).astype(np.int64), h.indices[at].astype(np.int64), h.data[at]
+    nonzero = quantity != 0
+    account, column, quantity = account[nonzero], column[nonzero], quantity[nonzero]
     group = book.group_of_account[account].astype(np.int64)
-    order = np.lexsort((column, account, group))
-    account, column, quantity, group = account[order], column[order], quantity[order], group[order]
     col_factor, col_weight = column_factors(book)
     factor = col_factor[column]
     n_ins = book.n_instruments
@@ -110,7 +118,8 @@ def holdings(book) -> Holdings:
     return Holdings(group, account, column, quantity, factor, col_weight[column], asset)
 
 
-def request(book, confidence: float, top: int = TAIL_SCENARIOS, n_scenarios: int | None = None) -> TailAttribution:
+def request(book, confidence: float, top: int = TAIL_SCENARIOS, n_scenarios: int | None = None,
+            hold: Holdings | None = None) -> TailAttribution:
     """The :class:`~mcmargin.tails.TailAttribution` of every pool's row at ``confidence``.
 
     Each pool row's pattern is the set of factors its members' holdings load
@@ -122,7 +131,7 @@ def request(book, confidence: float, top: int = TAIL_SCENARIOS, n_scenarios: int
     if n_scenarios is not None and top > n_scenarios:
         raise ConfigError("output.tail_scenarios", f"{top} exceeds the run's {n_scenarios:,} scenarios")
     n_rows, n_factors = book.exposures.shape
-    hold = holdings(book)
+    hold = holdings(book) if hold is None else hold
     loads = hold.factor >= 0
     rows = book.group_row[hold.group[loads]]
     pattern = sp.csr_matrix((np.ones(int(loads.sum())), (rows, hold.factor[loads])), shape=(n_rows, n_factors))
@@ -206,9 +215,10 @@ def contributions_from_pnl(exposure_holdings, quantity, weight, factor, factor_p
     return es, -(np.asarray(quantity) * np.asarray(weight)) * means, tail[:top]
 
 
-def dataset_variables(book, result: TailResult) -> tuple[dict, dict]:
-    """``(variables, coords)`` of the attribution for the dataset (README "Outputs"; methodology section 16)."""
-    hold = holdings(book)
+def dataset_variables(book, result: TailResult, hold: Holdings | None = None) -> tuple[dict, dict]:
+    """``(variables, coords)`` of the attribution for the dataset (README "Outputs"; methodology section 16);
+    ``hold``: :func:`holdings` of ``book``, if the caller has them already."""
+    hold = holdings(book) if hold is None else hold
     contributions = holding_contributions(book, result, hold)
     spec = result.attribution
     groups, accounts = book.groups.astype(str), book.accounts.astype(str)

@@ -166,7 +166,8 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
     each = [dataclasses.replace(i, requirement=m.requirements(i)) if m.reduction != "tail" else i
             for m, i in zip(models, each)]
     limits, columns = pool_limits(compiled, models, each)
-    explain = (explained.request(compiled, models[0].params.confidence, int(tail_scenarios), scenarios.n)
+    hold = explained.holdings(compiled) if attribution else None
+    explain = (explained.request(compiled, models[0].params.confidence, int(tail_scenarios), scenarios.n, hold)
                if attribution else None)
     t1 = time.perf_counter()
     log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
@@ -182,7 +183,7 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                                   budget=budget, blocks_in_flight=blocks_in_flight, keep_dir=keep_dir))
     ds = margin_dataset(each, models, status)
     if attribution:
-        variables, coords = explained.dataset_variables(compiled, result)
+        variables, coords = explained.dataset_variables(compiled, result, hold)
         ds = ds.assign_coords(coords).assign(variables)
     t_stress = time.perf_counter()
     if stresses:
