@@ -55,7 +55,8 @@ def ledoit_wolf_intensity(x: np.ndarray) -> float:
     return 0.0 if beta <= 0 or delta <= 0 else float(beta / delta)
 
 
-def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.ndarray, dict]:
+def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0, *,
+                            log_level: int = logging.INFO) -> tuple[np.ndarray, dict]:
     """Pairwise correlation of residual columns, shrunk and repaired to a PSD correlation matrix.
 
     Parameters
@@ -63,6 +64,9 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.
     residuals : DataFrame (T x k)
         De-volatized returns over the look-back (NaN = missing).
     shrinkage : float in [0, 1] or "ledoit_wolf"
+    log_level : int
+        Level of the summary line (the backtest, which estimates one matrix a
+        date, logs it at DEBUG).
 
     Returns
     -------
@@ -107,7 +111,7 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.
     fixed = nearest_correlation(corr)
     after = float(np.linalg.eigvalsh(fixed).min()) if k else 1.0
     repaired = before < -PSD_TOL
-    log.info("de-volatized correlation of %d series: shrinkage %.3f, smallest eigenvalue %.4g%s",
-             k, delta, before, f" (repaired: now {after:.4g})" if repaired else "")
+    log.log(log_level, "de-volatized correlation of %d series: shrinkage %.3f, smallest eigenvalue %.4g%s",
+            k, delta, before, f" (repaired: now {after:.4g})" if repaired else "")
     return fixed, {"shrinkage": delta, "min_eigenvalue_raw": before, "min_eigenvalue": after,
                    "repaired": repaired, "pair_obs": pair_obs}
