@@ -37,9 +37,10 @@ import pandas as pd
 
 from ..calibration.dependence import devolatized_correlation
 from ..calibration.tdist import fit_copula_dof, fit_mvt_dof, fit_t_dof
-from ..scenarios import rng
+from ..scenarios import rng, threefry
 from ..scenarios.copula import TCopulaScenarios
 from ..scenarios.parametric import ParametricScenarios
+from . import kernels
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ def date_model(model: str, assets, var_h: np.ndarray, corr: np.ndarray, *, n: in
 def date_shocks(model: str, date_model_, key, n: int, backend):
     """The date's ``n`` joint h-row log returns [n, k], drawn under its key (module docstring)."""
     k = len(date_model_.factors)
-    z = rng.standard_normals(0, 0, n, k, key=key)
+    # rng.standard_normals(0, 0, n, k, key=key), its random bits made by the compiled cipher (3x faster)
+    z = threefry.normal_from_mantissas(kernels.keyed_mantissas(key[0], key[1], rng.NORMAL, n, k))
     w = None
     if model == "student_t":
         w = np.asarray(rng.chi_square(0, 0, n, date_model_.dof, key=key))

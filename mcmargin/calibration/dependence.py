@@ -80,22 +80,20 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0, *,
     k = len(cols)
     z = residuals.to_numpy(dtype=np.float64)
     ok = ~np.isnan(z)
-    pair_obs = ok.T.astype(np.int64) @ ok.astype(np.int64)
+    okf = ok.astype(np.float64)
+    pair_obs = (okf.T @ okf).astype(np.int64)       # counts, exact in float64 (BLAS: the backtest calls this daily)
     moving = np.array([np.nanmax(np.abs(z[:, j])) > 0 if ok[:, j].any() else False for j in range(k)], dtype=bool)
     corr = np.eye(k)
     if k > 1:
         with np.errstate(invalid="ignore", divide="ignore"):
             raw = pd.DataFrame(z, columns=range(k)).corr(min_periods=MIN_PAIR_OBS).to_numpy()
-        for i in range(k):
-            for j in range(i):
-                if not (moving[i] and moving[j]):
-                    continue
-                v = raw[i, j]
-                if not np.isfinite(v):
-                    log.warning("correlation of %s and %s: only %d common residuals (< %d); set to 0",
-                                cols[i], cols[j], pair_obs[i, j], MIN_PAIR_OBS)
-                    v = 0.0
-                corr[i, j] = corr[j, i] = float(np.clip(v, -1.0, 1.0))
+        low = np.tril(moving[:, None] & moving[None, :], -1)    # pairs i > j of moving series
+        finite = np.isfinite(raw)
+        for i, j in zip(*np.nonzero(low & ~finite)):
+            log.warning("correlation of %s and %s: only %d common residuals (< %d); set to 0",
+                        cols[i], cols[j], pair_obs[i, j], MIN_PAIR_OBS)
+        v = np.where(low & finite, np.clip(np.where(finite, raw, 0.0), -1.0, 1.0), 0.0)
+        corr = corr + v + v.T
     if isinstance(shrinkage, str):
         if shrinkage.lower().replace("-", "_") not in ("ledoit_wolf", "lw", "auto"):
             raise ValueError(f"shrinkage must be a number in [0, 1] or 'ledoit_wolf', got {shrinkage!r}")
