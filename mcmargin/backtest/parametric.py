@@ -205,7 +205,8 @@ def parametric_block(backend, model, keys, expo, var_h, z, rows, lookback, shrin
         mdl = date_model(model, assets, var_h[d], corr, n=n, drift=drift, dof=float(dof[d]),
                          copula_dof=float(copula_dof[d]), marginal_dof=marginal_dof[d])
         shocks = date_shocks(model, mdl, keys[d], n, backend)                         # [n, k]
-        losses = -(backend.asarray(expo[d]) @ xp.matrix_transpose(xp.expm1(shocks)))  # [P, n]
+        # [P, n]; as (n x k)(k x P), transposed: BLAS's fast shape (k x n products are 20x slower in NumPy)
+        losses = -xp.matrix_transpose(xp.expm1(shocks) @ backend.asarray(np.ascontiguousarray(expo[d].T)))
         worst = xp.sort(backend.top_k(losses, m), axis=-1)
         var[d] = backend.to_numpy(worst[:, 0])
         es[d] = backend.to_numpy(xp.sum(worst, axis=-1) / m)

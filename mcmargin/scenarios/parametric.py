@@ -114,7 +114,7 @@ class ParametricScenarios(ScenarioModel):
         if self.dof is not None:
             z = z * xp.sqrt((self.dof - 2.0) / backend.asarray(w))[:, None]
         k, a = len(self.factors), len(self.assets)
-        return z @ backend.asarray(self._loading[:k, :a]) + backend.asarray(self._drift[:a])
+        return z @ backend.asarray(np.ascontiguousarray(self._loading[:k, :a])) + backend.asarray(self._drift[:a])
 
     def describe(self):
         d = super().describe()
