@@ -133,6 +133,38 @@ def test_margin_equals_the_closed_form_es_under_the_causal_fit(model):
     assert abs(np.mean(rel)) < 4 / math.sqrt(len(rows)) + 1.0     # no common bias across the dates
 
 
+def test_t_copula_single_name_margin_is_its_fitted_student_t_marginal():
+    """A single-name book under the t copula: ES = sd x sqrt((nu-2)/nu) x ES of t(nu), nu the asset's causal fit.
+
+    The marginal and copula dof are the ML fits on the residual window at the refit date (loops here).
+    """
+    from mcmargin.calibration.tdist import fit_copula_dof, fit_t_dof
+
+    hist = t_history(dof=4.0, seed=6)
+    pf = Portfolios(("single", "pair"), ASSETS, np.array([[0.0, 0.0, 4.0], [1.0, 0.0, 1.0]]), "books.csv", "")
+    n, q, lam, L = 300_000, 0.99, 0.97, 250
+    rows = [430, 431, 432]
+    st = settings(model="t_copula", n=n, start=str(hist.index[rows[0]].date()),
+                  end=str(hist.index[rows[-1]].date()), lookback=L, ewma_lambda=lam, refit_every=250)
+    ds = run_backtest(hist, pf, st)
+    prices = hist[list(ASSETS)].to_numpy()
+    fit = json.loads(ds.attrs["model"])["dof_fits"][0]
+    assert fit["fitted_on"] == str(hist.index[rows[0]].date()) and set(fit["marginal_dof"]) == {"A", "C"}
+    _, corr0, win0 = brute_force_fit(prices, lam, L, rows[0])
+    nu = fit["marginal_dof"]["C"]
+    assert nu == pytest.approx(fit_t_dof(win0[:, 2])["dof"], rel=1e-6)
+    assert fit["marginal_dof"]["A"] == pytest.approx(fit_t_dof(win0[:, 0])["dof"], rel=1e-6)
+    sub = corr0[np.ix_([0, 2], [0, 2])]
+    assert fit["copula_dof"] == pytest.approx(fit_copula_dof(win0[:, [0, 2]], sub)["dof"], rel=1e-4)
+    for i, row in enumerate(rows):
+        s2, _, _ = brute_force_fit(prices, lam, L, row)
+        e = 4.0 * prices[row, 2]
+        dist = stats.t(nu, scale=e * math.sqrt(s2[2]) * math.sqrt((nu - 2) / nu))
+        es, se = es_standard_error(dist, q, n)
+        bias = 0.5 * e * (6 * math.sqrt(s2[2])) ** 2
+        assert abs(float(ds["es"].values[i, 0]) - es) < 5 * se + bias, (row, float(ds["es"].values[i, 0]), es, se)
+
+
 def test_horizon_variance_sums_the_recursions_forecasts():
     after = np.array([[1e-4, 4e-4], [2e-4, 1e-4]])
     om, al, be = np.array([1e-6, 2e-6]), np.array([0.08, 0.1]), np.array([0.9, 0.85])
