@@ -409,7 +409,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                               "beta": float(s.beta[i])} for i, a in enumerate(portfolios.assets)}}
                                       for s in segments])
     if st.model in PARAMETRIC:
-        tasks = _parametric_tasks(r, segments, prep, st, portfolios, expo, pos, get_backend(backend_name), info,
+        tasks = _parametric_tasks(segments, prep, st, portfolios, expo, pos, get_backend(backend_name), info,
                                   file)
     elif st.model == "fhs":
         if st.vol_floor_lookback is not None:
@@ -473,7 +473,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                                         scheduler=scheduler)["im"].transpose("date", "portfolio").values)
 
 
-def _parametric_tasks(r, segments, prep, st, portfolios, expo, pos, backend, info, file) -> list:
+def _parametric_tasks(segments, prep, st, portfolios, expo, pos, backend, info, file) -> list:
     """The dask tasks of a parametric model (:mod:`.parametric`): fitted as of each date, drawn under its key."""
     import dask
 
