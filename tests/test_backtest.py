@@ -347,7 +347,7 @@ def job_files(tmp_path_factory):
 
 @pytest.mark.parametrize("override, key", [
     ("backtest.significance=2", "backtest.significance"), ("backtest.refit_every=0", "backtest.refit_every"),
-    ("margin.confidence=nan", "margin.confidence"), ("scenarios=gaussian", "scenarios"),
+    ("margin.confidence=nan", "margin.confidence"), ("scenarios.model=named", "scenarios"),
     ("backtest.start=notadate", "backtest.start"), ("scenarios.horizon_days=1.5", "scenarios.horizon_days"),
     ("backtest.plots=1", "backtest.plots"), ("scenarios.stress_period=covid", "scenarios.stress_period"),
     ("scenarios.vol_floor_lookback=1", "scenarios.vol_floor_lookback"), ("backend=tpu", "backend"),

@@ -85,6 +85,26 @@ def draw_rows(k0, k1, n, h, n_rows):
     return out
 
 
+@njit(cache=True, nogil=True)
+def keyed_mantissas(k0, k1, stream, n, dim):
+    """The random mantissas ``[n, dim]`` of :func:`mcmargin.scenarios.rng.standard_normals` under key (k0, k1).
+
+    Scenario s's key is ``fold_in(fold_in(key, stream), s)``, element j's 64
+    bits ``threefry2x32(key_s, (0, j))``; returned as ``(bits >> 12) / 2^52``
+    (exact), which :func:`mcmargin.scenarios.threefry.normal_from_mantissas`
+    turns into the same normals, bit for bit (tests/test_backtest_parametric.py).
+    """
+    b0, b1 = threefry2x32(k0, k1, 0, stream)
+    out = np.empty((n, dim))
+    for s in range(n):
+        s0, s1 = threefry2x32(b0, b1, 0, s)
+        for j in range(dim):
+            hi, lo = threefry2x32(s0, s1, 0, j)
+            bits = (hi << np.uint64(32)) | lo
+            out[s, j] = np.float64(bits >> np.uint64(12)) * (1.0 / 4503599627370496.0)
+    return out
+
+
 #: Losses of the pilot sample that sets a date's selection threshold.
 PILOT = 1024
 

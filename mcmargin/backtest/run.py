@@ -12,7 +12,8 @@ Speed comes from doing once what does not change from date to date: the
 returns and the vol filter (a causal recursion) are computed once for the
 whole history; dates go through in blocks, one dask task each, whose
 compiled kernel (:mod:`.kernels`) draws, revalues and reduces every date of
-the block to its exact VaR and ES.  Each date's numbers depend only on the
+the block to its exact VaR and ES (the parametric models: :mod:`.parametric`,
+fitted as of each date).  Each date's numbers depend only on the
 rows up to it and on its key (seed, date), never on the block, the worker,
 the start or the end: cutting the history after T leaves every im(t),
 t <= T - h, bit-identical (tests/test_backtest.py).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 
 import numpy as np
@@ -42,7 +44,9 @@ from ..tails import tail_size
 
 log = logging.getLogger(__name__)
 
-MODELS = ("fhs", "historical")
+#: The history models and the parametric ones (fitted as of each date: :mod:`.parametric`).
+MODELS = ("fhs", "historical", "gaussian", "student_t", "t_copula")
+PARAMETRIC = MODELS[2:]
 #: Stream of the backtest's draws (rng.NORMAL, MIXING, BOOTSTRAP are 0, 1, 2).
 STREAM = 3
 #: Scenario-model keys the backtest does not model yet; each must stay null (or empty).
@@ -72,6 +76,12 @@ class BacktestSettings:
     backend: str = "numpy"
     vol_floor_lookback: int | None = None
     apc: str = "none"               # margin.apc (docs/methodology.md, section 15)
+    # The parametric models (gaussian, student_t, t_copula): conf/scenarios/NAME.yaml.
+    drift: str = "zero"
+    shrinkage: float | str = 0.0
+    dof: float = 4.0                # student_t: used where the causal fit has too few residuals
+    copula_dof: float = 6.0         # t_copula: likewise
+    marginal_dof: float = 5.0       # t_copula: likewise
 
     @classmethod
     def from_config(cls, c: dict) -> "BacktestSettings":
@@ -79,9 +89,8 @@ class BacktestSettings:
         s, m, b = c.get("scenarios") or {}, c.get("margin") or {}, c.get("backtest") or {}
         model = s.get("model")
         if model not in MODELS:
-            raise ConfigError("scenarios", f"the backtest runs the history models {', '.join(MODELS)}; "
-                                           f"got {model!r} (parametric models need vols fitted as of each date, "
-                                           "not supported yet)")
+            raise ConfigError("scenarios", f"the backtest runs the scenario models {', '.join(MODELS)}; "
+                                           f"got {model!r}")
         for key in UNSUPPORTED:
             v = s.get(key)
             if v not in (None, "", {}, []):
@@ -115,18 +124,45 @@ class BacktestSettings:
                    block_dates=whole_number(b.get("block_dates", 250), "backtest.block_dates", 1),
                    backend=_backend_name(c.get("backend", "numpy")),
                    vol_floor_lookback=_vol_floor(model, s.get("vol_floor_lookback")),
-                   apc=backtest_apc(m.get("apc"), model))
+                   apc=backtest_apc(m.get("apc"), model), **_parametric_keys(model, s))
 
     def describe(self) -> dict:
         d = dataclasses.asdict(self)
         if self.model == "historical":
             for k in ("n", "vol_method", "ewma_lambda", "refit_every"):
                 d.pop(k)
-        elif self.vol_method == "ewma":
+        elif self.vol_method == "ewma" and self.model in ("fhs", "gaussian"):
             d.pop("refit_every")
+        if self.model not in PARAMETRIC:
+            d.pop("drift"), d.pop("shrinkage")
+        for k, used_by in (("dof", "student_t"), ("copula_dof", "t_copula"), ("marginal_dof", "t_copula")):
+            if self.model != used_by:
+                d.pop(k)
         if self.vol_floor_lookback is None:
             d.pop("vol_floor_lookback")
         return d
+
+
+def _parametric_keys(model: str, s: dict) -> dict:
+    """The parametric models' own keys, validated (conf/scenarios/{gaussian,student_t,t_copula}.yaml)."""
+    if model not in PARAMETRIC:
+        return {}
+    out = {"drift": one_of(s.get("drift", "zero"), "scenarios.drift", ("zero", "martingale"))}
+    sh = s.get("shrinkage", 0.0)
+    if isinstance(sh, str) and sh.lower().replace("-", "_") in ("ledoit_wolf", "lw", "auto"):
+        out["shrinkage"] = "ledoit_wolf"
+    else:
+        try:
+            out["shrinkage"] = real_number(sh, "scenarios.shrinkage", 0.0, 1.0)
+        except ConfigError:
+            raise ConfigError("scenarios.shrinkage", f"must be a number in [0, 1] or 'ledoit_wolf', "
+                                                     f"got {sh!r}") from None
+    if model == "student_t":
+        out["dof"] = real_number(s.get("dof", 4.0), "scenarios.dof", 2.0, low_open=True)
+    if model == "t_copula":
+        out["copula_dof"] = real_number(s.get("copula_dof", 6.0), "scenarios.copula_dof", 0.0, low_open=True)
+        out["marginal_dof"] = real_number(s.get("marginal_dof", 5.0), "scenarios.marginal_dof", 2.0, low_open=True)
+    return out
 
 
 def _vol_floor(model, v):
@@ -175,8 +211,9 @@ def _prepare(history: pd.DataFrame, pf: Portfolios, st: BacktestSettings) -> _Pr
         log.info("backtest: %d history row(s) without a price of a held asset not used", int((~keep).sum()))
     dates, prices, file_rows = px.index, px.to_numpy(dtype=np.float64), rows_all[keep]
     T, h = len(dates), st.horizon
-    init_rows = ewma_init_obs(st.ewma_lambda) if (st.model == "fhs" and st.vol_method == "ewma") else 0
-    if st.model == "fhs" and st.vol_method == "garch":
+    filtered = st.model != "historical"            # FHS and the parametric models filter vols
+    init_rows = ewma_init_obs(st.ewma_lambda) if (filtered and st.vol_method == "ewma") else 0
+    if filtered and st.vol_method == "garch":
         init_rows = GARCH_MIN_OBS
     # Start: the first date with a full look-back, else the one asked (with at least min_observations rows).
     need = max(st.min_observations + (h - 1 if st.model == "historical" else 0), init_rows, 1)
@@ -359,7 +396,7 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
     loss = -(value[pos + h] - value[pos])
     info: dict = {"model": st.model, "backend": backend_name}
     tasks = []
-    if st.model == "fhs":
+    if st.model != "historical":
         r = daily_returns(pd.DataFrame(prep.prices, index=prep.dates), st.gaps).to_numpy(dtype=np.float64)
         if st.vol_method == "ewma":
             segments = [_ewma_segment(r, st.ewma_lambda, n_dates)]
@@ -371,6 +408,10 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                        **{a: {"omega": float(s.omega[i]), "alpha": float(s.alpha[i]),
                                               "beta": float(s.beta[i])} for i, a in enumerate(portfolios.assets)}}
                                       for s in segments])
+    if st.model in PARAMETRIC:
+        tasks = _parametric_tasks(segments, prep, st, portfolios, expo, pos, get_backend(backend_name), info,
+                                  file)
+    elif st.model == "fhs":
         if st.vol_floor_lookback is not None:
             floor_var = _trailing_mean_square(r, st.vol_floor_lookback)
             info.update(vol_floor_lookback=st.vol_floor_lookback)
@@ -410,7 +451,15 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                     min_scenarios=int((hi - lo).min()), max_scenarios=int((hi - lo).max()))
     t1 = time.perf_counter()
     sched = scheduler if (scheduler is None or isinstance(scheduler, str)) else scheduler.get
-    results = dask.compute(*tasks, scheduler=sched or "threads")
+    if st.model in PARAMETRIC:
+        # The parametric blocks multiply with BLAS; dask's threads are the parallelism: BLAS's own threads on
+        # top of them only contend (twice the CPU time, measured).
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            results = dask.compute(*tasks, scheduler=sched or "threads")
+    else:
+        results = dask.compute(*tasks, scheduler=sched or "threads")
     var = np.concatenate([v for v, _ in results])
     es = np.concatenate([e for _, e in results])
     t2 = time.perf_counter()
@@ -422,6 +471,62 @@ def run_backtest(history: pd.DataFrame, portfolios: Portfolios, settings: Backte
                                         "tasks": len(tasks)}))
     return with_procyclicality(ds, lambda: run_backtest(history, portfolios, dataclasses.replace(st, apc="none"),
                                                         scheduler=scheduler)["im"].transpose("date", "portfolio").values)
+
+
+def _parametric_tasks(segments, prep, st, portfolios, expo, pos, backend, info, file) -> list:
+    """The dask tasks of a parametric model (:mod:`.parametric`): fitted as of each date, drawn under its key."""
+    import dask
+
+    import functools
+
+    from . import parametric as par
+
+    block = functools.partial(par.parametric_block, backend)     # the backend travels bound, not as a task input
+    held = np.nonzero(np.any(portfolios.quantity != 0, axis=0))[0]
+    assets = [str(portfolios.assets[i]) for i in held]
+    n_dates = pos.size
+    keys = date_keys(st.seed, prep.dates[pos])
+    m = tail_size(st.n, st.confidence)
+    zs = [np.ascontiguousarray(seg.z[:, held]) for seg in segments]
+    seg_of = np.empty(n_dates, dtype=np.int64)
+    for i, seg in enumerate(segments):
+        seg_of[seg.d0:seg.d1] = i
+    mvt = np.full(n_dates, st.dof)
+    cop = np.full(n_dates, st.copula_dof)
+    marg = np.full((n_dates, held.size), st.marginal_dof)
+    fits = []
+    if st.model != "gaussian":
+        fits = par.fit_dof_schedule(st.model, lambda d: zs[seg_of[d]], pos, prep.dates, st.lookback,
+                                    st.refit_every, st.shrinkage)
+        for f in fits:
+            if math.isfinite(f.mvt_dof):
+                mvt[f.d0:f.d1] = max(f.mvt_dof, 2.0 + 1e-6)
+            if math.isfinite(f.copula_dof):
+                cop[f.d0:f.d1] = f.copula_dof
+            marg[f.d0:f.d1] = np.where(np.isfinite(f.marginal_dof), np.maximum(f.marginal_dof, 2.05),
+                                       st.marginal_dof)
+    tasks = []
+    for i, seg in enumerate(segments):
+        seg_pos = pos[seg.d0:seg.d1]
+        complete = np.nonzero(np.isfinite(zs[i]).all(axis=1))[0].astype(np.int64)
+        lo_row = seg_pos - st.lookback + 1 if st.lookback is not None else np.zeros_like(seg_pos)
+        lo, hi = _window_bounds(complete, seg_pos, lo_row)
+        _check_rows(hi - lo, st, prep, seg_pos, file, "complete residual row(s)")
+        var_h = par.horizon_variance(seg.after[seg_pos][:, held], seg.omega[held], seg.alpha[held],
+                                     seg.beta[held], st.horizon)
+        for b0 in range(seg.d0, seg.d1, st.block_dates):
+            b1 = min(seg.d1, b0 + st.block_dates)
+            i0, i1 = b0 - seg.d0, b1 - seg.d0
+            tasks.append(dask.delayed(block, pure=False)(
+                st.model, keys[b0:b1], expo[b0:b1][:, :, held], var_h[i0:i1], zs[i], seg_pos[i0:i1],
+                st.lookback, st.shrinkage, mvt[b0:b1], cop[b0:b1], marg[b0:b1], st.n, m, st.drift))
+    info.update(n=st.n, seed=st.seed, tail_size=m, assets=assets, lookback=st.lookback, shrinkage=st.shrinkage,
+                drift=st.drift, horizon_variance="sum of the variance recursion's forecasts for rows t+1..t+h",
+                correlation="de-volatized residuals of the look-back ending at each date (pairwise, shrunk, PSD)",
+                draws="keyed by (seed, date): rng streams under the date key")
+    if fits:
+        info.update(dof_refit_every=st.refit_every, dof_fits=[f.describe(assets) for f in fits])
+    return tasks
 
 
 def _trailing_mean_square(r: np.ndarray, rows: int) -> np.ndarray:

@@ -55,7 +55,8 @@ def ledoit_wolf_intensity(x: np.ndarray) -> float:
     return 0.0 if beta <= 0 or delta <= 0 else float(beta / delta)
 
 
-def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.ndarray, dict]:
+def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0, *,
+                            log_level: int = logging.INFO) -> tuple[np.ndarray, dict]:
     """Pairwise correlation of residual columns, shrunk and repaired to a PSD correlation matrix.
 
     Parameters
@@ -63,6 +64,9 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.
     residuals : DataFrame (T x k)
         De-volatized returns over the look-back (NaN = missing).
     shrinkage : float in [0, 1] or "ledoit_wolf"
+    log_level : int
+        Level of the summary line (the backtest, which estimates one matrix a
+        date, logs it at DEBUG).
 
     Returns
     -------
@@ -76,22 +80,20 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.
     k = len(cols)
     z = residuals.to_numpy(dtype=np.float64)
     ok = ~np.isnan(z)
-    pair_obs = ok.T.astype(np.int64) @ ok.astype(np.int64)
+    okf = ok.astype(np.float64)
+    pair_obs = (okf.T @ okf).astype(np.int64)       # counts, exact in float64 (BLAS: the backtest calls this daily)
     moving = np.array([np.nanmax(np.abs(z[:, j])) > 0 if ok[:, j].any() else False for j in range(k)], dtype=bool)
     corr = np.eye(k)
     if k > 1:
         with np.errstate(invalid="ignore", divide="ignore"):
             raw = pd.DataFrame(z, columns=range(k)).corr(min_periods=MIN_PAIR_OBS).to_numpy()
-        for i in range(k):
-            for j in range(i):
-                if not (moving[i] and moving[j]):
-                    continue
-                v = raw[i, j]
-                if not np.isfinite(v):
-                    log.warning("correlation of %s and %s: only %d common residuals (< %d); set to 0",
-                                cols[i], cols[j], pair_obs[i, j], MIN_PAIR_OBS)
-                    v = 0.0
-                corr[i, j] = corr[j, i] = float(np.clip(v, -1.0, 1.0))
+        low = np.tril(moving[:, None] & moving[None, :], -1)    # pairs i > j of moving series
+        finite = np.isfinite(raw)
+        for i, j in zip(*np.nonzero(low & ~finite)):
+            log.warning("correlation of %s and %s: only %d common residuals (< %d); set to 0",
+                        cols[i], cols[j], pair_obs[i, j], MIN_PAIR_OBS)
+        v = np.where(low & finite, np.clip(np.where(finite, raw, 0.0), -1.0, 1.0), 0.0)
+        corr = corr + v + v.T
     if isinstance(shrinkage, str):
         if shrinkage.lower().replace("-", "_") not in ("ledoit_wolf", "lw", "auto"):
             raise ValueError(f"shrinkage must be a number in [0, 1] or 'ledoit_wolf', got {shrinkage!r}")
@@ -107,7 +109,7 @@ def devolatized_correlation(residuals: pd.DataFrame, shrinkage=0.0) -> tuple[np.
     fixed = nearest_correlation(corr)
     after = float(np.linalg.eigvalsh(fixed).min()) if k else 1.0
     repaired = before < -PSD_TOL
-    log.info("de-volatized correlation of %d series: shrinkage %.3f, smallest eigenvalue %.4g%s",
-             k, delta, before, f" (repaired: now {after:.4g})" if repaired else "")
+    log.log(log_level, "de-volatized correlation of %d series: shrinkage %.3f, smallest eigenvalue %.4g%s",
+            k, delta, before, f" (repaired: now {after:.4g})" if repaired else "")
     return fixed, {"shrinkage": delta, "min_eigenvalue_raw": before, "min_eigenvalue": after,
                    "repaired": repaired, "pair_obs": pair_obs}

@@ -62,16 +62,31 @@ class TCopulaScenarios(ScenarioModel):
         self._unit = np.where(self._gauss, 1.0, np.sqrt(np.clip(nu - 2.0, 1e-12, None) / nu))
         self._mu = -0.5 * self._scale ** 2 if drift == "martingale" else np.zeros(len(self.factors))
 
+    def _unit_marginals(self, z_ret, w):
+        """Unit-variance Student-t marginals [n, k] under the t copula, from k normals and the mixing chi-square."""
+        t = (z_ret @ self._chol.T) * np.sqrt(self.copula_dof / w)[:, None]
+        p = special.stdtr(self.copula_dof, -np.abs(t))            # smaller tail probability, accurate
+        q_t = special.stdtrit(np.where(self._gauss, 3.0, self.marginal_dof), p)
+        q = np.where(self._gauss, special.ndtri(p), q_t)           # lower-tail quantile (<= 0)
+        return -np.sign(t) * q * self._unit                         # unit-variance t marginals
+
+    def return_shocks(self, z, w, backend):
+        """Log-return shocks ``[n, assets]`` from given draws (``z`` [n, k] normals, ``w`` [n] chi-square(copula_dof)).
+
+        The return part of :meth:`draw`, for callers that key their own draws
+        (the backtest: docs/methodology.md, section 13).
+        """
+        z, w = np.asarray(z, dtype=np.float64), np.asarray(w, dtype=np.float64)
+        shock = np.zeros((z.shape[0], len(self.assets)))
+        shock[:, self._col] = self._mu + self._unit_marginals(z, w) * self._scale
+        return backend.asarray(shock)
+
     def draw(self, start, stop, backend):
         k, a = len(self.factors), len(self.assets)
         c = stop - start
         z = np.asarray(rng.standard_normals(self.seed, start, stop, 2 * k))
         w = np.asarray(rng.chi_square(self.seed, start, stop, self.copula_dof))
-        t = (z[:, :k] @ self._chol.T) * np.sqrt(self.copula_dof / w)[:, None]
-        p = special.stdtr(self.copula_dof, -np.abs(t))            # smaller tail probability, accurate
-        q_t = special.stdtrit(np.where(self._gauss, 3.0, self.marginal_dof), p)
-        q = np.where(self._gauss, special.ndtri(p), q_t)           # lower-tail quantile (<= 0)
-        x = -np.sign(t) * q * self._unit                            # unit-variance t marginals
+        x = self._unit_marginals(z[:, :k], w)
         shock = np.zeros((c, a))
         vol = np.zeros((c, a))
         shock[:, self._col] = self._mu + x * self._scale

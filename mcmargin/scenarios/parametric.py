@@ -100,6 +100,22 @@ class ParametricScenarios(ScenarioModel):
         a = len(self.assets)
         return both[:, :a], both[:, a:]
 
+    def return_shocks(self, z, w, backend):
+        """Log-return shocks ``[n, assets]`` from given draws, without the vol shocks.
+
+        ``z`` [n, k]: the standard normals of the k return factors; ``w`` [n]:
+        the chi-square(dof) mixing variable (Student-t; ignored for Gaussian).
+        The same map as :meth:`draw` (the return rows of its loading), for
+        callers that key their own draws (the backtest keys them by date:
+        docs/methodology.md, section 13) and need no vol shocks.
+        """
+        xp = backend.xp
+        z = backend.asarray(z)
+        if self.dof is not None:
+            z = z * xp.sqrt((self.dof - 2.0) / backend.asarray(w))[:, None]
+        k, a = len(self.factors), len(self.assets)
+        return z @ backend.asarray(np.ascontiguousarray(self._loading[:k, :a])) + backend.asarray(self._drift[:a])
+
     def describe(self):
         d = super().describe()
         d.update(model="student_t" if self.dof is not None else "gaussian", dof=self.dof, drift=self.drift,

@@ -61,12 +61,19 @@ def _programs():
         keys = scenario_keys(seed, stream, start, count)
         return jax.vmap(lambda k: 2.0 * jax.random.gamma(k, dof / 2.0, dtype=jnp.float64))(keys)
 
+    @functools.partial(jax.jit, static_argnames=("stream", "count"))
+    def chi2_keyed(words, start, dof, *, stream, count):
+        # The same draw under a given key (its two uint32 words) instead of key(seed).
+        base = jax.random.fold_in(jax.random.wrap_key_data(words, impl="threefry2x32"), stream)
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(start + jnp.arange(count, dtype=jnp.uint32))
+        return jax.vmap(lambda k: 2.0 * jax.random.gamma(k, dof / 2.0, dtype=jnp.float64))(keys)
+
     @functools.partial(jax.jit, static_argnames=("stream", "count", "dim"))
     def integers(seed, start, high, *, stream, count, dim):
         keys = scenario_keys(seed, stream, start, count)
         return jax.vmap(lambda k: jax.random.randint(k, (dim,), 0, high, dtype=jnp.int64))(keys)
 
-    return jnp, normals, chi2, integers
+    return jnp, normals, chi2, integers, chi2_keyed
 
 
 #: JAX draws are made in aligned blocks of this many scenarios, so one compiled
@@ -82,33 +89,45 @@ def _blocked(draw, start: int, stop: int):
     return out[start - first:stop - first]
 
 
-def standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL):
+def standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL, *, key=None):
     """Independent N(0, 1) draws, shape ``(stop - start, dim)``, float64 (a NumPy array).
 
     The numbers of ``jax.random.normal`` under the scenario keys, computed
-    without JAX (:mod:`.threefry`).
+    without JAX (:mod:`.threefry`).  ``key`` (two uint32 words), when given,
+    replaces ``key(seed)`` as the root (the backtest keys each date's draws
+    by (seed, date): docs/methodology.md, section 13); ``key=(0, seed)`` is
+    ``key(seed)`` itself.
     """
-    base = threefry.fold_in(threefry.seed_key(seed), stream)
+    root = threefry.seed_key(seed) if key is None else (np.uint32(key[0]), np.uint32(key[1]))
+    base = threefry.fold_in(root, stream)
     keys = threefry.fold_in(base, np.arange(start, stop, dtype=np.int64).astype(np.uint32))
     return threefry.normal(keys, dim)
 
 
 def jax_standard_normals(seed: int, start: int, stop: int, dim: int, stream: int = NORMAL):
     """:func:`standard_normals` drawn by JAX itself (a JAX array): the reference of the tests."""
-    jnp, normals, _, _ = _programs()
+    jnp, normals, _, _, _ = _programs()
     return _blocked(lambda b: normals(jnp.uint32(seed), jnp.uint32(b), stream=stream, count=BLOCK, dim=dim),
                     start, stop)
 
 
-def chi_square(seed: int, start: int, stop: int, dof: float, stream: int = MIXING):
-    """One chi-square(dof) draw per scenario, shape ``(stop - start,)``, float64 (JAX)."""
-    jnp, _, chi2, _ = _programs()
+def chi_square(seed: int, start: int, stop: int, dof: float, stream: int = MIXING, *, key=None):
+    """One chi-square(dof) draw per scenario, shape ``(stop - start,)``, float64 (JAX).
+
+    ``key`` (two uint32 words) replaces ``key(seed)`` as the root, as in
+    :func:`standard_normals`.
+    """
+    jnp, _, chi2, _, chi2_keyed = _programs()
+    if key is not None:
+        words = jnp.asarray([int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF], dtype=jnp.uint32)
+        return _blocked(lambda b: chi2_keyed(words, jnp.uint32(b), jnp.float64(dof), stream=stream, count=BLOCK),
+                        start, stop)
     return _blocked(lambda b: chi2(jnp.uint32(seed), jnp.uint32(b), jnp.float64(dof), stream=stream,
                                    count=BLOCK), start, stop)
 
 
 def integers(seed: int, start: int, stop: int, high: int, dim: int = 1, stream: int = BOOTSTRAP):
     """Uniform integers in ``[0, high)``, shape ``(stop - start, dim)``, int64 (JAX)."""
-    jnp, _, _, ints = _programs()
+    jnp, _, _, ints, _ = _programs()
     return _blocked(lambda b: ints(jnp.uint32(seed), jnp.uint32(b), jnp.int64(high), stream=stream,
                                    count=BLOCK, dim=dim), start, stop)

@@ -155,6 +155,23 @@ def erfinv(x):
     return out / np.float64(np.sqrt(2.0))
 
 
+def normal_from_mantissas(floats):
+    """:func:`normal` from its draws' 52 random mantissa bits, given as ``floats = (bits >> 12) / 2^52``.
+
+    ``floats`` (in [0, 1), any shape) are what :func:`uniform` forms before
+    scaling (``1.m - 1`` is ``m / 2^52`` exactly); for callers that make the
+    random bits themselves (the backtest's compiled Threefry,
+    :func:`mcmargin.backtest.kernels.keyed_mantissas`).
+    """
+    f = np.ascontiguousarray(floats, dtype=np.float64)
+    lo = np.nextafter(-1.0, 0.0)
+    u = np.empty_like(f)
+    _get_kernels()[2](f, 1.0 - lo, lo, lo, u)
+    out = np.empty_like(u)
+    _get_kernels()[1](u, out)
+    return out
+
+
 def normal(key, dim: int):
     """``jax.random.normal(key, (dim,), float64)`` for each key: ``(keys, dim)``."""
     u = uniform(key, dim, np.nextafter(-1.0, 0.0), 1.0)
