@@ -180,9 +180,13 @@ def test_streaming_selection_is_a_partition():
     for n, j in ((4096, 66), (700, 9), (1000, 250), (300, 300), (2000, 16)):
         for sums in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
                      np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
-            work = np.empty(n)
-            got = fastpath._jth_largest_loss(sums, n, j, work, fastpath.screen_scratch(n))
+            work, work_index = np.empty(n), np.empty(n, dtype=np.int64)
+            got, c = fastpath._jth_largest_loss(sums, n, j, work, work_index, fastpath.screen_scratch(n),
+                                                np.empty(1 << fastpath.DIGIT, dtype=np.int64))
             assert got == np.partition(-sums, n - j)[n - j], (n, j)
+            if c >= 0:        # the candidates: every loss above the guess, in scenario order
+                assert c >= j and np.array_equal(work[:c], -sums[work_index[:c]])
+                assert np.all(np.diff(work_index[:c]) > 0) and (work[:c] > got).sum() == (-sums > got).sum()
             a = -sums.copy()
             t = fastpath._select_top(a, n, j)
             assert t == np.partition(-sums, n - j)[n - j]

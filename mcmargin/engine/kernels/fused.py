@@ -553,29 +553,33 @@ GUESS_SAMPLE = 512
 
 
 @numba.njit(nogil=True, cache=True)
-def _jth_largest_loss(sums, n, j, work, hit):
-    """The j-th largest of the losses ``-sums[:n]`` (j <= n): the value a partition of all n puts there.
+def _jth_largest_loss(sums, n, j, work, work_index, hit, hist):
+    """``(t, c)``: t the j-th largest of the losses ``-sums[:n]`` (j <= n), the value a partition of all n
+    puts there; and the c losses above a guess below t, kept in ``work[:c]`` with their positions in
+    ``work_index[:c]``, in order (c = -1 when the guess failed).
 
-    A guess below it first: a somewhat larger order statistic of the first
+    A guess below t first: a somewhat larger order statistic of the first
     few hundred losses (about twice the share j / n, scenarios being
     independent draws).  Every loss above the guess is then collected by one
-    vectorised screen (:func:`_screen`), about 2 j of them, and the j-th
-    largest is selected among them: exact, since the j largest all beat the
-    guess.  If fewer than j do (a first sample unlike the rest, e.g. sorted
-    input), the j-th largest is selected from all n.  ``work`` holds at
-    least n floats, ``hit`` is :func:`screen_scratch` of at least n.
+    vectorised screen (:func:`_screen_indexed`), about 2 j of them, and the
+    j-th largest is selected among them: exact, since the j largest all beat
+    the guess.  If fewer than j do (a first sample unlike the rest, e.g.
+    sorted input), t is selected from all n.  Selections are radix selections
+    (:func:`_mth_largest`: nothing is moved).  ``work`` and ``work_index``
+    hold at least n values, ``hit`` is :func:`screen_scratch` of at least n,
+    ``hist`` 2 ** DIGIT counts.
     """
     e = min(n, max(8 * j, GUESS_SAMPLE))
     if e < n:
         for s in range(e):
             work[s] = -sums[s]
-        guess = _select_top(work, e, min(e, 4 + (2 * j * e + n - 1) // n))
-        c = _screen(sums, n, guess, work, 0, hit)
+        guess = _mth_largest(work, e, min(e, 4 + (2 * j * e + n - 1) // n), hist)
+        c = _screen_indexed(sums, n, guess, work, work_index, 0, 0, hit)
         if c >= j:
-            return _select_top(work, c, j)
+            return _mth_largest(work, c, j, hist), c
     for s in range(n):
         work[s] = -sums[s]
-    return _select_top(work, n, j)
+    return _mth_largest(work, n, j, hist), -1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -586,7 +590,9 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     (the same sums as :func:`fold_chunk_fused`), its threshold = their j-th
     largest (-inf for a row with no holdings, which loses exactly 0), and
     then those losses folded into the row's tail exactly as
-    :func:`fold_chunk_fused` would fold them with that threshold.  The
+    :func:`fold_chunk_fused` would fold them with that threshold: the losses
+    above it staged in scenario order, taken from the selection's own
+    candidates (:func:`_jth_largest_loss`) when it has them.  The
     chunk's fold then starts at scenario ``sample``
     (:func:`fold_chunk_fused_from`): no sample loss is formed twice.
     ``block`` rows are done at once, each tile of ``pnl_t`` serving them all
@@ -598,7 +604,9 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     sums = np.empty((block, sample))
     buf = np.empty(tile)
     work = np.empty(sample)
+    work_index = np.empty(sample, dtype=np.int64)
     hit = screen_scratch(max(sample, tile))
+    hist = np.empty(1 << DIGIT, dtype=np.int64)
     full = values.shape[1] - tile
     for r0 in range(0, n_rows, block):
         nr = min(block, n_rows - r0)
@@ -611,12 +619,24 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
         for i in range(nr):
             r = r0 + i
             row_sums = sums[i]
-            thr = -np.inf if indptr[r + 1] == indptr[r] else _jth_largest_loss(row_sums, sample, j, work, hit)
             c = count[r]
-            row = values[r]
-            for s0 in range(0, sample, tile):
-                w = min(tile, sample - s0)
-                c, thr = _take(row, index[r], c, thr, row_sums[s0:s0 + w], w, m, full, s0, hit)
+            row, rix = values[r], index[r]
+            if indptr[r + 1] == indptr[r]:
+                thr, got = -np.inf, -1
+            else:
+                thr, got = _jth_largest_loss(row_sums, sample, j, work, work_index, hit, hist)
+            if got >= 0:                  # the candidates above the guess hold every loss above thr
+                for k in range(got):
+                    if work[k] > thr:
+                        row[c] = work[k]
+                        rix[c] = work_index[k]
+                        c += 1
+                if c > full:
+                    c, thr = _compact_row(row, rix, c, m)
+            else:
+                for s0 in range(0, sample, tile):
+                    w = min(tile, sample - s0)
+                    c, thr = _take(row, rix, c, thr, row_sums[s0:s0 + w], w, m, full, s0, hit)
             count[r] = c
             threshold[r] = thr
 
