@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 #: String variables with at least this many strings take the fast path (shorter ones are cheap anyway).
-LONG = 50_000
+LONG = 10_000
 
 #: Strings encoded per slice: bounds the temporary [strings x (4 + width)] bytes.
 SLICE = 1 << 20
