@@ -223,6 +223,35 @@ def test_outputs_follow_the_umask(tmp_path):
     assert (tmp_path / "b.zarr").stat().st_mode & 0o777 == 0o755
 
 
+def _files(root):
+    return {str(f.relative_to(root)): (f.read_bytes(), f.stat().st_mode & 0o777)
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def test_small_datasets_written_through_memory_give_the_same_store(tmp_path, monkeypatch):
+    """A small dataset is encoded in a MemoryStore and its files written after (store.IN_MEMORY): the
+    directory is the one zarr's own LocalStore writes, byte for byte, with the same permissions."""
+    import mcmargin.output.store as out
+
+    rng = np.random.default_rng(2)
+    ds = dataset(1.0, 40).assign(var=(("account", "confidence"), rng.standard_normal((40, 2)),
+                                      {"long_name": "value at risk", "units": "USD"}),
+                                 group=("account", np.array([f"G{i % 7}" for i in range(40)])))
+    ds = ds.assign_coords(confidence=[0.99, 0.995])
+    old = os.umask(0o022)
+    try:
+        write_dataset(ds, tmp_path / "memory.zarr")
+        monkeypatch.setattr(out, "IN_MEMORY", -1)
+        write_dataset(ds, tmp_path / "direct.zarr")
+    finally:
+        os.umask(old)
+    memory, direct = _files(tmp_path / "memory.zarr"), _files(tmp_path / "direct.zarr")
+    assert memory == direct and len(memory) > 10
+    assert {mode for _, mode in memory.values()} == {0o644}
+    back = xr.open_zarr(tmp_path / "memory.zarr").load()
+    xr.testing.assert_identical(back.drop_attrs(), ds.drop_attrs())
+
+
 # ----------------------------------------------------------------------------- the final check of figures
 def test_non_finite_figure_is_refused_naming_variable_and_account():
     ds = dataset(5.0)

@@ -242,7 +242,7 @@ def write_dataset(ds: xr.Dataset, path, *, netcdf: bool | None = None, key: str 
                 warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
                 # Long string variables are written by array operations after the rest (zarr_strings.py).
                 ds, encoding, deferred = defer_long_strings(ds)
-                ds.pipe(_variable_length_strings).to_zarr(tmp, mode="w", consolidated=True, encoding=encoding)
+                _to_zarr_directory(ds.pipe(_variable_length_strings), tmp, encoding)
                 write_deferred(tmp, deferred)
         with _locked(path.parent):
             # Checked again under the lock: another program may have put something there meanwhile.
@@ -250,6 +250,31 @@ def write_dataset(ds: xr.Dataset, path, *, netcdf: bool | None = None, key: str 
                 _check_replaceable(path, key, netcdf)
             _swap_into_place(tmp, path)
     return path
+
+
+#: Datasets up to this many bytes are encoded in memory, then their files written in one pass.
+IN_MEMORY = 64 * 2**20
+
+
+def _to_zarr_directory(ds: xr.Dataset, directory: Path, encoding: dict) -> None:
+    """``ds.to_zarr`` into the new directory store ``directory`` (consolidated metadata).
+
+    zarr-python writes each array's metadata and chunks through its
+    asynchronous store, a few milliseconds an array whatever its size: a
+    small dataset is written into a ``MemoryStore`` over a plain dict and the
+    dict's entries then become files, the same store at a third of the cost.
+    """
+    if ds.nbytes > IN_MEMORY:
+        ds.to_zarr(directory, mode="w", consolidated=True, encoding=encoding)
+        return
+    from zarr.storage import MemoryStore
+
+    entries: dict = {}
+    ds.to_zarr(MemoryStore(entries), mode="w", consolidated=True, encoding=encoding)
+    for key, buffer in entries.items():
+        file = directory / key
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(buffer.to_bytes())
 
 
 def _version() -> str:
