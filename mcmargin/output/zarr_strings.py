@@ -72,9 +72,10 @@ def vlen_utf8(values: np.ndarray) -> bytes:
     if codes.size and codes.max() >= 128:          # not ASCII: NumPy's UTF-8 codec, then the same layout
         encoded = np.char.encode(values, "utf-8")
         raw = encoded.view(np.uint8).reshape(n, encoded.dtype.itemsize)
+        lengths = np.char.str_len(encoded).astype("<u4")
     else:                                          # ASCII: a code point is its UTF-8 byte
         raw = codes.astype(np.uint8)
-    lengths = _lengths(raw)
+        lengths = np.char.str_len(values).astype("<u4")
     width = raw.shape[1]
     parts = [np.array([n], dtype="<u4").tobytes()]
     columns = np.arange(width)
@@ -88,13 +89,6 @@ def vlen_utf8(values: np.ndarray) -> bytes:
         keep[:, 4:] = columns < lengths[z, None]
         parts.append(rows[keep].tobytes())
     return b"".join(parts)
-
-
-def _lengths(raw: np.ndarray) -> np.ndarray:
-    """Byte length of each row of ``raw`` [strings x width]: up to its last non-zero byte (NumPy pads with zeros)."""
-    nonzero = raw != 0
-    last = raw.shape[1] - np.argmax(nonzero[:, ::-1], axis=1) if raw.shape[1] else np.zeros(raw.shape[0], int)
-    return np.where(nonzero.any(axis=1), last, 0).astype("<u4")
 
 
 def _chunk_key(meta: dict, size: int) -> str | None:
