@@ -43,7 +43,8 @@ def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
                 if v.dtype.kind == "U" and v.ndim == 1 and v.size >= LONG}
     if not deferred:
         return ds, {}, {}
-    empty = {k: (ds[k].dims, np.full(v.size, "", dtype=np.dtypes.StringDType()), ds[k].attrs)
+    # A new StringDType array holds empty strings: nothing to fill.
+    empty = {k: (ds[k].dims, np.empty(v.size, dtype=np.dtypes.StringDType()), ds[k].attrs)
              for k, v in deferred.items()}
     out = ds.assign({k: e for k, e in empty.items() if k in ds.data_vars})
     out = out.assign_coords({k: e for k, e in empty.items() if k in ds.coords})

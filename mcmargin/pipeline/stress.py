@@ -288,11 +288,13 @@ def instantaneous_losses(compiled, market_vol, shock, vol_shock):
     options = dataclasses.replace(compiled.options, expiry_after=compiled.options.expiry)
     pnl = np.asarray(revaluation.revalue(nb, revaluation.BackendBook(options=options.on(nb)), shock, vol_shock))
     rows = np.concatenate([np.arange(compiled.accounts.size), compiled.group_row])
-    pnl_rows = np.asarray(compiled.exposures[rows] @ pnl.T)
+    # Every row's product, then the rows wanted: each row's sum is the same, and a dense [rows x stress]
+    # gather is far cheaper than slicing the sparse matrix by a million rows.
+    pnl_rows = np.asarray(compiled.exposures @ pnl.T)[rows]
     cash = np.flatnonzero((vol <= 0) & (shock != 0).any(axis=0))
     if cash.size:
-        held = compiled.holdings[rows][:, compiled.n_instruments + cash]
-        pnl_rows = pnl_rows + np.asarray(held @ (compiled.prices[cash] * np.expm1(shock[:, cash])).T)
+        held = compiled.holdings[:, compiled.n_instruments + cash]
+        pnl_rows = pnl_rows + np.asarray(held @ (compiled.prices[cash] * np.expm1(shock[:, cash])).T)[rows]
     loss = -pnl_rows + 0.0
     return loss[:compiled.accounts.size], loss[compiled.accounts.size:]
 
