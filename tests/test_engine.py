@@ -182,7 +182,8 @@ def test_streaming_selection_is_a_partition():
                      np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
             work, work_index = np.empty(n), np.empty(n, dtype=np.int64)
             got, c = fastpath._jth_largest_loss(sums, n, j, work, work_index, fastpath.screen_scratch(n),
-                                                np.empty(1 << fastpath.DIGIT, dtype=np.int64))
+                                                np.empty(1 << fastpath.DIGIT, dtype=np.int64),
+                                                np.empty(n, dtype=np.uint64))
             assert got == np.partition(-sums, n - j)[n - j], (n, j)
             if c >= 0:        # the candidates: every loss above the guess, in scenario order
                 assert c >= j and np.array_equal(work[:c], -sums[work_index[:c]])
@@ -215,7 +216,8 @@ def test_radix_selection_is_a_partition():
             a[: n // 2] = np.inf
             a[n // 2: n // 2 + 3] = -np.inf
         before = a.copy()
-        assert fastpath._mth_largest(a, n, m, hist) == np.partition(a, n - m)[n - m], (trial, n, m)
+        keys = np.empty(n, dtype=np.uint64)
+        assert fastpath._mth_largest(a, n, m, hist, keys) == np.partition(a, n - m)[n - m], (trial, n, m)
         np.testing.assert_array_equal(a, before)
 
 

@@ -454,55 +454,57 @@ def _order_key(bits):
 
 
 @numba.njit(nogil=True, cache=True)
-def _mth_largest(a, n, m, hist):
+def _mth_largest(a, n, m, hist, keys):
     """The m-th largest of ``a[:n]`` (1 <= m <= n, no NaN): the value a partition puts there; ``a`` is not moved.
 
     A most-significant-digit radix selection on order-preserving integer
     keys (:func:`_order_key`): the bits every key shares are skipped, then
-    each pass counts the keys of the current bucket by their next 11 bits
-    (``hist``: at least 2048 counts) and keeps the bucket holding the
-    answer, until one key is left.  Losses held by a row are close in
-    magnitude, so two or three passes over n values do, with no branch on a
-    comparison of values: several times faster than a quickselect on a copy.
+    each pass counts the remaining keys by their next 11 bits (``hist``: at
+    least 2048 counts), keeps only those of the bucket holding the answer
+    (in ``keys``, scratch of at least n), and skips the bits they all share,
+    until one key is left.  The first pass reads all n values, the next ones
+    a few percent of them; no branch depends on a comparison of values:
+    several times faster than a quickselect on a copy.
     """
     bits = a.view(np.uint64)
     lo = _ALL
     hi = np.uint64(0)
     for i in range(n):
         x = _order_key(bits[i])
+        keys[i] = x
         lo = min(lo, x)
         hi = max(hi, x)
     k = n - m                      # the k-th smallest, 0-based
-    if lo == hi:
-        return a[0]
-    shift = np.uint64(64) - leading_zeros(lo ^ hi)     # bits at or above shift are the same in every key
-    prefix = lo >> shift if shift < 64 else np.uint64(0)
-    while shift > 0:
+    c = n
+    while lo != hi:
+        shift = np.uint64(64) - leading_zeros(lo ^ hi)     # bits at or above shift: the same in every key left
         d = min(np.uint64(DIGIT), shift)
         shift -= d
-        size = np.int64(_U1 << d)
-        hist[:size] = 0
-        for i in range(n):
-            x = _order_key(bits[i])
-            top = x >> (shift + d) if shift + d < 64 else np.uint64(0)
-            if top == prefix:
-                hist[np.int64((x >> shift) & ((_U1 << d) - _U1))] += 1
+        mask = (_U1 << d) - _U1
+        hist[:np.int64(_U1 << d)] = 0
+        for i in range(c):
+            hist[np.int64((keys[i] >> shift) & mask)] += 1
         acc = 0
         b = 0
         while acc + hist[b] <= k:
             acc += hist[b]
             b += 1
         k -= acc
-        prefix = (prefix << d) | np.uint64(b)
-        if hist[b] == 1:           # a single key left in the bucket: it is the answer
-            for i in range(n):
-                x = _order_key(bits[i])
-                if (x >> shift if shift < 64 else np.uint64(0)) == prefix:
-                    return a[i]
-    for i in range(n):             # every bit fixed: the key is prefix
-        if _order_key(bits[i]) == prefix:
-            return a[i]
-    return np.nan
+        bucket = np.uint64(b)
+        kept = 0
+        lo = _ALL
+        hi = np.uint64(0)
+        for i in range(c):
+            x = keys[i]
+            if (x >> shift) & mask == bucket:
+                keys[kept] = x
+                kept += 1
+                lo = min(lo, x)
+                hi = max(hi, x)
+        c = kept
+    # Back from the key to the float's bits (the inverse of _order_key), read as a float.
+    keys[0] = lo ^ _SIGN if lo & _SIGN else lo ^ _ALL
+    return keys[:1].view(np.float64)[0]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -516,6 +518,7 @@ def top_m(values, index, count, m, out, out_index):
     lower scenario, :func:`_ranks_below`).  The held losses are left in place.
     """
     hist = np.empty(1 << DIGIT, dtype=np.int64)
+    keys = np.empty(values.shape[1], dtype=np.uint64)
     tied = np.empty(values.shape[1], dtype=np.int64)
     for r in range(values.shape[0]):
         n = count[r]
@@ -529,7 +532,7 @@ def top_m(values, index, count, m, out, out_index):
                 out[r, i] = -np.inf
                 out_index[r, i] = -1
             continue
-        t = _mth_largest(row, n, m, hist)
+        t = _mth_largest(row, n, m, hist, keys)
         c = 0
         nt = 0
         dest = out[r]
@@ -553,7 +556,7 @@ GUESS_SAMPLE = 512
 
 
 @numba.njit(nogil=True, cache=True)
-def _jth_largest_loss(sums, n, j, work, work_index, hit, hist):
+def _jth_largest_loss(sums, n, j, work, work_index, hit, hist, keys):
     """``(t, c)``: t the j-th largest of the losses ``-sums[:n]`` (j <= n), the value a partition of all n
     puts there; and the c losses above a guess below t, kept in ``work[:c]`` with their positions in
     ``work_index[:c]``, in order (c = -1 when the guess failed).
@@ -567,19 +570,19 @@ def _jth_largest_loss(sums, n, j, work, work_index, hit, hist):
     sorted input), t is selected from all n.  Selections are radix selections
     (:func:`_mth_largest`: nothing is moved).  ``work`` and ``work_index``
     hold at least n values, ``hit`` is :func:`screen_scratch` of at least n,
-    ``hist`` 2 ** DIGIT counts.
+    ``hist`` and ``keys`` the scratch of :func:`_mth_largest`.
     """
     e = min(n, max(8 * j, GUESS_SAMPLE))
     if e < n:
         for s in range(e):
             work[s] = -sums[s]
-        guess = _mth_largest(work, e, min(e, 4 + (2 * j * e + n - 1) // n), hist)
+        guess = _mth_largest(work, e, min(e, 4 + (2 * j * e + n - 1) // n), hist, keys)
         c = _screen_indexed(sums, n, guess, work, work_index, 0, 0, hit)
         if c >= j:
-            return _mth_largest(work, c, j, hist), c
+            return _mth_largest(work, c, j, hist, keys), c
     for s in range(n):
         work[s] = -sums[s]
-    return _mth_largest(work, n, j, hist), -1
+    return _mth_largest(work, n, j, hist, keys), -1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -607,6 +610,7 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     work_index = np.empty(sample, dtype=np.int64)
     hit = screen_scratch(max(sample, tile))
     hist = np.empty(1 << DIGIT, dtype=np.int64)
+    keys = np.empty(sample, dtype=np.uint64)
     full = values.shape[1] - tile
     for r0 in range(0, n_rows, block):
         nr = min(block, n_rows - r0)
@@ -624,7 +628,7 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
             if indptr[r + 1] == indptr[r]:
                 thr, got = -np.inf, -1
             else:
-                thr, got = _jth_largest_loss(row_sums, sample, j, work, work_index, hit, hist)
+                thr, got = _jth_largest_loss(row_sums, sample, j, work, work_index, hit, hist, keys)
             if got >= 0:                  # the candidates above the guess hold every loss above thr
                 for k in range(got):
                     if work[k] > thr:
