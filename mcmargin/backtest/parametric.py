@@ -155,8 +155,9 @@ def date_model(model: str, assets, var_h: np.ndarray, corr: np.ndarray, *, n: in
     vol = np.sqrt(var_h)
     zeros = np.zeros(len(assets))
     if model == "t_copula":
+        # Tabulated marginal transform: a new correlation every date, dofs only every refit.
         return TCopulaScenarios(assets, assets, vol, zeros, zeros, corr, marginal_dof, copula_dof, n=n, seed=0,
-                                horizon_days=1.0, days_per_year=1.0, drift=drift)
+                                horizon_days=1.0, days_per_year=1.0, drift=drift, tabulated=True)
     return ParametricScenarios(assets, assets, vol, zeros, zeros, corr, n=n, seed=0, horizon_days=1.0,
                                days_per_year=1.0, dof=dof if model == "student_t" else None, drift=drift)
 

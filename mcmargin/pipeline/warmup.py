@@ -58,6 +58,9 @@ def warm_up_backtest() -> None:
     pf = Portfolios(("p",), ("A", "B"), np.array([[1.0, -1.0]]), "warm-up", "")
     for kw in (dict(horizon=1), dict(horizon=3), dict(model="historical", horizon=2)):
         run_backtest(hist, pf, BacktestSettings(n=4096, lookback=60, **kw), scheduler="sync")
+    from ..scenarios.copula import tabulated_lower_quantiles
+
+    tabulated_lower_quantiles(np.array([0.5, -2.0]), 6.0, 5.0)     # the t copula's compiled interpolation
 
 
 def _warm_whatif() -> None:
