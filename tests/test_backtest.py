@@ -195,6 +195,13 @@ def test_realised_losses_exceedances_and_window_counts():
                                 dict(model="fhs", horizon=1, n=150, vol_floor_lookback=300)])
 def test_no_look_ahead_bit_for_bit(kw):
     """Alter every price after T: every im(t), t <= T - h, is bit-identical; so are other block sizes and ends."""
+    assert_no_look_ahead(settings, kw)
+
+
+def assert_no_look_ahead(settings, kw, short_run=None):
+    """The look-ahead check of :func:`test_no_look_ahead_bit_for_bit` for backtest settings ``settings(**kw)``
+    (also the parametric models': tests/test_backtest_parametric.py); ``short_run``: more settings of the
+    run that ends early."""
     hist = gaussian_history(520, regimes=True)
     pf = books()
     st = settings(**kw)
@@ -214,7 +221,7 @@ def test_no_look_ahead_bit_for_bit(kw):
         b = cut[v].sel(date=ds["date"].values[upto]).values
         assert np.array_equal(a, b), v
     assert not np.array_equal(ds["im"].values[~upto], cut["im"].sel(date=ds["date"].values[~upto]).values)
-    short = run_backtest(hist, pf, settings(**{**kw, "end": str(hist.index[300].date())}))
+    short = run_backtest(hist, pf, settings(**{**kw, "end": str(hist.index[300].date()), **(short_run or {})}))
     assert np.array_equal(short["im"].values, ds["im"].sel(date=short["date"].values).values)
 
 

@@ -22,7 +22,8 @@ from mcmargin.errors import ConfigError
 from mcmargin.inputs.history import validate_history
 from mcmargin.inputs.portfolios import Portfolios
 from mcmargin.scenarios import rng, threefry
-from test_backtest import ASSETS, backtest_config, books, gaussian_history, job_files  # noqa: F401 (fixture)
+from test_backtest import (ASSETS, assert_no_look_ahead, backtest_config, books, gaussian_history,  # noqa: F401
+                           job_files)
 
 PARAMETRIC = ("gaussian", "student_t", "t_copula")
 
@@ -203,32 +204,7 @@ def test_date_normals_are_the_rng_under_the_date_key():
                                 dict(model="gaussian", horizon=1, drift="martingale", shrinkage="ledoit_wolf")])
 def test_no_look_ahead_bit_for_bit(kw):
     """Alter every price after T: every im(t), t <= T - h, is bit-identical; so are other block sizes and ends."""
-    hist = gaussian_history(520, regimes=True)
-    pf = books()
-    st = settings(**kw)
-    ds = run_backtest(hist, pf, st)
-    T = hist.index[400]
-    altered = hist.copy()
-    after = altered.index > T
-    g = np.random.default_rng(99)
-    altered.loc[after] = altered.loc[after].to_numpy() * np.exp(g.normal(0, 0.2, (after.sum(), 3)))
-    altered = validate_history(altered.reset_index(), file="altered.csv")
-    cut = run_backtest(altered, pf, settings(**{**kw, "block_dates": 13}))
-    h = st.horizon
-    upto = ds["date"].values <= np.datetime64(hist.index[400 - h])
-    assert upto.sum() > 100
-    for v in ("im", "var", "es", "loss"):
-        a = ds[v].values[upto]
-        b = cut[v].sel(date=ds["date"].values[upto]).values
-        assert np.array_equal(a, b), v
-    assert not np.array_equal(ds["im"].values[~upto], cut["im"].sel(date=ds["date"].values[~upto]).values)
-    short = run_backtest(hist, pf, settings(**{**kw, "end": str(hist.index[300].date()), "block_dates": 1000}))
-    assert np.array_equal(short["im"].values, ds["im"].sel(date=short["date"].values).values)
-    if st.model != "gaussian":                  # the dof refits up to T are those of the altered history
-        fits = json.loads(ds.attrs["model"])["dof_fits"]
-        fits_cut = json.loads(cut.attrs["model"])["dof_fits"]
-        early = [f for f in fits if f["fitted_on"] <= str(T.date())]
-        assert early and early == fits_cut[:len(early)]
+    assert_no_look_ahead(settings, kw, short_run={"block_dates": 1000})
 
 
 def test_models_differ_and_fat_tails_raise_the_margin():
