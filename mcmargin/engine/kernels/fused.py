@@ -96,10 +96,11 @@ def _ranks_below(av, ai, bv, bi):
 
 @numba.njit(nogil=True, cache=True)
 def _select_top_indexed(a, ix, n, m):
-    """:func:`_select_top` of the pairs ``(a[:n], ix[:n])`` ranked by :func:`_ranks_below`.
+    """Rearrange the pairs ``(a[:n], ix[:n])`` so that the m highest-ranked by :func:`_ranks_below` are in
+    ``a[:m]``, ``ix[:m]`` (any order); return the m-th largest value.
 
-    The m highest-ranked pairs end in ``a[:m]``, ``ix[:m]`` (any order);
-    returns the m-th largest value.  The kept set is unique even among ties.
+    In place (Hoare's selection with a median-of-three pivot).  The kept set
+    is unique even among ties: of equal values, the lower indices.
     """
     k = n - m
     lo, hi = 0, n - 1
@@ -396,47 +397,6 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
             c, thr = _take(values[r], index[r], count[r], threshold[r], buf, w, m, full, offset + s0, hit)
             count[r] = c
             threshold[r] = thr
-
-
-@numba.njit(nogil=True, cache=True)
-def _select_top(a, n, m):
-    """Rearrange ``a[:n]`` so that its m largest values are in ``a[:m]`` (any order); return the m-th largest.
-
-    In place (Hoare's selection with a median-of-three pivot; equal values
-    stop both scans, so runs of ties cost no more than distinct values).
-    Which values are kept is the same multiset as a partition gives.
-    """
-    k = n - m
-    lo, hi = 0, n - 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while pivot < a[j]:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    t = a[k]
-    for i in range(m):            # source ahead of destination: a forward copy is safe
-        a[i] = a[k + i]
-    return t
 
 
 # Radix selection (:func:`_mth_largest`).
