@@ -62,6 +62,25 @@ def output_paths(cfg):
     return path, check_report_path(report_path_for(path), key="output.report")
 
 
+def run_and_write(cfg, run, write) -> tuple:
+    """The body of a job that writes one dataset: check its output and report paths, hold the run lock on
+    the output path (``output.lock_wait``), ``ds = run(cfg)``, ``write(ds, path)`` (a list of the paths it
+    wrote) as the ``write`` stage, then the report.  Returns ``(ds, paths written)``."""
+    from mcmargin.common.logs import stage
+    from mcmargin.common.settings import real_number
+    from mcmargin.output.store import run_lock
+
+    path, report = output_paths(cfg)
+    wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
+    with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
+        ds = run(cfg)
+        with stage("write", path=str(path)):
+            written = write(ds, path)
+        if report is not None:
+            written.append(write_report_stage(ds, report))
+    return ds, written
+
+
 def write_report_stage(ds, report, **options) -> str:
     """Write the dataset's HTML report to ``report`` as the job's ``report`` stage; returns its path."""
     from mcmargin.common.logs import stage

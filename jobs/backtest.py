@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 # Only Hydra and the light modules up front, so --help and a bad override answer at once.
-from jobs._cli import launch, output_paths, user_errors, write_report_stage
+from jobs._cli import launch, run_and_write, user_errors
 from mcmargin.common.settings import BACKTEST_RULES, check_settings
 from mcmargin.errors import ConfigError
 
@@ -62,17 +62,13 @@ def run(cfg: DictConfig):
 
 def write(ds, path, plots: bool = True) -> list[str]:
     """Plots (if asked), then the dataset, each written whole; returns the paths written."""
-    from mcmargin.output.store import write_dataset
+    from mcmargin.output.store import dataset_stem, write_dataset
 
     written = []
     if plots:
         from mcmargin.backtest.plots import plot_all
 
-        stem = str(path).rstrip("/")
-        for ext in (".zarr", ".nc", ".nc4", ".h5"):
-            if stem.lower().endswith(ext):
-                stem = stem[: -len(ext)]
-                break
+        stem = dataset_stem(path)
         os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
         written += [str(p) for p in plot_all(ds, stem)]
     written.insert(0, str(write_dataset(ds, path)))
@@ -83,18 +79,8 @@ def write(ds, path, plots: bool = True) -> list[str]:
 def main(cfg: DictConfig) -> None:
     with user_errors(cfg):   # applies logging.format
         from mcmargin.backtest.run import summary
-        from mcmargin.common.logs import stage
-        from mcmargin.common.settings import real_number
-        from mcmargin.output.store import run_lock
 
-        path, report = output_paths(cfg)
-        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
-        with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
-            ds = run(cfg)
-            with stage("write", path=str(path)):
-                written = write(ds, path, bool(cfg.backtest.plots))
-            if report is not None:
-                written.append(write_report_stage(ds, report))
+        ds, written = run_and_write(cfg, run, lambda ds, path: write(ds, path, bool(cfg.backtest.plots)))
     print(summary(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

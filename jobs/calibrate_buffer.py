@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 # Only Hydra and the light modules up front, so --help and a bad override answer at once.
-from jobs._cli import launch, output_paths, user_errors, write_report_stage
+from jobs._cli import launch, run_and_write, user_errors
 from mcmargin.common.settings import CALIBRATE_BUFFER_RULES, check_settings
 from mcmargin.errors import ConfigError
 
@@ -95,31 +95,26 @@ def run(cfg: DictConfig):
 
 def plot_path(path) -> str:
     """``<stem>_frontier.png`` beside the dataset."""
-    stem = str(path).rstrip("/")
-    for ext in (".zarr", ".nc", ".nc4", ".h5"):
-        if stem.lower().endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    return f"{stem}_frontier.png"
+    from mcmargin.output.store import dataset_stem
+
+    return f"{dataset_stem(path)}_frontier.png"
+
+
+def write(ds, path, plots: bool = True) -> list[str]:
+    """The frontier plot (if asked), then the dataset; returns the paths written."""
+    from mcmargin.calibration.buffer import plot_frontier
+    from mcmargin.output.store import write_dataset
+
+    written = [plot_frontier(ds, plot_path(path))] if plots else []
+    return [str(write_dataset(ds, path)), *written]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="calibrate_buffer")
 def main(cfg: DictConfig) -> None:
     with user_errors(cfg):   # applies logging.format
-        from mcmargin.calibration.buffer import frontier_table, plot_frontier
-        from mcmargin.common.logs import stage
-        from mcmargin.common.settings import real_number
-        from mcmargin.output.store import run_lock, write_dataset
+        from mcmargin.calibration.buffer import frontier_table
 
-        path, report = output_paths(cfg)
-        wait = real_number(cfg.output.get("lock_wait", 0), "output.lock_wait", 0.0)
-        with run_lock(path, wait):  # one run per output path at a time (mcmargin/output/store.py)
-            ds = run(cfg)
-            with stage("write", path=str(path)):
-                written = [plot_frontier(ds, plot_path(path))] if cfg.output.plots else []
-                written.insert(0, str(write_dataset(ds, path)))
-            if report is not None:
-                written.append(write_report_stage(ds, report))
+        ds, written = run_and_write(cfg, run, lambda ds, path: write(ds, path, bool(cfg.output.plots)))
     print(frontier_table(ds))
     for p in written:
         print(f"written: {os.path.relpath(p)}")

@@ -71,6 +71,15 @@ def is_netcdf_path(path) -> bool:
     return Path(path).suffix.lower() in NETCDF_SUFFIXES
 
 
+def dataset_stem(path) -> str:
+    """``path`` without its dataset extension (.zarr, .nc, .nc4, .h5): the stem side files are named after."""
+    stem = str(path).rstrip("/")
+    for ext in (".zarr", ".nc", ".nc4", ".h5"):
+        if stem.lower().endswith(ext):
+            return stem[: -len(ext)]
+    return stem
+
+
 def check_output_path(path, key: str = "output.path", netcdf: bool | None = None) -> Path:
     """Check that a dataset may be written at ``path``, before any work is done.
 

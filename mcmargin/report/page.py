@@ -43,22 +43,22 @@ def esc(text) -> str:
 
 def money(x) -> str:
     """USD to the dollar with thousands separators (the summary's format); '-' for NaN."""
-    x = float(x)
-    if math.isnan(x):
-        return "-"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:,.0f}"
+    return _figure(x, ",.0f")
 
 
 def number(x, digits: int = 4) -> str:
     """A plain figure to ``digits`` significant digits; '-' for NaN."""
+    return _figure(x, f".{digits}g")
+
+
+def _figure(x, spec: str) -> str:
+    """``x`` in format ``spec``; '-' for NaN, 'inf' / '-inf' for infinities."""
     x = float(x)
     if math.isnan(x):
         return "-"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}g}"
+    return format(x, spec)
 
 
 def share(x, decimals: int = 2) -> str:
