@@ -96,8 +96,13 @@ def launch(main) -> None:
     Hydra exits 1 both for a config it cannot compose (an unknown key or
     option, a bad override: user errors) and for an exception in the job
     (a bug).  The job marks its start (:func:`user_errors`), so a 1 before
-    it can only be the config's.
+    it can only be the config's.  Freed memory is kept for reuse, which
+    spares large runs their page faults
+    (:func:`mcmargin.common.allocator.keep_freed_memory`).
     """
+    from mcmargin.common.allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         main()
     except SystemExit as exc:
