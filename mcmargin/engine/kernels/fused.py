@@ -38,7 +38,11 @@ import sys
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.extending import intrinsic
 
 from .base import TailState
 
@@ -46,6 +50,28 @@ if sys.byteorder != "little":      # the screen reads one-byte flags eight at a 
     raise ImportError("the fused kernel's screen assumes a little-endian machine: use engine.fast_path=false")
 
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
+#: The fold asks for the cache lines a row will stage its candidates into this many rows ahead: a row's
+#: stage was last written a whole tile of rows ago, so its lines have left the nearer caches.
+STAGE_AHEAD = 4
+
+
+@intrinsic
+def prefetch_for_write(typingctx, array, i):
+    """A hint (LLVM's ``prefetch``, no fault, no effect on any value) that ``array[i]`` of a 1-D array will be
+    written soon."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False,
+                                           boundscheck=False)
+        bytes_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [bytes_pointer, i32, i32, i32]), "llvm.prefetch.p0")
+        # rw = 1 (write), locality = 3 (keep in every level), cache = 1 (data)
+        builder.call(prefetch, [builder.bitcast(pointer, bytes_pointer), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(array, i), codegen
 
 
 def stage_size(m: int) -> int:
@@ -270,8 +296,12 @@ def _screen(buf, w, thr, row, c, hit):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _screen_indexed(buf, w, thr, row, rix, c, base, hit):
-    """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``."""
+def _screen_indexed(buf, w, thr, row, rix, c, base, hit, at=0):
+    """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``.
+
+    The losses go to ``row[at + c ...]`` (``at``: where a row starts in a
+    flattened state, so the fold takes no view per row).
+    """
     nthr = -thr
     _flag_beaten(buf, w, nthr, hit)
     words = hit.view(np.uint64)
@@ -279,8 +309,8 @@ def _screen_indexed(buf, w, thr, row, rix, c, base, hit):
         word = words[g]
         while word != 0:              # one turn per flagged loss, lowest scenario first
             s = 8 * g + (trailing_zeros(word) >> 3)
-            row[c] = -buf[s]
-            rix[c] = base + s
+            row[at + c] = -buf[s]
+            rix[at + c] = base + s
             c += 1
             word &= word - np.uint64(1)
     return c
@@ -387,14 +417,26 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
     n = pnl_t.shape[1]
     buf = np.empty(tile)
     hit = screen_scratch(tile)
-    full = values.shape[1] - tile          # compact once more than this is held
+    width = values.shape[1]
+    full = width - tile                    # compact once more than this is held
+    flat_values, flat_index = values.ravel(), index.ravel()      # C-contiguous: views
     for s0 in range(first, n, tile):
         w = min(tile, n - s0)
         for r in range(n_rows):
+            if r + STAGE_AHEAD < n_rows:   # the lines a later row will stage into: on their way meanwhile
+                at = (r + STAGE_AHEAD) * width + count[r + STAGE_AHEAD]
+                prefetch_for_write(flat_values, at)
+                prefetch_for_write(flat_index, at)
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if counting[r]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
-            c, thr = _take(values[r], index[r], count[r], threshold[r], buf, w, m, full, offset + s0, hit)
+            c, thr = count[r], threshold[r]
+            if thr == -np.inf:
+                c, thr = _take(values[r], index[r], c, thr, buf, w, m, full, offset + s0, hit)
+            else:                          # _take's thresholded branch, on the flat state
+                c = _screen_indexed(buf, w, thr, flat_values, flat_index, c, offset + s0, hit, r * width)
+                if c > full:
+                    c, thr = _compact_row(values[r], index[r], c, m)
             count[r] = c
             threshold[r] = thr
 
@@ -462,9 +504,69 @@ def _mth_largest(a, n, m, hist, keys):
                 lo = min(lo, x)
                 hi = max(hi, x)
         c = kept
-    # Back from the key to the float's bits (the inverse of _order_key), read as a float.
-    keys[0] = lo ^ _SIGN if lo & _SIGN else lo ^ _ALL
+    keys[0] = _from_order_key(lo)     # back to the float's bits, read as a float
     return keys[:1].view(np.float64)[0]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _from_order_key(key):
+    """The float64 bits whose order key (:func:`_order_key`) this is."""
+    return key ^ _SIGN if key & _SIGN else key ^ _ALL
+
+
+@numba.njit(nogil=True, cache=True)
+def sort_rows(a):
+    """Sort every row of ``a`` [rows x n] (float64, C-contiguous, no NaN) in ascending order, in place.
+
+    The same array as ``a.sort(axis=1)``: a least-significant-digit radix
+    sort on the order keys (:func:`_order_key`), eight bits a pass; one read
+    counts every digit, and a digit every key of the row shares (the sign
+    and the high exponent bits, for a row's worst losses) costs no pass.
+    About twice as fast as NumPy's sort on rows of a thousand.  The keys put
+    -0.0 before +0.0, where NumPy's sort leaves them in any order: the
+    kernels' losses are never +0.0 (a sum that starts from 0.0 is never
+    -0.0), so the sorted rows are the same.
+    """
+    rows, n = a.shape
+    bits = a.view(np.uint64)
+    keys = np.empty(n, dtype=np.uint64)
+    other = np.empty(n, dtype=np.uint64)
+    count = np.empty((8, 256), dtype=np.int64)
+    for r in range(rows):
+        lo, hi = _ALL, np.uint64(0)
+        for i in range(n):
+            x = _order_key(bits[r, i])
+            keys[i] = x
+            lo = min(lo, x)
+            hi = max(hi, x)
+        # Digits wholly above the highest bit in which two keys differ are shared by all: no pass.
+        digits = (64 - np.int64(leading_zeros(lo ^ hi)) + 7) // 8 if lo != hi else 0
+        count[:digits, :] = 0
+        for i in range(n):
+            x = keys[i]
+            for d in range(digits):
+                count[d, np.int64((x >> np.uint64(8 * d)) & np.uint64(255))] += 1
+        src, dst = keys, other
+        for d in range(digits):
+            shared = False
+            for b in range(256):
+                shared |= count[d, b] == n
+            if shared:
+                continue
+            at = 0
+            for b in range(256):             # bucket starts
+                c = count[d, b]
+                count[d, b] = at
+                at += c
+            shift = np.uint64(8 * d)
+            for i in range(n):
+                x = src[i]
+                b = np.int64((x >> shift) & np.uint64(255))
+                dst[count[d, b]] = x
+                count[d, b] += 1
+            src, dst = dst, src
+        for i in range(n):
+            bits[r, i] = _from_order_key(src[i])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -660,6 +762,11 @@ class FusedKernel:
 
     label = "fused (numba)"
     transposed = True          # streams column rows of pnl: [factors x scenarios]
+
+    @staticmethod
+    def sort_rows(tails):
+        """Sort each row of the final tails in place (:func:`sort_rows`: the same array as NumPy's sort)."""
+        sort_rows(tails)
 
     def plan(self, m, n_scenarios, chunk):
         pilot = pilot_size(m, n_scenarios, chunk)
