@@ -69,6 +69,77 @@ def test_fused_path_is_chunking_invariant_bit_for_bit():
     np.testing.assert_array_equal(a, b)
 
 
+def _kernel_tails(h, chunks, m):
+    """The fused kernel's final tails (sorted by rank: loss descending, then scenario) and rows recomputed,
+    run as the engine runs it: start (with a pilot when there are several chunks), a fold per chunk, finish."""
+    kernel = fastpath.FusedKernel()
+    n = sum(c.shape[1] for c in chunks)
+    plan = kernel.plan(m, n, chunks[0].shape[1])
+    state = kernel.start(h, chunks[0], m, plan)
+    for c in chunks:
+        state = kernel.fold(state, h, c, m)
+    top, scenario, recomputed = kernel.finish(state, h, chunks, m)
+    order = np.lexsort((scenario, -top), axis=1)
+    return np.take_along_axis(top, order, 1), np.take_along_axis(scenario, order, 1), recomputed
+
+
+def _brute_tails(h, pnl, m):
+    """Every loss formed as the kernels form it (0.0 plus each holding in order), ranked, the first m kept."""
+    losses = np.empty((h.shape[0], pnl.shape[1]))
+    for r in range(h.shape[0]):
+        acc = np.zeros(pnl.shape[1])
+        for p in range(h.indptr[r], h.indptr[r + 1]):
+            acc = acc + h.data[p] * pnl[h.indices[p]]
+        losses[r] = -acc
+    scenario = np.broadcast_to(np.arange(pnl.shape[1]), losses.shape)
+    order = np.lexsort((scenario, -losses), axis=1)[:, :m]
+    return np.take_along_axis(losses, order, 1), order
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(40, 3000), m=st.integers(1, 40), chunks=st.integers(1, 4), ties=st.sampled_from([0, 1, 2]),
+       seed=st.integers(0, 2**31))
+def test_single_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, ties, seed):
+    """Rows holding one position are not folded but read from their column's worst scenarios: the same
+    losses and scenarios as the brute force, ties included: P&L with many equal values (ties: 1), runs of
+    equal losses longer than the list's slack (2: the row is folded after all), and quantities whose
+    products round distinct P&L to one loss."""
+    g = np.random.default_rng(seed)
+    cols, m = 5, min(m, n)
+    pnl = g.standard_t(3, size=(cols, n))
+    if ties == 1:
+        pnl = np.round(pnl, 1)
+    elif ties == 2:
+        pnl[:, g.permutation(n)[: m + fastpath.SINGLE_SLACK + 20]] = pnl.min() - 1.0 if seed % 2 else pnl.max() + 1
+    pnl[4] = 1.0 + np.spacing(1.0) * g.integers(0, 4, n)              # neighbouring floats: 0.1 * x ties some
+    q = g.choice([-3.0, -0.1, 0.1, 1.0, 7.5, 1e-3], size=12)
+    rows = [[(c, q[c + 2 * k])] for k in range(2) for c in range(cols)]  # single positions, both signs
+    rows += [[(0, 1.0), (2, -2.0)], [], [(4, 0.1)], [(1, 0.0)]]         # a pair, an empty row, a zero quantity
+    h = sp.csr_matrix((np.array([v for r in rows for _, v in r]), np.array([c for r in rows for c, _ in r]),
+                       np.cumsum([0] + [len(r) for r in rows])), shape=(len(rows), cols))
+    h.sort_indices()
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    got, got_scenario, _ = _kernel_tails(h, [np.ascontiguousarray(pnl[:, a:b]) for a, b in zip(bounds, bounds[1:])],
+                                         m)
+    want, want_scenario = _brute_tails(h, pnl, m)
+    np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+    np.testing.assert_array_equal(got_scenario, want_scenario)
+
+
+def test_single_position_rows_are_read_not_folded():
+    """The fold never touches a single-position row (its state stays empty) and none is recomputed."""
+    g = np.random.default_rng(5)
+    pnl = g.normal(size=(3, 4000))
+    h = sp.csr_matrix(np.array([[2.0, 0, 0], [0, -1.0, 0], [1.0, 1.0, 0]]))
+    kernel = fastpath.FusedKernel()
+    chunks = [pnl[:, :2000].copy(), pnl[:, 2000:].copy()]
+    state = kernel.start(h, chunks[0], 20, kernel.plan(20, 4000, 2000))
+    for c in chunks:
+        state = kernel.fold(state, h, c, 20)
+    assert list(state.single) == [True, True, False] and list(state.count[:2]) == [0, 0] and state.count[2] >= 20
+    assert kernel.finish(state, h, chunks, 20)[2] == 0
+
+
 def test_top_of_a_row_short_of_m_is_padded_with_minus_infinity():
     state = fastpath.empty_state(2, 3)
     state.values[0, :5] = [4.0, 1.0, 5.0, 2.0, 3.0]

@@ -55,6 +55,10 @@ class TailState:
     offset : int
         Scenario index of the next chunk's first scenario (chunks are folded
         in scenario order from 0).
+    single, active : numpy.ndarray or None
+        Rows a kernel leaves out of its folds and settles at the end (bool
+        [rows]: the fused kernel's single-position rows), and the rows it
+        folds (int64), or None for kernels that fold every row.
     """
 
     values: object
@@ -68,6 +72,8 @@ class TailState:
     counting: np.ndarray | None = None
     index: object = None
     offset: int = 0
+    single: np.ndarray | None = None
+    active: np.ndarray | None = None
 
 
 class TailKernel(Protocol):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -396,12 +397,12 @@ def fold_chunk_fused(indptr, indices, data, pnl_t, values, index, count, thresho
     """
     none = np.zeros((indptr.size - 1, 0))
     fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, threshold, m, tile, 0, offset, none,
-                          none, none, np.zeros(indptr.size - 1, dtype=np.bool_))
+                          none, none, np.zeros(indptr.size - 1, dtype=np.bool_), np.arange(indptr.size - 1))
 
 
 @numba.njit(nogil=True, cache=True)
 def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, threshold, m, tile, first, offset,
-                          limits, hits, excess, counting):
+                          limits, hits, excess, counting, active):
     """:func:`fold_chunk_fused` of the chunk's scenarios from ``first`` on (column s is scenario ``offset + s``).
 
     The first chunk of a row block with a pilot starts after the pilot
@@ -409,11 +410,12 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
     flagged in ``counting`` also count their exceedances of ``limits``
     [rows x K] (NaN: not counted) into ``hits`` and ``excess`` from the
     same buffer (a pool margined below its pilot threshold: docs/architecture.md,
-    "Exceedances").
+    "Exceedances").  Only the rows listed in ``active`` are folded (the
+    others: :func:`single_position_tails`).
     """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
-    n_rows = indptr.size - 1
+    n_rows = active.size
     n = pnl_t.shape[1]
     buf = np.empty(tile)
     hit = screen_scratch(tile)
@@ -422,9 +424,11 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
     flat_values, flat_index = values.ravel(), index.ravel()      # C-contiguous: views
     for s0 in range(first, n, tile):
         w = min(tile, n - s0)
-        for r in range(n_rows):
-            if r + STAGE_AHEAD < n_rows:   # the lines a later row will stage into: on their way meanwhile
-                at = (r + STAGE_AHEAD) * width + count[r + STAGE_AHEAD]
+        for j in range(n_rows):
+            r = active[j]
+            if j + STAGE_AHEAD < n_rows:   # the lines a later row will stage into: on their way meanwhile
+                ahead = active[j + STAGE_AHEAD]
+                at = ahead * width + count[ahead]
                 prefetch_for_write(flat_values, at)
                 prefetch_for_write(flat_index, at)
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
@@ -648,7 +652,7 @@ def _jth_largest_loss(sums, n, j, work, work_index, hit, hist, keys):
 
 
 @numba.njit(nogil=True, cache=True)
-def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m, sample, j, tile, block):
+def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m, sample, j, tile, block, active):
     """Pilot thresholds, and the pilot sample folded in, for every row of a block.
 
     For each row: the losses of the first ``sample`` scenarios of ``pnl_t``
@@ -661,11 +665,12 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     chunk's fold then starts at scenario ``sample``
     (:func:`fold_chunk_fused_from`): no sample loss is formed twice.
     ``block`` rows are done at once, each tile of ``pnl_t`` serving them all
-    while it is in cache.
+    while it is in cache.  Only the rows listed in ``active`` get a pilot
+    (the others are not folded).
     """
     if values.shape[1] < m + tile:
         raise ValueError("values must hold m + stage + tile losses per row")
-    n_rows = indptr.size - 1
+    n_rows = active.size
     sums = np.empty((block, sample))
     buf = np.empty(tile)
     work = np.empty(sample)
@@ -679,11 +684,11 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
         for s0 in range(0, sample, tile):
             w = min(tile, sample - s0)
             for i in range(nr):
-                r = r0 + i
+                r = active[r0 + i]
                 _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
                 sums[i, s0:s0 + w] = buf[:w]
         for i in range(nr):
-            r = r0 + i
+            r = active[r0 + i]
             row_sums = sums[i]
             c = count[r]
             row, rix = values[r], index[r]
@@ -740,28 +745,110 @@ def pilot_size(m: int, n: int, chunk: int):
     return (sample, j) if 4 * j <= sample else None
 
 
-def pilot_state(holdings, pnl_t, m, pilot) -> TailState:
+def pilot_state(holdings, pnl_t, m, pilot, active=None) -> TailState:
     """The tail state of a row block after its pilot sample, each row's threshold its pilot threshold.
 
     A row's pilot threshold is the j-th largest of its losses over the first
     ``sample`` scenarios; those losses are folded in with it, so the first
     chunk's fold starts after the sample (``TailState.skip``).  A row with no holdings loses exactly 0 in every
-    scenario: it gets no pilot (-inf), since no loss would beat a threshold of 0.
+    scenario: it gets no pilot (-inf), since no loss would beat a threshold of 0.  Only the rows listed in
+    ``active`` (default: all) get a pilot.
     """
     sample, j = pilot
     indptr, indices, data = csr_arrays(holdings)
     state = empty_state(holdings.shape[0], m)
+    active = np.arange(holdings.shape[0]) if active is None else active
     pilot_fold(indptr, indices, data, pnl_t, state.values, state.index, state.count, state.threshold, m, sample, j,
-               TILE, PILOT_ROWS)
+               TILE, PILOT_ROWS, active)
     state.skip = sample
     return state
 
 
+# Rows holding a single position (docs/architecture.md, "Single-position rows").
+
+#: Scenarios listed per (column, side) beyond the tail size, so that losses tied at the tail's edge are seen.
+SINGLE_SLACK = 64
+
+
+def single_position_rows(holdings) -> np.ndarray:
+    """Whether each row of a CSR block holds exactly one position (one stored entry)."""
+    return np.diff(holdings.indptr) == 1
+
+
+def worst_first(pnl, side, length):
+    """The ``length`` scenarios of a column's P&L ``pnl`` [scenarios] that are worst for a holding of sign
+    ``side`` (+1: lowest P&L first; -1: highest first), in that order, equal P&L by scenario index: ``(pnl
+    in that order, scenarios)``."""
+    key = pnl if side > 0 else -pnl
+    picked = np.argpartition(key, length - 1)[:length] if length < key.size else np.arange(key.size)
+    order = picked[np.lexsort((picked, key[picked]))]
+    return pnl[order], order
+
+
+@numba.njit(nogil=True, cache=True)
+def single_position_tails(quantity, which, pnl, scenario, m, n, out, out_index):
+    """The exact top m of rows holding one position each, from their column's worst scenarios; whether each
+    row's is exact.
+
+    Row r holds ``quantity[r]`` of a column whose P&L, listed worst first
+    for the holding's sign (:func:`worst_first`), is ``pnl[which[r]]``, of
+    scenarios ``scenario[which[r]]`` (at least m of the n scenarios).  Its
+    losses are ``-(0.0 + q * x)``, the fold's sum for one holding, so the same
+    numbers; rounding is monotone, so they fall (weakly) along the list, and
+    the row's m largest are the list's first m, except that losses equal to
+    the m-th, t, are ranked by scenario: of that run of equal losses, the
+    lowest scenarios are kept.  When the run reaches the end of a list that
+    does not hold all n scenarios, a loss equal to t may lie beyond it: the
+    row is marked not exact (False) and left to the fold.
+    """
+    length = pnl.shape[1]
+    loss = np.empty(length)
+    exact = np.ones(quantity.size, dtype=np.bool_)
+    for r in range(quantity.size):
+        q, k = quantity[r], which[r]
+        for i in range(length):
+            loss[i] = -(0.0 + q * pnl[k, i])
+        t = loss[m - 1]
+        a = m - 1                  # the run of losses equal to t: [a, b)
+        while a > 0 and loss[a - 1] == t:
+            a -= 1
+        b = m
+        while b < length and loss[b] == t:
+            b += 1
+        if b == length and length < n:
+            exact[r] = False
+            continue
+        for i in range(a):
+            out[r, i] = loss[i]
+            out_index[r, i] = scenario[k, i]
+        tied = np.sort(scenario[k, a:b])
+        for i in range(m - a):
+            out[r, a + i] = t
+            out_index[r, a + i] = tied[i]
+    return exact
+
+
 class FusedKernel:
-    """:class:`~.base.TailKernel` of the compiled CPU fast path (NumPy backend only)."""
+    """:class:`~.base.TailKernel` of the compiled CPU fast path (NumPy backend only).
+
+    Rows holding a single position are not folded: their tails are read at
+    the end from their column's worst scenarios (:func:`single_position_tails`),
+    listed once per run for each column and side.
+    """
 
     label = "fused (numba)"
     transposed = True          # streams column rows of pnl: [factors x scenarios]
+
+    def __init__(self):
+        self._worst = {}       # (column, side, length) -> (pnl, scenarios) worst first, of self._worst_of
+        self._worst_of = None  # the run's first P&L chunk: the lists belong to that run
+        self._lock = threading.Lock()
+
+    def __getstate__(self):    # sent to a distributed worker: without the lists and the lock
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
 
     @staticmethod
     def sort_rows(tails):
@@ -775,11 +862,19 @@ class FusedKernel:
     def prepare(self, holdings):
         return holdings
 
-    def start(self, holdings, first_pnl, m, plan, limits=None):
+    def start(self, holdings, first_pnl, m, plan, limits=None, single=True):
         """The pilot's state (or an empty one), counting in the folds the rows whose ``limits`` lie below
-        their pilot threshold: they would not be exact from the kept tail (:meth:`count` otherwise)."""
+        their pilot threshold: they would not be exact from the kept tail (:meth:`count` otherwise).
+
+        With ``single``, rows holding one position are left out of the folds
+        (``state.single``; :meth:`finish` reads their tails directly).
+        """
         rows = holdings.shape[0]
-        state = empty_state(rows, m) if plan is None else pilot_state(holdings, first_pnl, m, tuple(plan))
+        state_single = single_position_rows(holdings) if single else np.zeros(rows, dtype=bool)
+        active = np.flatnonzero(~state_single)
+        state = (empty_state(rows, m) if plan is None
+                 else pilot_state(holdings, first_pnl, m, tuple(plan), active))
+        state.single, state.active = state_single, active
         k = 0 if limits is None else limits.shape[1]
         state.hits, state.excess = np.zeros((rows, k)), np.zeros((rows, k))
         below = (np.zeros((rows, k), dtype=bool) if plan is None or limits is None
@@ -796,26 +891,65 @@ class FusedKernel:
     def fold(self, state, holdings, pnl_t, m):
         """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
-            state = self.start(holdings, None, m, None)
+            state = self.start(holdings, None, m, None, single=False)
         fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.index, state.count, state.threshold, m,
-                              TILE, state.skip, state.offset, state.limits, state.hits, state.excess, state.counting)
+                              TILE, state.skip, state.offset, state.limits, state.hits, state.excess, state.counting,
+                              state.active)
         state.skip = 0
         state.offset += pnl_t.shape[1]
         return state
 
     def finish(self, state, holdings, pnls, m):
         """The top m of every row and their scenarios; rows that kept fewer than m losses (a pilot threshold
-        above their m-th largest, rare by design) are folded again over every chunk with no threshold: exact."""
+        above their m-th largest, rare by design) are folded again over every chunk with no threshold: exact.
+        Single-position rows are read from their column's worst scenarios; the rare one whose tail's edge
+        is not settled there is folded again too."""
         rows = state.values.shape[0]
         kept, scenario = np.empty((rows, m)), np.empty((rows, m), dtype=np.int64)
         top_m(state.values, state.index, state.count, m, kept, scenario)  # the state is spent: reordered
-        short = np.flatnonzero(state.count < m)
+        single = state.single if state.single is not None else np.zeros(rows, dtype=bool)
+        short = np.flatnonzero((state.count < m) & ~single)
+        if single.any():
+            unsettled = self._single_position_tails(holdings, np.flatnonzero(single), pnls, m, kept, scenario)
+            short = np.union1d(short, unsettled)
         if short.size:
             again, rows = None, holdings[short]
             for p in pnls:
                 again = self.fold(again, rows, p, m)
             kept[short], scenario[short] = top(again)
         return kept, scenario, int(short.size)
+
+    def _single_position_tails(self, holdings, rows, pnls, m, kept, scenario):
+        """Fill ``kept`` and ``scenario`` for the single-position ``rows``; the rows left unsettled."""
+        columns = holdings.indices[holdings.indptr[rows]].astype(np.int64)
+        quantity = holdings.data[holdings.indptr[rows]].astype(np.float64)
+        side = np.where(quantity > 0, 1, -1)
+        n = sum(p.shape[1] for p in pnls)
+        length = min(n, m + SINGLE_SLACK)
+        keys = list(zip(columns.tolist(), side.tolist()))
+        lists = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        listed = [self._worst_first(pnls, column, sd, length) for column, sd in lists]
+        pnl = np.stack([x for x, _ in listed])
+        scen = np.stack([i for _, i in listed])
+        which = np.array([lists[key] for key in keys], dtype=np.int64)
+        out, out_index = np.empty((rows.size, m)), np.empty((rows.size, m), dtype=np.int64)
+        exact = single_position_tails(quantity, which, pnl, scen, m, n, out, out_index)
+        kept[rows[exact]], scenario[rows[exact]] = out[exact], out_index[exact]
+        return rows[~exact]
+
+    def _worst_first(self, pnls, column, side, length):
+        """:func:`worst_first` of one column over every chunk, listed once per run (the row blocks share it)."""
+        key = (column, side, length)
+        with self._lock:
+            if self._worst_of is not pnls[0]:
+                self._worst, self._worst_of = {}, pnls[0]
+            listed = self._worst.get(key)
+        if listed is None:         # made outside the lock (two blocks may both make one: the same list)
+            listed = worst_first(np.concatenate([p[column] for p in pnls]), side, length)
+            with self._lock:
+                if self._worst_of is pnls[0]:
+                    self._worst[key] = listed
+        return listed
 
     def count(self, holdings, rows, pnls, limits):
         """``(hits, excess)`` [len(rows) x K] of ``limits`` by the losses of ``rows`` over every chunk."""
