@@ -90,19 +90,20 @@ def write_report_stage(ds, report, **options) -> str:
         return str(write_report(ds, report, **options))
 
 
-def launch(main) -> None:
+def launch(main, keep_memory: bool = True) -> None:
     """Run a ``hydra.main`` entry point; a config Hydra refuses before the job starts exits 2, not 1.
 
     Hydra exits 1 both for a config it cannot compose (an unknown key or
     option, a bad override: user errors) and for an exception in the job
     (a bug).  The job marks its start (:func:`user_errors`), so a 1 before
-    it can only be the config's.  Freed memory is kept for reuse, which
-    spares large runs their page faults
-    (:func:`mcmargin.common.allocator.keep_freed_memory`).
+    it can only be the config's.  With ``keep_memory`` (a batch job, not a
+    server) freed memory is kept for reuse, which spares large runs their
+    page faults (:func:`mcmargin.common.allocator.keep_freed_memory`).
     """
-    from mcmargin.common.allocator import keep_freed_memory
+    if keep_memory:
+        from mcmargin.common.allocator import keep_freed_memory
 
-    keep_freed_memory()
+        keep_freed_memory()
     try:
         main()
     except SystemExit as exc:

@@ -63,4 +63,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    launch(main)
+    launch(main, keep_memory=False)    # a long-lived process: freed memory goes back to the system

@@ -3,20 +3,22 @@
 A stress run allocates and frees the same large arrays over and over (each
 row block's tail state, each chunk's P&L, the blocks' results).  By default
 glibc's ``malloc`` hands arrays above a threshold to ``mmap`` and gives them
-back to the kernel when freed, and it trims freed memory at the top of its
-heaps, so the next array of the same size is fresh memory again: every 4 KiB
-page costs a fault and a zeroing in the kernel.  On this project's
-2-core virtual machine, 100,000 accounts x 100,000 scenarios took 460,000
-such faults, 2.6 s of system time (benchmarks/RESULTS.md).
+back to the kernel when freed, trims freed memory at the top of its heaps,
+and gives each worker thread a heap of its own that it creates and deletes
+as it fills and empties, so the next array of the same size is fresh memory
+again: every page costs a fault and a zeroing in the kernel.  On this
+project's 2-core virtual machine, 100,000 accounts x 100,000 scenarios took
+460,000 such faults, 2.6 s of system time (benchmarks/RESULTS.md).
 
-:func:`keep_freed_memory` raises both thresholds, so freed arrays go back
-to ``malloc``'s free lists and are reused.  The price: the process keeps
-its peak memory until it exits (the jobs are short-lived processes).  It
-changes no figure.  Every job calls it at start (:func:`jobs._cli.launch`);
-from Python, call it yourself if you want the same.  It does nothing where
-the C library is not glibc, and leaves a setting alone that the user set
-through glibc's own environment variables (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``).
+:func:`keep_freed_memory` keeps every array on one heap that is never
+trimmed, so freed arrays go back to ``malloc``'s free lists and are reused.
+The price: the process keeps its peak memory until it exits, so the batch
+jobs call it at start (:func:`jobs._cli.launch`) and the long-lived server
+does not; from Python, call it yourself if you want the same.  It changes
+no figure.  It does nothing where the C library is not glibc, and leaves a
+setting alone that the user set through glibc's own environment variables
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_MAX_``,
+``MALLOC_ARENA_MAX``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import ctypes.util
 import os
 
 #: glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8
 #: The largest mmap threshold glibc accepts on 64-bit machines (HEAP_MAX_SIZE / 2): arrays up to it are reused.
 MMAP_THRESHOLD = 32 * 1024 * 1024
 #: Freed memory at the top of a heap is returned only beyond this (the largest value mallopt takes).
@@ -50,6 +52,8 @@ def keep_freed_memory() -> bool:
         done &= mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         done &= mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    if "MALLOC_ARENA_MAX" not in os.environ:
+    if "MALLOC_MMAP_MAX_" not in os.environ:      # arrays above the largest threshold too (1M-account runs)
+        done &= mallopt(_M_MMAP_MAX, 0) == 1
+    if "MALLOC_ARENA_MAX" not in os.environ:      # one heap: what one worker thread frees, the next reuses
         done &= mallopt(_M_ARENA_MAX, 1) == 1
     return bool(done)
