@@ -175,7 +175,7 @@ def test_var_es_is_the_mth_largest_and_the_mean_of_the_m_largest(rows, n, q, see
        wide=st.booleans())
 def test_compiled_row_sort_is_numpys_sort_bit_for_bit(rows, n, seed, ties, wide):
     """fused.sort_rows (radix on order keys) leaves the same bits as ndarray.sort: ties, -inf padding,
-    zero losses (-0.0), both signs, and rows of one repeated value (every digit shared)."""
+    zero losses (-0.0), both signs, rows of one repeated value (every digit shared) and rows in falling order."""
     g = np.random.default_rng(seed)
     x = g.standard_t(3, size=(rows, n)) * (10.0 ** g.integers(-3, 9, size=(rows, 1)))
     if not wide:
@@ -187,6 +187,8 @@ def test_compiled_row_sort_is_numpys_sort_bit_for_bit(rows, n, seed, ties, wide)
     x[x == 0.0] = -0.0                            # the kernels' zero loss (NumPy may order -0.0 and +0.0 either way)
     if rows > 1:
         x[1] = x[1, 0]
+    if rows > 2:
+        x[2] = np.sort(x[2])[::-1]                # falling, as a single-position row's tail comes: reversed
     got, want = x.copy(), x.copy()
     fastpath.sort_rows(got)
     want.sort(axis=1)
