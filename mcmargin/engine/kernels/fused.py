@@ -484,7 +484,8 @@ def _mth_largest(a, n, m, hist, keys):
     c = n
     while lo != hi:
         shift = np.uint64(64) - leading_zeros(lo ^ hi)     # bits at or above shift: the same in every key left
-        d = min(np.uint64(DIGIT), shift)
+        # About c / 2 buckets (16 to 2^DIGIT): clearing and scanning the counts costs no more than counting.
+        d = min(np.uint64(DIGIT), shift, max(np.uint64(4), np.uint64(63) - leading_zeros(np.uint64(c))))
         shift -= d
         mask = (_U1 << d) - _U1
         hist[:np.int64(_U1 << d)] = 0
