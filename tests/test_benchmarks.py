@@ -29,6 +29,20 @@ def test_task_time_split_runs(capsys):
         assert not hasattr(f, "__wrapped__")
 
 
+def test_task_time_split_of_the_job_runs(capsys):
+    """``--job``: the stress job's own run on a tiny book, the attribution's parts timed, everything put back."""
+    from benchmarks import tasks
+    from mcmargin.engine import attribution
+    from mcmargin.engine.kernels.fused import FusedKernel
+
+    before = (attribution.add_chunk, FusedKernel.finish, FusedKernel.fold)
+    tasks.main(["--job", "portfolio.n_accounts=300", "scenarios.n=5000"])
+    out = capsys.readouterr().out
+    for name in ("run(cfg) wall", "fold (fused)", "pilot", "of which attribution's tail sums", "of which final cut"):
+        assert name in out
+    assert (attribution.add_chunk, FusedKernel.finish, FusedKernel.fold) == before
+
+
 @pytest.mark.slow
 def test_resume_benchmark_runs_on_a_tiny_size(capsys):
     from benchmarks import resume
