@@ -369,11 +369,7 @@ def _finish(kernel: TailKernel, state, holdings, pnl, sizes, limits=None, from_t
         from .attribution import explain_block        # numba: imported by the step that needs it
 
         explained = explain_block(top, scenario, *explain, by_scenario)
-    # Every kept loss (at least m), sorted where it lies (the block's tail is spent): VaR/ES read the last m.
-    ordered = np.ascontiguousarray(top, dtype=np.float64)
-    if not ordered.flags.writeable:
-        ordered = ordered.copy()
-    getattr(kernel, "sort_rows", lambda a: a.sort(axis=1))(ordered)    # a compiled sort where the kernel has one
+    ordered = kernel.sort_rows(top)            # every kept loss (at least m): VaR/ES read the last m
     var = np.empty((ordered.shape[0], len(sizes)))
     es = np.empty_like(var)
     for j, k in enumerate(sizes):

@@ -55,10 +55,10 @@ class TailState:
     offset : int
         Scenario index of the next chunk's first scenario (chunks are folded
         in scenario order from 0).
-    single, active : numpy.ndarray or None
-        Rows a kernel leaves out of its folds and settles at the end (bool
-        [rows]: the fused kernel's single-position rows), and the rows it
-        folds (int64), or None for kernels that fold every row.
+    single : numpy.ndarray of bool or None
+        Rows a kernel leaves out of its folds and settles at the end (the
+        fused kernel's single-position rows), or None for kernels that fold
+        every row.
     """
 
     values: object
@@ -73,7 +73,6 @@ class TailState:
     index: object = None
     offset: int = 0
     single: np.ndarray | None = None
-    active: np.ndarray | None = None
 
 
 class TailKernel(Protocol):
@@ -101,6 +100,10 @@ class TailKernel(Protocol):
         """``(top, scenario, recomputed)``: each row's m worst losses as float64 NumPy ``[rows x m]`` (any
         order; equal losses ranked by the lower scenario index first), their scenario indices (int64, same
         shape), and how many rows had to be folded again over ``pnls`` (every chunk's P&L) to get them."""
+
+    def sort_rows(self, tails: np.ndarray) -> np.ndarray:
+        """:meth:`finish`'s tails with each row sorted in ascending order (VaR and ES read them); may sort in
+        place."""
 
     def count(self, holdings, rows, pnls, limits) -> tuple[np.ndarray, np.ndarray]:
         """``(hits, excess)`` [len(rows) x K]: scenarios whose loss exceeds each of ``limits``

@@ -262,7 +262,7 @@ def _add_holdings(buf, w, s0, s1, pnl_t, indices, data, p, k, first):
 def _flag_beaten(buf, w, nthr, hit):
     """hit[:w] = buf[:w] < nthr, one byte per loss (branch-free: LLVM vectorises it).
 
-    Read back eight at a time as one 64-bit word (:func:`_screen`).
+    Read back eight at a time as one 64-bit word (:func:`_screen_indexed`).
     """
     for s in range(w):
         hit[s] = buf[s] < nthr
@@ -270,38 +270,20 @@ def _flag_beaten(buf, w, nthr, hit):
         hit[s] = False
 
 
-@numba.njit(nogil=True, cache=True)
-def _screen(buf, w, thr, row, c, hit):
-    """Append the losses -buf[:w] above thr to row[c:]; return the new count.
-
-    Few losses beat the threshold (about 1.6 m of N over a run): every
-    loss is first flagged branch-free (:func:`_flag_beaten`), then the flags
-    are read eight at a time as one 64-bit word, and each set flag is found
-    by counting trailing zeros: a group of eight losses without a candidate
-    costs one test, a candidate one turn of a short loop, and no loss a
-    branch of its own.  ``hit`` is scratch of at least w + 8 bytes
-    (:func:`screen_scratch`); the words are read little-endian (byte k of a
-    word is loss 8 g + k), checked at import.
-    """
-    nthr = -thr
-    _flag_beaten(buf, w, nthr, hit)
-    words = hit.view(np.uint64)
-    for g in range((w + 7) // 8):
-        word = words[g]
-        while word != 0:              # one turn per flagged loss (byte k of the word: loss 8 g + k)
-            s = 8 * g + (trailing_zeros(word) >> 3)
-            row[c] = -buf[s]
-            c += 1
-            word &= word - np.uint64(1)
-    return c
-
-
 @numba.njit(nogil=True, cache=True, inline="always")
 def _screen_indexed(buf, w, thr, row, rix, c, base, hit, at=0):
-    """:func:`_screen`, also recording each appended loss's scenario (``base + s`` for ``buf[s]``) in ``rix``.
+    """Append the losses -buf[:w] above thr to ``row[at + c ...]`` and their scenarios (``base + s`` for
+    ``buf[s]``) to ``rix``; return the new count c.
 
-    The losses go to ``row[at + c ...]`` (``at``: where a row starts in a
-    flattened state, so the fold takes no view per row).
+    ``at`` is where a row starts in a flattened state, so the fold takes no
+    view per row.  Few losses beat the threshold (about 1.6 m of N over a
+    run): every loss is first flagged branch-free (:func:`_flag_beaten`),
+    then the flags are read eight at a time as one 64-bit word, and each set
+    flag is found by counting trailing zeros: a group of eight losses
+    without a candidate costs one test, a candidate one turn of a short
+    loop, and no loss a branch of its own.  ``hit`` is scratch of at least
+    w + 8 bytes (:func:`screen_scratch`); the words are read little-endian
+    (byte k of a word is loss 8 g + k), checked at import.
     """
     nthr = -thr
     _flag_beaten(buf, w, nthr, hit)
@@ -319,7 +301,7 @@ def _screen_indexed(buf, w, thr, row, rix, c, base, hit, at=0):
 
 @numba.njit(nogil=True, cache=True)
 def screen_scratch(tile):
-    """The flags :func:`_screen` needs for ``tile`` losses: whole 64-bit words."""
+    """The flags :func:`_screen_indexed` needs for ``tile`` losses: whole 64-bit words."""
     return np.zeros((tile + 15) // 8 * 8, dtype=np.uint8)
 
 
@@ -362,27 +344,28 @@ def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess, stop):
             _count_exceedances(buf, w, limits, hits, excess, r)
 
 
-@numba.njit(nogil=True, cache=True)
-def _take(row, rix, c, thr, buf, w, m, full, base, hit):
+@numba.njit(nogil=True, cache=True, inline="always")
+def _take(values, index, at, c, thr, buf, w, m, full, base, hit):
     """Fold the losses ``-buf[:w]`` of scenarios ``base ...`` into one row's tail (``c`` held, threshold
     ``thr``); return (c, thr).
 
-    Warming up (no threshold yet) whole tiles are copied in; once a
-    threshold is set (running or pilot) only losses above it are staged,
-    and a full stage is compacted back to the top m.  ``hit``: scratch of
-    :func:`screen_scratch`.
+    The row's losses and scenarios start at ``at`` in the flattened state
+    ``values``, ``index`` (so the fold takes no view per row).  Warming up
+    (no threshold yet) whole tiles are copied in; once a threshold is set
+    (running or pilot) only losses above it are staged, and a full stage is
+    compacted back to the top m.  ``hit``: scratch of :func:`screen_scratch`.
     """
     if thr == -np.inf:             # warming up, no threshold yet: keep everything
         for s in range(w):
-            row[c + s] = -buf[s]
-            rix[c + s] = base + s
+            values[at + c + s] = -buf[s]
+            index[at + c + s] = base + s
         c += w
         if c >= m:
-            c, thr = _compact_row(row, rix, c, m)
+            c, thr = _compact_row(values[at:], index[at:], c, m)
     else:                          # running (or pilot) threshold: keep only what beats it
-        c = _screen_indexed(buf, w, thr, row, rix, c, base, hit)
+        c = _screen_indexed(buf, w, thr, values, index, c, base, hit, at)
         if c > full:
-            c, thr = _compact_row(row, rix, c, m)
+            c, thr = _compact_row(values[at:], index[at:], c, m)
     return c, thr
 
 
@@ -434,13 +417,8 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if counting[r]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
-            c, thr = count[r], threshold[r]
-            if thr == -np.inf:
-                c, thr = _take(values[r], index[r], c, thr, buf, w, m, full, offset + s0, hit)
-            else:                          # _take's thresholded branch, on the flat state
-                c = _screen_indexed(buf, w, thr, flat_values, flat_index, c, offset + s0, hit, r * width)
-                if c > full:
-                    c, thr = _compact_row(values[r], index[r], c, m)
+            c, thr = _take(flat_values, flat_index, r * width, count[r], threshold[r], buf, w, m, full, offset + s0,
+                           hit)
             count[r] = c
             threshold[r] = thr
 
@@ -689,7 +667,9 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     hit = screen_scratch(max(sample, tile))
     hist = np.empty(1 << DIGIT, dtype=np.int64)
     keys = np.empty(sample, dtype=np.uint64)
-    full = values.shape[1] - tile
+    width = values.shape[1]
+    full = width - tile
+    flat_values, flat_index = values.ravel(), index.ravel()      # C-contiguous: views
     for r0 in range(0, n_rows, block):
         nr = min(block, n_rows - r0)
         for s0 in range(0, sample, tile):
@@ -718,7 +698,8 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
             else:
                 for s0 in range(0, sample, tile):
                     w = min(tile, sample - s0)
-                    c, thr = _take(row, rix, c, thr, row_sums[s0:s0 + w], w, m, full, s0, hit)
+                    c, thr = _take(flat_values, flat_index, r * width, c, thr, row_sums[s0:s0 + w], w, m, full, s0,
+                                   hit)
             count[r] = c
             threshold[r] = thr
 
@@ -864,8 +845,10 @@ class FusedKernel:
 
     @staticmethod
     def sort_rows(tails):
-        """Sort each row of the final tails in place (:func:`sort_rows`: the same array as NumPy's sort)."""
+        """The final tails sorted per row, in place where they lie (:func:`sort_rows`: NumPy's sort's array)."""
+        tails = np.require(tails, np.float64, ["C", "W"])
         sort_rows(tails)
+        return tails
 
     def plan(self, m, n_scenarios, chunk):
         pilot = pilot_size(m, n_scenarios, chunk)
@@ -882,11 +865,10 @@ class FusedKernel:
         (``state.single``; :meth:`finish` reads their tails directly).
         """
         rows = holdings.shape[0]
-        state_single = single_position_rows(holdings) if single else np.zeros(rows, dtype=bool)
-        active = np.flatnonzero(~state_single)
+        left_out = single_position_rows(holdings) if single else np.zeros(rows, dtype=bool)
         state = (empty_state(rows, m) if plan is None
-                 else pilot_state(holdings, first_pnl, m, tuple(plan), active))
-        state.single, state.active = state_single, active
+                 else pilot_state(holdings, first_pnl, m, tuple(plan), np.flatnonzero(~left_out)))
+        state.single = left_out
         k = 0 if limits is None else limits.shape[1]
         state.hits, state.excess = np.zeros((rows, k)), np.zeros((rows, k))
         below = (np.zeros((rows, k), dtype=bool) if plan is None or limits is None
@@ -906,7 +888,7 @@ class FusedKernel:
             state = self.start(holdings, None, m, None, single=False)
         fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.index, state.count, state.threshold, m,
                               TILE, state.skip, state.offset, state.limits, state.hits, state.excess, state.counting,
-                              state.active)
+                              np.flatnonzero(~state.single))
         state.skip = 0
         state.offset += pnl_t.shape[1]
         return state
@@ -919,10 +901,9 @@ class FusedKernel:
         rows = state.values.shape[0]
         kept, scenario = np.empty((rows, m)), np.empty((rows, m), dtype=np.int64)
         top_m(state.values, state.index, state.count, m, kept, scenario)  # the state is spent: reordered
-        single = state.single if state.single is not None else np.zeros(rows, dtype=bool)
-        short = np.flatnonzero((state.count < m) & ~single)
-        if single.any():
-            unsettled = self._single_position_tails(holdings, np.flatnonzero(single), pnls, m, kept, scenario)
+        short = np.flatnonzero((state.count < m) & ~state.single)
+        if state.single.any():
+            unsettled = self._single_position_tails(holdings, np.flatnonzero(state.single), pnls, m, kept, scenario)
             short = np.union1d(short, unsettled)
         if short.size:
             again, rows = None, holdings[short]
