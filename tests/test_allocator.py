@@ -22,7 +22,7 @@ def _faults_filling(n):
 def test_a_freed_array_is_reused_without_page_faults():
     if not keep_freed_memory():
         pytest.skip("not glibc")
-    n = 3_000_000                                   # 24 MB: above glibc's default mmap threshold, below ours
+    n = 3_000_000                                   # 24 MB: above glibc's default mmap threshold, so mapped and unmapped by default
     _faults_filling(n)
     first, again = _faults_filling(n), _faults_filling(n)
     assert again <= 64 and first <= 64              # reused: its 5,860 pages are not faulted in again

@@ -17,8 +17,7 @@ jobs call it at start (:func:`jobs._cli.launch`) and the long-lived server
 does not; from Python, call it yourself if you want the same.  It changes
 no figure.  It does nothing where the C library is not glibc, and leaves a
 setting alone that the user set through glibc's own environment variables
-(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_MAX_``,
-``MALLOC_ARENA_MAX``).
+(``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_MAX_``, ``MALLOC_ARENA_MAX``).
 """
 
 from __future__ import annotations
@@ -28,9 +27,7 @@ import ctypes.util
 import os
 
 #: glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8
-#: The largest mmap threshold glibc accepts on 64-bit machines (HEAP_MAX_SIZE / 2): arrays up to it are reused.
-MMAP_THRESHOLD = 32 * 1024 * 1024
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 #: Freed memory at the top of a heap is returned only beyond this (the largest value mallopt takes).
 TRIM_THRESHOLD = 2**31 - 1
 
@@ -48,11 +45,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):     # not glibc (musl has no mallopt)
         return False
     done = True
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        done &= mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         done &= mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    if "MALLOC_MMAP_MAX_" not in os.environ:      # arrays above the largest threshold too (1M-account runs)
+    if "MALLOC_MMAP_MAX_" not in os.environ:      # no array of its own mapping, returned to the kernel when freed
         done &= mallopt(_M_MMAP_MAX, 0) == 1
     if "MALLOC_ARENA_MAX" not in os.environ:      # one heap: what one worker thread frees, the next reuses
         done &= mallopt(_M_ARENA_MAX, 1) == 1
