@@ -173,6 +173,25 @@ def test_pilot_changes_no_bit(book, scen):
         np.testing.assert_array_equal(runs[name].es.view(np.uint64), runs["none"].es.view(np.uint64))
 
 
+def test_screen_keeps_exactly_the_losses_above_the_threshold():
+    """The fold's screen (64 losses per vector comparison, then the set bits) against a plain loop: every
+    length around the 64-loss groups, losses equal to the threshold (not kept), NaN (never kept), -0.0."""
+    from mcmargin.engine.kernels import fused as fastpath
+
+    rng = np.random.default_rng(11)
+    for w in (0, 1, 63, 64, 65, 127, 128, 200, 512):
+        buf = np.round(rng.standard_normal(w), 1)
+        if w > 3:
+            buf[[0, w // 2, w - 1]] = [np.nan, -0.0, 0.0]
+        for thr in (-np.inf, -1.0, 0.0, 0.3, np.inf):
+            row, rix = np.full(w + 3, 7.0), np.full(w + 3, -1, dtype=np.int64)
+            c = fastpath._screen_indexed(buf, w, thr, row, rix, 2, 1000, 1)
+            want = [s for s in range(w) if -buf[s] > thr]
+            assert c == 2 + len(want), (w, thr)
+            assert np.array_equal(rix[3:3 + len(want)], 1000 + np.array(want, dtype=np.int64))
+            assert np.array_equal(row[3:3 + len(want)], -buf[want]) and row[0] == 7.0 and rix[2] == -1
+
+
 def test_streaming_selection_is_a_partition():
     from mcmargin.engine.kernels import fused as fastpath
 
@@ -181,7 +200,7 @@ def test_streaming_selection_is_a_partition():
         for sums in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), np.zeros(n),
                      np.sort(rng.standard_normal(n)), -np.sort(rng.standard_normal(n))):
             work, work_index = np.empty(n), np.empty(n, dtype=np.int64)
-            got, c = fastpath._jth_largest_loss(sums, n, j, work, work_index, fastpath.screen_scratch(n),
+            got, c = fastpath._jth_largest_loss(sums, n, j, work, work_index,
                                                 np.empty(1 << fastpath.DIGIT, dtype=np.int64),
                                                 np.empty(n, dtype=np.uint64))
             assert got == np.partition(-sums, n - j)[n - j], (n, j)

@@ -47,7 +47,7 @@ from numba.extending import intrinsic
 
 from .base import TailState
 
-if sys.byteorder != "little":      # the screen reads one-byte flags eight at a time as a 64-bit word
+if sys.byteorder != "little":      # the screen reads a vector comparison as an integer, loss k in bit k
     raise ImportError("the fused kernel's screen assumes a little-endian machine: use engine.fast_path=false")
 
 TILE = 512  # scenarios per buffer: 4 KiB of float64, resident in L1
@@ -258,51 +258,62 @@ def _add_holdings(buf, w, s0, s1, pnl_t, indices, data, p, k, first):
                 buf[s] = buf[s] + q0 * c0[s]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _flag_beaten(buf, w, nthr, hit):
-    """hit[:w] = buf[:w] < nthr, one byte per loss (branch-free: LLVM vectorises it).
+@intrinsic
+def below_mask(typingctx, array, start, bound):
+    """A ``uint64`` whose bit k is ``array[start + k] < bound``, k = 0 ... 63 (a C-contiguous 1-D float64 array
+    holding at least ``start + 64`` values; a NaN is never below).
 
-    Read back eight at a time as one 64-bit word (:func:`_screen_indexed`).
+    One vector comparison of 64 losses (LLVM: ``fcmp olt <64 x double>``,
+    the mask bitcast to an integer, element k in bit k): the screen then
+    visits only the set bits, and no loss costs a branch or a byte of its
+    own.
     """
-    for s in range(w):
-        hit[s] = buf[s] < nthr
-    for s in range(w, (w + 7) // 8 * 8):
-        hit[s] = False
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and array.dtype == types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False,
+                                           boundscheck=False)
+        lanes = ir.VectorType(ir.DoubleType(), 64)
+        losses = builder.load(builder.bitcast(pointer, lanes.as_pointer()), align=8)
+        splat = builder.insert_element(ir.Constant(lanes, ir.Undefined), args[2], ir.IntType(32)(0))
+        splat = builder.shuffle_vector(splat, ir.Constant(lanes, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64))
+        return builder.bitcast(builder.fcmp_ordered("<", losses, splat), ir.IntType(64))
+    return types.uint64(array, start, bound), codegen
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _screen_indexed(buf, w, thr, row, rix, c, base, hit, at=0):
+def _screen_indexed(buf, w, thr, row, rix, c, base, at=0):
     """Append the losses -buf[:w] above thr to ``row[at + c ...]`` and their scenarios (``base + s`` for
-    ``buf[s]``) to ``rix``; return the new count c.
+    ``buf[s]``) to ``rix``, in scenario order; return the new count c.
 
     ``at`` is where a row starts in a flattened state, so the fold takes no
     view per row.  Few losses beat the threshold (about 1.6 m of N over a
-    run): every loss is first flagged branch-free (:func:`_flag_beaten`),
-    then the flags are read eight at a time as one 64-bit word, and each set
-    flag is found by counting trailing zeros: a group of eight losses
-    without a candidate costs one test, a candidate one turn of a short
-    loop, and no loss a branch of its own.  ``hit`` is scratch of at least
-    w + 8 bytes (:func:`screen_scratch`); the words are read little-endian
-    (byte k of a word is loss 8 g + k), checked at import.
+    run): each group of 64 is compared at once into a bit mask
+    (:func:`below_mask`) and each set bit is found by counting trailing
+    zeros, so a group without a candidate costs one test and a candidate
+    one turn of a short loop.  ``buf`` is C-contiguous.
     """
     nthr = -thr
-    _flag_beaten(buf, w, nthr, hit)
-    words = hit.view(np.uint64)
-    for g in range((w + 7) // 8):
-        word = words[g]
-        while word != 0:              # one turn per flagged loss, lowest scenario first
-            s = 8 * g + (trailing_zeros(word) >> 3)
+    whole = w - w % 64
+    for g in range(0, whole, 64):
+        word = below_mask(buf, g, nthr)
+        while word != 0:              # one turn per set bit, lowest scenario first
+            s = g + trailing_zeros(word)
             row[at + c] = -buf[s]
             rix[at + c] = base + s
             c += 1
             word &= word - np.uint64(1)
+    for s in range(whole, w):
+        if buf[s] < nthr:
+            row[at + c] = -buf[s]
+            rix[at + c] = base + s
+            c += 1
     return c
-
-
-@numba.njit(nogil=True, cache=True)
-def screen_scratch(tile):
-    """The flags :func:`_screen_indexed` needs for ``tile`` losses: whole 64-bit words."""
-    return np.zeros((tile + 15) // 8 * 8, dtype=np.uint8)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
@@ -345,7 +356,7 @@ def count_exceedances(indptr, indices, data, pnl_t, limits, hits, excess, stop):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _take(values, index, at, c, thr, buf, w, m, full, base, hit):
+def _take(values, index, at, c, thr, buf, w, m, full, base):
     """Fold the losses ``-buf[:w]`` of scenarios ``base ...`` into one row's tail (``c`` held, threshold
     ``thr``); return (c, thr).
 
@@ -353,7 +364,7 @@ def _take(values, index, at, c, thr, buf, w, m, full, base, hit):
     ``values``, ``index`` (so the fold takes no view per row).  Warming up
     (no threshold yet) whole tiles are copied in; once a threshold is set
     (running or pilot) only losses above it are staged, and a full stage is
-    compacted back to the top m.  ``hit``: scratch of :func:`screen_scratch`.
+    compacted back to the top m.
     """
     if thr == -np.inf:             # warming up, no threshold yet: keep everything
         for s in range(w):
@@ -363,7 +374,7 @@ def _take(values, index, at, c, thr, buf, w, m, full, base, hit):
         if c >= m:
             c, thr = _compact_row(values[at:], index[at:], c, m)
     else:                          # running (or pilot) threshold: keep only what beats it
-        c = _screen_indexed(buf, w, thr, values, index, c, base, hit, at)
+        c = _screen_indexed(buf, w, thr, values, index, c, base, at)
         if c > full:
             c, thr = _compact_row(values[at:], index[at:], c, m)
     return c, thr
@@ -401,7 +412,6 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
     n_rows = active.size
     n = pnl_t.shape[1]
     buf = np.empty(tile)
-    hit = screen_scratch(tile)
     width = values.shape[1]
     full = width - tile                    # compact once more than this is held
     flat_values, flat_index = values.ravel(), index.ravel()      # C-contiguous: views
@@ -417,8 +427,7 @@ def fold_chunk_fused_from(indptr, indices, data, pnl_t, values, index, count, th
             _accumulate(buf, w, s0, pnl_t, indices, data, indptr[r], indptr[r + 1])
             if counting[r]:
                 _count_exceedances(buf, w, limits, hits, excess, r)
-            c, thr = _take(flat_values, flat_index, r * width, count[r], threshold[r], buf, w, m, full, offset + s0,
-                           hit)
+            c, thr = _take(flat_values, flat_index, r * width, count[r], threshold[r], buf, w, m, full, offset + s0)
             count[r] = c
             threshold[r] = thr
 
@@ -611,7 +620,7 @@ GUESS_SAMPLE = 512
 
 
 @numba.njit(nogil=True, cache=True)
-def _jth_largest_loss(sums, n, j, work, work_index, hit, hist, keys):
+def _jth_largest_loss(sums, n, j, work, work_index, hist, keys):
     """``(t, c)``: t the j-th largest of the losses ``-sums[:n]`` (j <= n), the value a partition of all n
     puts there; and the c losses above a guess below t, kept in ``work[:c]`` with their positions in
     ``work_index[:c]``, in order (c = -1 when the guess failed).
@@ -624,15 +633,15 @@ def _jth_largest_loss(sums, n, j, work, work_index, hit, hist, keys):
     the guess.  If fewer than j do (a first sample unlike the rest, e.g.
     sorted input), t is selected from all n.  Selections are radix selections
     (:func:`_mth_largest`: nothing is moved).  ``work`` and ``work_index``
-    hold at least n values, ``hit`` is :func:`screen_scratch` of at least n,
-    ``hist`` and ``keys`` the scratch of :func:`_mth_largest`.
+    hold at least n values, ``hist`` and ``keys`` the scratch of
+    :func:`_mth_largest`; ``sums`` is C-contiguous.
     """
     e = min(n, max(8 * j, GUESS_SAMPLE))
     if e < n:
         for s in range(e):
             work[s] = -sums[s]
         guess = _mth_largest(work, e, min(e, 4 + (2 * j * e + n - 1) // n), hist, keys)
-        c = _screen_indexed(sums, n, guess, work, work_index, 0, 0, hit)
+        c = _screen_indexed(sums, n, guess, work, work_index, 0, 0)
         if c >= j:
             return _mth_largest(work, c, j, hist, keys), c
     for s in range(n):
@@ -664,7 +673,6 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
     buf = np.empty(tile)
     work = np.empty(sample)
     work_index = np.empty(sample, dtype=np.int64)
-    hit = screen_scratch(max(sample, tile))
     hist = np.empty(1 << DIGIT, dtype=np.int64)
     keys = np.empty(sample, dtype=np.uint64)
     width = values.shape[1]
@@ -686,7 +694,7 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
             if indptr[r + 1] == indptr[r]:
                 thr, got = -np.inf, -1
             else:
-                thr, got = _jth_largest_loss(row_sums, sample, j, work, work_index, hit, hist, keys)
+                thr, got = _jth_largest_loss(row_sums, sample, j, work, work_index, hist, keys)
             if got >= 0:                  # the candidates above the guess hold every loss above thr
                 for k in range(got):
                     if work[k] > thr:
@@ -698,8 +706,7 @@ def pilot_fold(indptr, indices, data, pnl_t, values, index, count, threshold, m,
             else:
                 for s0 in range(0, sample, tile):
                     w = min(tile, sample - s0)
-                    c, thr = _take(flat_values, flat_index, r * width, c, thr, row_sums[s0:s0 + w], w, m, full, s0,
-                                   hit)
+                    c, thr = _take(flat_values, flat_index, r * width, c, thr, row_sums[s0:s0 + w], w, m, full, s0)
             count[r] = c
             threshold[r] = thr
 
