@@ -136,7 +136,7 @@ def test_single_position_rows_are_read_not_folded():
     state = kernel.start(h, chunks[0], 20, kernel.plan(20, 4000, 2000))
     for c in chunks:
         state = kernel.fold(state, h, c, 20)
-    assert list(state.single) == [True, True, False] and list(state.count[:2]) == [0, 0] and state.count[2] >= 20
+    assert list(state.listed) == [True, True, False] and list(state.count[:2]) == [0, 0] and state.count[2] >= 20
     assert kernel.finish(state, h, chunks, 20)[2] == 0
 
 

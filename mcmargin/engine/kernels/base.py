@@ -55,10 +55,10 @@ class TailState:
     offset : int
         Scenario index of the next chunk's first scenario (chunks are folded
         in scenario order from 0).
-    single : numpy.ndarray of bool or None
-        Rows a kernel leaves out of its folds and settles at the end (the
-        fused kernel's single-position rows), or None for kernels that fold
-        every row.
+    listed : numpy.ndarray of bool or None
+        Rows a kernel leaves out of its folds and settles at the end from
+        scenario lists made once per run (the fused kernel's single- and
+        two-position rows), or None for kernels that fold every row.
     """
 
     values: object
@@ -72,7 +72,7 @@ class TailState:
     counting: np.ndarray | None = None
     index: object = None
     offset: int = 0
-    single: np.ndarray | None = None
+    listed: np.ndarray | None = None
 
 
 class TailKernel(Protocol):

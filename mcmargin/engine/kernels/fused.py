@@ -860,7 +860,10 @@ class FusedKernel:
 
     Rows holding a single position are not folded: their tails are read at
     the end from their column's worst scenarios (:func:`single_position_tails`),
-    listed once per run for each column and side.
+    listed once per run for each column and side.  Nor are rows holding two
+    positions of a pair of columns that many rows of their block hold: each
+    walks a list of the pair's scenarios made once per run for its direction
+    (:mod:`.pairs`).
     """
 
     label = "fused (numba)"
@@ -868,6 +871,7 @@ class FusedKernel:
 
     def __init__(self):
         self._worst = {}       # (column, side, length) -> (pnl, scenarios) worst first, of self._worst_of
+        self._pairs = {}       # (column, column, length) -> pairs.PairSpace, of self._worst_of
         self._worst_of = None  # the run's first P&L chunk: the lists belong to that run
         self._lock = threading.Lock()
 
@@ -891,18 +895,23 @@ class FusedKernel:
     def prepare(self, holdings):
         return holdings
 
-    def start(self, holdings, first_pnl, m, plan, limits=None, single=True):
+    def start(self, holdings, first_pnl, m, plan, limits=None, listed=True):
         """The pilot's state (or an empty one), counting in the folds the rows whose ``limits`` lie below
         their pilot threshold: they would not be exact from the kept tail (:meth:`count` otherwise).
 
-        With ``single``, rows holding one position are left out of the folds
-        (``state.single``; :meth:`finish` reads their tails directly).
+        With ``listed``, rows holding one position, and rows holding two of a
+        pair many rows of the block hold, are left out of the folds
+        (``state.listed``; :meth:`finish` reads their tails from lists).
         """
+        from .pairs import two_position_rows
+
         rows = holdings.shape[0]
-        left_out = single_position_rows(holdings) if single else np.zeros(rows, dtype=bool)
+        left_out = single_position_rows(holdings) if listed else np.zeros(rows, dtype=bool)
+        if listed:
+            left_out |= two_position_rows(holdings, left_out)
         state = (empty_state(rows, m) if plan is None
                  else pilot_state(holdings, first_pnl, m, tuple(plan), np.flatnonzero(~left_out)))
-        state.single = left_out
+        state.listed = left_out
         k = 0 if limits is None else limits.shape[1]
         state.hits, state.excess = np.zeros((rows, k)), np.zeros((rows, k))
         below = (np.zeros((rows, k), dtype=bool) if plan is None or limits is None
@@ -919,10 +928,10 @@ class FusedKernel:
     def fold(self, state, holdings, pnl_t, m):
         """Fold the chunk's scenarios into ``state``, from ``state.skip`` on (those before: a pilot's sample)."""
         if state is None:
-            state = self.start(holdings, None, m, None, single=False)
+            state = self.start(holdings, None, m, None, listed=False)
         fold_chunk_fused_from(*csr_arrays(holdings), pnl_t, state.values, state.index, state.count, state.threshold, m,
                               TILE, state.skip, state.offset, state.limits, state.hits, state.excess, state.counting,
-                              np.flatnonzero(~state.single))
+                              np.flatnonzero(~state.listed))
         state.skip = 0
         state.offset += pnl_t.shape[1]
         return state
@@ -930,14 +939,19 @@ class FusedKernel:
     def finish(self, state, holdings, pnls, m):
         """The top m of every row and their scenarios; rows that kept fewer than m losses (a pilot threshold
         above their m-th largest, rare by design) are folded again over every chunk with no threshold: exact.
-        Single-position rows are read from their column's worst scenarios; the rare one whose tail's edge
-        is not settled there is folded again too."""
+        Single-position rows are read from their column's worst scenarios, two-position rows walk their
+        direction's list; the rare one whose tail is not settled there is folded again too."""
         rows = state.values.shape[0]
+        held = np.diff(holdings.indptr)
+        single = state.listed & (held == 1)
+        pairs = np.flatnonzero(state.listed & (held == 2))
+        if pairs.size:       # into the state, as a fold would leave them (count 0: not settled)
+            self._two_position_tails(holdings, pairs, pnls, m, state)
         kept, scenario = np.empty((rows, m)), np.empty((rows, m), dtype=np.int64)
         top_m(state.values, state.index, state.count, m, kept, scenario)  # the state is spent: reordered
-        short = np.flatnonzero((state.count < m) & ~state.single)
-        if state.single.any():
-            unsettled = self._single_position_tails(holdings, np.flatnonzero(state.single), pnls, m, kept, scenario)
+        short = np.flatnonzero((state.count < m) & ~single)
+        if single.any():
+            unsettled = self._single_position_tails(holdings, np.flatnonzero(single), pnls, m, kept, scenario)
             short = np.union1d(short, unsettled)
         if short.size:
             again, rows = None, holdings[short]
@@ -945,6 +959,46 @@ class FusedKernel:
                 again = self.fold(again, rows, p, m)
             kept[short], scenario[short] = top(again)
         return kept, scenario, int(short.size)
+
+    def _two_position_tails(self, holdings, rows, pnls, m, state):
+        """Walk each two-position row in ``rows`` through its pair's list for its direction (:mod:`.pairs`),
+        leaving its tail candidates in ``state`` (``count`` 0 where the walk does not settle it)."""
+        from .pairs import LIST_FACTOR, row_directions, walk_pair_rows
+
+        at = holdings.indptr[rows]
+        first, second = holdings.indices[at].astype(np.int64), holdings.indices[at + 1].astype(np.int64)
+        q0, q1 = holdings.data[at].astype(np.float64), holdings.data[at + 1].astype(np.float64)
+        n = sum(p.shape[1] for p in pnls)
+        length = min(n, LIST_FACTOR * m + 512)
+        state.count[rows] = 0
+        pair = first * holdings.shape[1] + second
+        for key in np.unique(pair):
+            on = np.flatnonzero(pair == key)
+            space = self._pair_space(pnls, int(first[on[0]]), int(second[on[0]]), length)
+            if not space.usable:
+                continue
+            direction, scale, covered = row_directions(space, q0[on], q1[on])
+            walk = on[covered]
+            walk_pair_rows(rows[walk], q0[walk], q1[walk], scale[covered], direction[covered], *space.fan(), n, m,
+                           state.values, state.index, state.count)
+
+    def _pair_space(self, pnls, first, second, length):
+        """The :class:`.pairs.PairSpace` of two columns over every chunk, made once per run (the row blocks
+        share it and its direction lists)."""
+        from .pairs import PairSpace
+
+        key = (first, second, length)
+        with self._lock:
+            if self._worst_of is not pnls[0]:
+                self._worst, self._pairs, self._worst_of = {}, {}, pnls[0]
+            space = self._pairs.get(key)
+        if space is None:          # made outside the lock (two blocks may both make one: the same lists)
+            space = PairSpace(np.stack([np.concatenate([p[first] for p in pnls]),
+                                        np.concatenate([p[second] for p in pnls])]), length)
+            with self._lock:
+                if self._worst_of is pnls[0]:
+                    space = self._pairs.setdefault(key, space)
+        return space
 
     def _single_position_tails(self, holdings, rows, pnls, m, kept, scenario):
         """Fill ``kept`` and ``scenario`` for the single-position ``rows``; the rows left unsettled."""
@@ -969,7 +1023,7 @@ class FusedKernel:
         key = (column, side, length)
         with self._lock:
             if self._worst_of is not pnls[0]:
-                self._worst, self._worst_of = {}, pnls[0]
+                self._worst, self._pairs, self._worst_of = {}, {}, pnls[0]
             listed = self._worst.get(key)
         if listed is None:         # made outside the lock (two blocks may both make one: the same list)
             listed = worst_first(np.concatenate([p[column] for p in pnls]), side, length)
