@@ -20,7 +20,6 @@ import xarray as xr
 
 from ..aggregation import compile_book
 from ..backend import get_backend
-from ..common.imports import import_in_background
 from ..common.logs import log_stage
 from ..engine.graph import TASK_BUDGET, Chunking, compute_tails
 from ..engine.kernels import select_kernel
@@ -172,9 +171,6 @@ def run_stress(book: Book, scenarios, *, margin=MarginParams(),
                if attribution else None)
     t1 = time.perf_counter()
     log_stage("compile_book", t1 - t0, rows=int(compiled.exposures.shape[0]))
-    # What the steps after the engine import (dask.array, through xarray; zarr, for writing), imported
-    # while the engine's workers run compiled code without the GIL (mcmargin/common/imports.py).
-    import_in_background("dask.array", "zarr")
     result = compute_tails(compiled, scenarios, confidences, backend=b.name, fast_path=fast_path,
                            chunking=chunking, scheduler=scheduler, budget=budget, progress=progress,
                            blocks_in_flight=blocks_in_flight, limits=limits, attribution=explain,
