@@ -38,7 +38,7 @@ def run_kernel(kernel, h, pnl, m, chunk, pilot):
     pnls = [pnl[s:s + chunk] for s in range(0, n, chunk)]
     pnls = [np.ascontiguousarray(p.T) for p in pnls] if kernel.transposed else pnls
     hk = kernel.prepare(h)
-    plan = kernel.plan(m, n, chunk) if pilot else None
+    plan = kernel.plan(m, n, chunk, h) if pilot else None
     state = kernel.start(hk, pnls[0], m, plan)
     for p in pnls:
         state = kernel.fold(state, hk, p, m)

@@ -1,6 +1,8 @@
 """Two-position rows (mcmargin/engine/kernels/pairs.py): tails walked from per-direction lists, checked
 against every loss formed and ranked by brute force."""
 
+import contextlib
+
 import numpy as np
 import scipy.sparse as sp
 from hypothesis import given, settings
@@ -17,12 +19,24 @@ def _block(rows, columns):
     return h
 
 
+@contextlib.contextmanager
+def _popular_from(rows):
+    """Pairs held by at least ``rows`` rows listed (the run's default asks for a thousand)."""
+    saved = pairs.PAIR_ROWS_MIN
+    pairs.PAIR_ROWS_MIN = rows
+    try:
+        yield
+    finally:
+        pairs.PAIR_ROWS_MIN = saved
+
+
 def _engine_tails(h, chunks, m):
     """The fused kernel as the engine runs it (pilot, folds, finish): tails ranked (loss down, then scenario),
     rows recomputed, and the rows it left out of the folds."""
     kernel = fastpath.FusedKernel()
     n = sum(c.shape[1] for c in chunks)
-    plan = kernel.plan(m, n, chunks[0].shape[1])
+    with _popular_from(16):
+        plan = kernel.plan(m, n, chunks[0].shape[1], h)
     state = kernel.start(h, chunks[0], m, plan)
     listed = state.listed.copy()
     for c in chunks:
@@ -45,7 +59,7 @@ def _brute_tails(h, pnl, m):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(60, 4000), m=st.integers(1, 60), chunks=st.integers(1, 4),
+@given(n=st.integers(80, 4000), m=st.integers(1, 60), chunks=st.integers(1, 4),
        kind=st.sampled_from(["t", "rounded", "hedged", "degenerate", "few_scenarios"]), seed=st.integers(0, 2**31))
 def test_two_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, kind, seed):
     """Rows holding one of two popular pairs (both signs, every angle, near-perfect hedges of correlated
@@ -54,8 +68,9 @@ def test_two_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, kind, se
     of another (whitening refused: folded), and runs so short that the lists hold every scenario."""
     g = np.random.default_rng(seed)
     m = min(m, n)
+    m = min(m, n // pairs.TAIL_SHARE_MAX)                 # larger tails are folded
     if kind == "few_scenarios":
-        n, m = min(n, 300), min(m, 20)
+        n, m = min(n, 300), min(m, 7)
     common = g.standard_t(3, size=n)
     pnl = np.stack([common + 0.3 * g.standard_t(3, size=n), 0.8 * common + 0.5 * g.standard_t(4, size=n),
                     g.standard_t(3, size=n) * 50.0, g.normal(size=n), g.normal(size=n)])
@@ -65,7 +80,7 @@ def test_two_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, kind, se
         pnl[3] = 0.0
         pnl[4] = 2.0 * pnl[2]
     rows = []
-    for k in range(pairs.PATTERN_MIN + 4):               # popular pairs: listed
+    for k in range(20):                                 # popular pairs (16 rows or more): listed
         angle = g.uniform(0, 2 * np.pi) if k > 3 else k * np.pi / 2 + 1e-9 * (k + 1)   # and near the axes
         scale = 10.0 ** g.uniform(-3, 3)
         rows.append([(0, scale * np.cos(angle)), (1, scale * np.sin(angle))])
@@ -94,7 +109,10 @@ def test_two_position_rows_are_walked_not_folded():
     h = _block(rows, 3)
     kernel = fastpath.FusedKernel()
     chunks = [np.ascontiguousarray(pnl[:, :10_000]), np.ascontiguousarray(pnl[:, 10_000:])]
-    state = kernel.start(h, chunks[0], m, kernel.plan(m, n, 10_000))
+    with _popular_from(16):
+        plan = kernel.plan(m, n, 10_000, h)
+    assert plan["pairs"] == [[0, 1]]
+    state = kernel.start(h, chunks[0], m, plan)
     for c in chunks:
         state = kernel.fold(state, h, c, m)
     assert state.listed[:40].all() and not state.listed[40]

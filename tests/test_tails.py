@@ -74,7 +74,7 @@ def _kernel_tails(h, chunks, m):
     run as the engine runs it: start (with a pilot when there are several chunks), a fold per chunk, finish."""
     kernel = fastpath.FusedKernel()
     n = sum(c.shape[1] for c in chunks)
-    plan = kernel.plan(m, n, chunks[0].shape[1])
+    plan = kernel.plan(m, n, chunks[0].shape[1], h)
     state = kernel.start(h, chunks[0], m, plan)
     for c in chunks:
         state = kernel.fold(state, h, c, m)
@@ -133,7 +133,7 @@ def test_single_position_rows_are_read_not_folded():
     h = sp.csr_matrix(np.array([[2.0, 0, 0], [0, -1.0, 0], [1.0, 1.0, 0]]))
     kernel = fastpath.FusedKernel()
     chunks = [pnl[:, :2000].copy(), pnl[:, 2000:].copy()]
-    state = kernel.start(h, chunks[0], 20, kernel.plan(20, 4000, 2000))
+    state = kernel.start(h, chunks[0], 20, kernel.plan(20, 4000, 2000, h))
     for c in chunks:
         state = kernel.fold(state, h, c, 20)
     assert list(state.listed) == [True, True, False] and list(state.count[:2]) == [0, 0] and state.count[2] >= 20

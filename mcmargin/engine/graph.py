@@ -131,7 +131,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
         pnl.append(f"revalue-{run}-{s}")
         dsk[pnl[-1]] = (_revalue_chunk, f"priced-{run}", f"scenarios-{run}", b.name, s,
                         min(s + ch.scenarios, n), kernel.transposed)
-    plan = kernel.plan(m, n, ch.scenarios)
+    plan = kernel.plan(m, n, ch.scenarios, book.exposures)
     limits = limits or tails.Limits()
     index = {q: j for j, q in enumerate(confidences)}
     from_tails = [(index[float(q)], float(scale), np.asarray(offset, dtype=float))
@@ -186,7 +186,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list(plan or ()), "rows_recomputed": int(redone), "blocks": len(blocks),
+                       "pilot": list((plan or {}).get("pilot") or ()), "rows_recomputed": int(redone), "blocks": len(blocks),
                        "blocks_resumed": resumed}, hits, excess, attribution, top, sums)
 
 

@@ -83,8 +83,10 @@ class TailKernel(Protocol):
     #: True when the kernel streams P&L as ``[factors x scenarios]`` (C-contiguous), else ``[scenarios x factors]``.
     transposed: bool
 
-    def plan(self, m: int, n_scenarios: int, chunk: int):
-        """What :meth:`start` needs to know of the run (e.g. a pilot sample size), JSON-able, or None."""
+    def plan(self, m: int, n_scenarios: int, chunk: int, holdings):
+        """What :meth:`start` needs to know of the run, from its sizes and every row's holdings (SciPy CSR,
+        ``[rows x factors]``): a dict, JSON-able, whose ``"pilot"`` entry (a pilot's sample size and order
+        statistic, or None) the run reports; or None."""
 
     def prepare(self, holdings):
         """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""

@@ -861,9 +861,9 @@ class FusedKernel:
     Rows holding a single position are not folded: their tails are read at
     the end from their column's worst scenarios (:func:`single_position_tails`),
     listed once per run for each column and side.  Nor are rows holding two
-    positions of a pair of columns that many rows of their block hold: each
-    walks a list of the pair's scenarios made once per run for its direction
-    (:mod:`.pairs`).
+    positions of a pair of columns that many rows of the run hold
+    (:meth:`plan`): each walks a list of the pair's scenarios made once per
+    run for its direction (:mod:`.pairs`).
     """
 
     label = "fused (numba)"
@@ -888,9 +888,13 @@ class FusedKernel:
         sort_rows(tails)
         return tails
 
-    def plan(self, m, n_scenarios, chunk):
+    def plan(self, m, n_scenarios, chunk, holdings):
+        """``{"pilot": [sample, j] or None, "pairs": [[first, second], ...]}``: the pilot's size
+        (:func:`pilot_size`) and the pairs of columns whose rows walk lists (:func:`.pairs.popular_pairs`)."""
+        from .pairs import popular_pairs
+
         pilot = pilot_size(m, n_scenarios, chunk)
-        return None if pilot is None else list(pilot)
+        return {"pilot": None if pilot is None else list(pilot), "pairs": popular_pairs(holdings, m, n_scenarios)}
 
     def prepare(self, holdings):
         return holdings
@@ -899,29 +903,30 @@ class FusedKernel:
         """The pilot's state (or an empty one), counting in the folds the rows whose ``limits`` lie below
         their pilot threshold: they would not be exact from the kept tail (:meth:`count` otherwise).
 
-        With ``listed``, rows holding one position, and rows holding two of a
-        pair many rows of the block hold, are left out of the folds
-        (``state.listed``; :meth:`finish` reads their tails from lists).
+        With ``listed``, rows holding one position, and rows holding two of one
+        of the plan's pairs, are left out of the folds (``state.listed``;
+        :meth:`finish` reads their tails from lists).
         """
         from .pairs import two_position_rows
 
         rows = holdings.shape[0]
+        pilot = None if plan is None else plan["pilot"]
         left_out = single_position_rows(holdings) if listed else np.zeros(rows, dtype=bool)
-        if listed:
-            left_out |= two_position_rows(holdings, left_out)
-        state = (empty_state(rows, m) if plan is None
-                 else pilot_state(holdings, first_pnl, m, tuple(plan), np.flatnonzero(~left_out)))
+        if listed and plan is not None:
+            left_out |= two_position_rows(holdings, plan["pairs"])
+        state = (empty_state(rows, m) if pilot is None
+                 else pilot_state(holdings, first_pnl, m, tuple(pilot), np.flatnonzero(~left_out)))
         state.listed = left_out
         k = 0 if limits is None else limits.shape[1]
         state.hits, state.excess = np.zeros((rows, k)), np.zeros((rows, k))
-        below = (np.zeros((rows, k), dtype=bool) if plan is None or limits is None
+        below = (np.zeros((rows, k), dtype=bool) if pilot is None or limits is None
                  else limits < state.threshold[:, None])                  # NaN limits compare False
         state.limits = np.ascontiguousarray(np.where(below, limits, np.nan)) if k else np.zeros((rows, 0))
         state.counting = below.any(axis=1)
         if state.counting.any():           # the pilot folded the sample in: count it for those rows now
             flagged = np.flatnonzero(state.counting)
             h, e = np.zeros((flagged.size, k)), np.zeros((flagged.size, k))
-            count_exceedances(*csr_arrays(holdings[flagged]), first_pnl, state.limits[flagged], h, e, plan[0])
+            count_exceedances(*csr_arrays(holdings[flagged]), first_pnl, state.limits[flagged], h, e, pilot[0])
             state.hits[flagged], state.excess[flagged] = h, e
         return state
 

@@ -5,8 +5,9 @@ A row holding q0 of column c0 and q1 of column c1 loses
 ``-((0.0 + q0 x0) + q1 x1)`` in a scenario whose P&L on the two columns is
 ``x = (x0, x1)``: a linear function of a point in the plane.  Its m worst
 scenarios are the m points furthest out in one direction, so rows that hold
-the same pair of columns (a third of the synthetic exchange's rows hold one
-of five pairs) can share work: for a fan of directions, the scenarios are
+the same pair of columns (a quarter of the synthetic exchange's rows hold
+one of five pairs; :func:`popular_pairs` picks those held by enough rows to
+pay for their lists) can share work: for a fan of directions, the scenarios are
 listed once per run in decreasing order of a bound on the loss of every row
 whose direction lies near that one (:class:`PairSpace`), and each row walks
 its direction's list, forming its exact losses, until the bound falls below
@@ -43,9 +44,12 @@ from .fused import _compact_row
 
 #: Directions in the fan (evenly spaced angles): each row walks the list of the nearest one.
 DIRECTIONS = 64
-#: A pair of columns is listed only if at least this many rows of a block hold it (the lists cost
-#: about a millisecond each; a row's walk saves tens of microseconds).
-PATTERN_MIN = 16
+#: A pair of columns is listed only if at least this many rows of the run hold it: its 64 lists cost
+#: about as much as folding 500 rows (each list reads every scenario), a row's walk far less than its fold.
+PAIR_ROWS_MIN = 1000
+#: Nor when the tail is a large share of the scenarios (m > N / TAIL_SHARE_MAX): a walk of about 1.5 m
+#: losses then costs as much as folding all N.
+TAIL_SHARE_MAX = 40
 #: Scenarios listed per direction: at least this many times m, plus 512 (a walk takes about 1.5 m).
 LIST_FACTOR = 3
 #: Relative slack on every key (covers the rounding; see the module docstring).
@@ -58,21 +62,37 @@ DELTA = math.pi / DIRECTIONS
 KEY_DELTA = DELTA * 1.001
 
 
-def two_position_rows(holdings, left_out) -> np.ndarray:
-    """Rows of a CSR block holding exactly two positions (finite, nonzero quantities) whose pair of columns is
-    held by at least :data:`PATTERN_MIN` such rows of the block, and not already ``left_out``."""
-    held = np.diff(holdings.indptr)
-    rows = np.flatnonzero((held == 2) & ~left_out)
-    out = np.zeros(held.size, dtype=bool)
-    if rows.size < PATTERN_MIN:
-        return out
+def _two_positions(holdings):
+    """``(rows, pair)``: the rows of a CSR matrix holding exactly two positions with finite, nonzero
+    quantities, and each one's pair of columns as one integer (first * columns + second)."""
+    rows = np.flatnonzero(np.diff(holdings.indptr) == 2)
     at = holdings.indptr[rows]
     q = np.stack([holdings.data[at], holdings.data[at + 1]], axis=1)
     fine = np.isfinite(q).all(axis=1) & (q != 0).all(axis=1)
     rows, at = rows[fine], at[fine]
-    pair = holdings.indices[at].astype(np.int64) * holdings.shape[1] + holdings.indices[at + 1]
-    _, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    out[rows[counts[inverse] >= PATTERN_MIN]] = True
+    return rows, holdings.indices[at].astype(np.int64) * holdings.shape[1] + holdings.indices[at + 1]
+
+
+def popular_pairs(holdings, m: int, n: int) -> list:
+    """The pairs of columns worth listing in a run (``[[first, second], ...]``, JSON-able): held by at least
+    :data:`PAIR_ROWS_MIN` rows of the whole book ``holdings`` (CSR), the tail size m at most N / 40."""
+    if m * TAIL_SHARE_MAX > n:
+        return []
+    _, pair = _two_positions(holdings)
+    codes, counts = np.unique(pair, return_counts=True)
+    columns = holdings.shape[1]
+    return [[int(c // columns), int(c % columns)] for c in codes[counts >= PAIR_ROWS_MIN]]
+
+
+def two_position_rows(holdings, listed_pairs) -> np.ndarray:
+    """Which rows of a CSR block hold exactly two positions (finite, nonzero quantities) of one of the
+    ``listed_pairs`` (:func:`popular_pairs`)."""
+    out = np.zeros(holdings.shape[0], dtype=bool)
+    if not listed_pairs:
+        return out
+    rows, pair = _two_positions(holdings)
+    wanted = np.array([a * holdings.shape[1] + b for a, b in listed_pairs], dtype=np.int64)
+    out[rows[np.isin(pair, wanted)]] = True
     return out
 
 

@@ -85,7 +85,7 @@ class ReferenceKernel:
     def __init__(self, backend_name: str = "numpy"):
         self.backend_name = backend_name
 
-    def plan(self, m, n_scenarios, chunk):
+    def plan(self, m, n_scenarios, chunk, holdings):
         return None
 
     def prepare(self, holdings):
