@@ -98,12 +98,14 @@ def launch(main, keep_memory: bool = True) -> None:
     (a bug).  The job marks its start (:func:`user_errors`), so a 1 before
     it can only be the config's.  With ``keep_memory`` (a batch job, not a
     server) freed memory is kept for reuse, which spares large runs their
-    page faults (:func:`mcmargin.common.allocator.keep_freed_memory`).
+    page faults (:func:`mcmargin.common.allocator.keep_freed_memory`), and
+    the garbage collector runs less often (:func:`~mcmargin.common.allocator.collect_less_often`).
     """
     if keep_memory:
-        from mcmargin.common.allocator import keep_freed_memory
+        from mcmargin.common.allocator import collect_less_often, keep_freed_memory
 
         keep_freed_memory()
+        collect_less_often()
     try:
         main()
     except SystemExit as exc:
