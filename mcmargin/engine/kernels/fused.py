@@ -870,9 +870,9 @@ class FusedKernel:
     transposed = True          # streams column rows of pnl: [factors x scenarios]
 
     def __init__(self):
-        self._worst = {}       # (column, side, length) -> (pnl, scenarios) worst first, of self._worst_of
-        self._pairs = {}       # (column, column, length) -> pairs.PairSpace, of self._worst_of
-        self._worst_of = None  # the run's first P&L chunk: the lists belong to that run
+        # The run's lists (worst scenarios of a column and side; a pair's direction lists), by key, made
+        # once (:meth:`_made_once`); they belong to the run whose first P&L chunk is self._run_of.
+        self._made, self._making, self._run_of = {}, {}, None
         self._lock = threading.Lock()
 
     def __getstate__(self):    # sent to a distributed worker: without the lists and the lock
@@ -988,22 +988,30 @@ class FusedKernel:
                            state.values, state.index, state.count)
 
     def _pair_space(self, pnls, first, second, length):
-        """The :class:`.pairs.PairSpace` of two columns over every chunk, made once per run (the row blocks
-        share it and its direction lists)."""
+        """The :class:`.pairs.PairSpace` of two columns over every chunk with its direction lists, made once per
+        run (the row blocks share it)."""
         from .pairs import PairSpace
 
-        key = (first, second, length)
-        with self._lock:
-            if self._worst_of is not pnls[0]:
-                self._worst, self._pairs, self._worst_of = {}, {}, pnls[0]
-            space = self._pairs.get(key)
-        if space is None:          # made outside the lock (two blocks may both make one: the same lists)
+        def make():
             space = PairSpace(np.stack([np.concatenate([p[first] for p in pnls]),
                                         np.concatenate([p[second] for p in pnls])]), length)
-            with self._lock:
-                if self._worst_of is pnls[0]:
-                    space = self._pairs.setdefault(key, space)
-        return space
+            if space.usable:
+                space.fan()
+            return space
+
+        return self._made_once(pnls, ("pair", first, second, length), make)
+
+    def _made_once(self, pnls, key, make):
+        """``make()``, once per run for ``key``: a row block that asks while another block is making it waits
+        for that one instead of making it again (both threads start on the same lists)."""
+        with self._lock:
+            if self._run_of is not pnls[0]:
+                self._made, self._making, self._run_of = {}, {}, pnls[0]
+            made, making = self._made, self._making.setdefault(key, threading.Lock())
+        with making:
+            if key not in made:
+                made[key] = make()
+            return made[key]
 
     def _single_position_tails(self, holdings, rows, pnls, m, kept, scenario):
         """Fill ``kept`` and ``scenario`` for the single-position ``rows``; the rows left unsettled."""
@@ -1025,17 +1033,8 @@ class FusedKernel:
 
     def _worst_first(self, pnls, column, side, length):
         """:func:`worst_first` of one column over every chunk, listed once per run (the row blocks share it)."""
-        key = (column, side, length)
-        with self._lock:
-            if self._worst_of is not pnls[0]:
-                self._worst, self._pairs, self._worst_of = {}, {}, pnls[0]
-            listed = self._worst.get(key)
-        if listed is None:         # made outside the lock (two blocks may both make one: the same list)
-            listed = worst_first(np.concatenate([p[column] for p in pnls]), side, length)
-            with self._lock:
-                if self._worst_of is pnls[0]:
-                    self._worst[key] = listed
-        return listed
+        return self._made_once(pnls, ("worst", column, side, length),
+                               lambda: worst_first(np.concatenate([p[column] for p in pnls]), side, length))
 
     def count(self, holdings, rows, pnls, limits):
         """``(hits, excess)`` [len(rows) x K] of ``limits`` by the losses of ``rows`` over every chunk."""
