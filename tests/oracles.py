@@ -157,3 +157,17 @@ def student_t_short_var(s0, s, q, dof, mu=0.0):
     tq = stats.t.ppf(q, dof)
     x = mu + c * tq
     return s0 * (math.exp(x) - 1), stats.t.pdf(tq, dof) / c / (s0 * math.exp(x))
+
+
+def brute_force_tails(h, pnl, m):
+    """Each row's m worst losses and their scenarios, by brute force: every loss formed as the kernels form it
+    (0.0 plus each holding of the CSR matrix ``h`` in order, over ``pnl`` [columns x scenarios]), ranked by
+    loss descending, equal losses by the lower scenario."""
+    losses = np.empty((h.shape[0], pnl.shape[1]))
+    for r in range(h.shape[0]):
+        acc = np.zeros(pnl.shape[1])
+        for p in range(h.indptr[r], h.indptr[r + 1]):
+            acc = acc + h.data[p] * pnl[h.indices[p]]
+        losses[r] = -acc
+    order = np.lexsort((np.broadcast_to(np.arange(pnl.shape[1]), losses.shape), -losses), axis=1)[:, :m]
+    return np.take_along_axis(losses, order, 1), order

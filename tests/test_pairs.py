@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcmargin.engine.kernels import fused as fastpath, pairs
+from oracles import brute_force_tails
 
 
 def _block(rows, columns):
@@ -46,18 +47,6 @@ def _engine_tails(h, chunks, m):
     return np.take_along_axis(top, order, 1), np.take_along_axis(scenario, order, 1), recomputed, listed
 
 
-def _brute_tails(h, pnl, m):
-    """Every loss formed as the kernels form it (0.0 plus each holding in order), ranked, the first m kept."""
-    losses = np.empty((h.shape[0], pnl.shape[1]))
-    for r in range(h.shape[0]):
-        acc = np.zeros(pnl.shape[1])
-        for p in range(h.indptr[r], h.indptr[r + 1]):
-            acc = acc + h.data[p] * pnl[h.indices[p]]
-        losses[r] = -acc
-    order = np.lexsort((np.broadcast_to(np.arange(pnl.shape[1]), losses.shape), -losses), axis=1)[:, :m]
-    return np.take_along_axis(losses, order, 1), order
-
-
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(80, 4000), m=st.integers(1, 60), chunks=st.integers(1, 4),
        kind=st.sampled_from(["t", "rounded", "hedged", "degenerate", "few_scenarios"]), seed=st.integers(0, 2**31))
@@ -92,7 +81,7 @@ def test_two_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, kind, se
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     parts = [np.ascontiguousarray(pnl[:, a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
     got, got_scenario, _, listed = _engine_tails(h, parts, m)
-    want, want_scenario = _brute_tails(h, pnl, m)
+    want, want_scenario = brute_force_tails(h, pnl, m)
     assert listed[[i for i, r in enumerate(rows) if len(r) == 2 and r[0][0] == 0 and r[1][0] == 1]].all()
     np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
     np.testing.assert_array_equal(got_scenario, want_scenario)
@@ -119,7 +108,7 @@ def test_two_position_rows_are_walked_not_folded():
     assert (state.count[:40] == 0).all() and state.count[40] >= m
     top, scenario, recomputed = kernel.finish(state, h, chunks, m)
     assert recomputed == 0
-    want, want_scenario = _brute_tails(h, pnl, m)
+    want, want_scenario = brute_force_tails(h, pnl, m)
     order = np.lexsort((scenario, -top), axis=1)
     np.testing.assert_array_equal(np.take_along_axis(top, order, 1), want)
     np.testing.assert_array_equal(np.take_along_axis(scenario, order, 1), want_scenario)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from mcmargin.engine.kernels import fused as fastpath, reference
 from mcmargin import tails
 from mcmargin.backend import get_backend
+from oracles import brute_force_tails
 
 
 @pytest.mark.parametrize("n,q,m", [(20_000, 0.99, 200), (20_000, 0.995, 100), (100, 0.99, 1), (101, 0.99, 2),
@@ -83,19 +84,6 @@ def _kernel_tails(h, chunks, m):
     return np.take_along_axis(top, order, 1), np.take_along_axis(scenario, order, 1), recomputed
 
 
-def _brute_tails(h, pnl, m):
-    """Every loss formed as the kernels form it (0.0 plus each holding in order), ranked, the first m kept."""
-    losses = np.empty((h.shape[0], pnl.shape[1]))
-    for r in range(h.shape[0]):
-        acc = np.zeros(pnl.shape[1])
-        for p in range(h.indptr[r], h.indptr[r + 1]):
-            acc = acc + h.data[p] * pnl[h.indices[p]]
-        losses[r] = -acc
-    scenario = np.broadcast_to(np.arange(pnl.shape[1]), losses.shape)
-    order = np.lexsort((scenario, -losses), axis=1)[:, :m]
-    return np.take_along_axis(losses, order, 1), order
-
-
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(40, 3000), m=st.integers(1, 40), chunks=st.integers(1, 4), ties=st.sampled_from([0, 1, 2]),
        seed=st.integers(0, 2**31))
@@ -121,7 +109,7 @@ def test_single_position_rows_get_the_exact_tail_of_the_fold(n, m, chunks, ties,
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     got, got_scenario, _ = _kernel_tails(h, [np.ascontiguousarray(pnl[:, a:b]) for a, b in zip(bounds, bounds[1:])],
                                          m)
-    want, want_scenario = _brute_tails(h, pnl, m)
+    want, want_scenario = brute_force_tails(h, pnl, m)
     np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
     np.testing.assert_array_equal(got_scenario, want_scenario)
 
