@@ -125,14 +125,17 @@ def test_a_walk_that_cannot_settle_is_left_to_the_fold():
     values, index = np.empty((1, 2 * m + 512)), np.empty((1, 2 * m + 512), dtype=np.int64)
     count = np.full(1, -1, dtype=np.int64)
     space = pairs.PairSpace(x, 10 * n)
-    d, scale, covered = pairs.row_directions(space, np.array([-1.0]), np.array([-1.0]))
-    x0, x1, key, scenario, floor = space.direction_list(int(d[0]))
-    assert covered.all() and key.size == n and floor == -np.inf
-    for listed, settles in ((60, False), (n, True)):          # a list cut short, its floor the next key
-        cut = key[listed] if listed < n else -np.inf
-        pairs.walk_pair_rows(np.array([0]), np.array([-1.0]), np.array([-1.0]), scale, np.zeros(1, dtype=np.int64),
-                             x0, x1, key, scenario, np.array([0, listed]), np.array([cut]), n, m, values, index,
-                             count)
+    d, scale, covered = pairs.row_direction(space.lower, -1.0, -1.0)
+    x0, x1, key, scenario, floor = space.direction_list(d)
+    assert covered and key.size == n and floor == -np.inf
+    # The fan's other lists emptied: the row walks list d alone, cut short (its floor the next key) or whole.
+    start = np.zeros(pairs.DIRECTIONS + 1, dtype=np.int64)
+    for listed, settles in ((60, False), (n, True)):
+        start[d + 1:] = listed
+        floor_d = np.full(pairs.DIRECTIONS, -np.inf)
+        floor_d[d] = key[listed] if listed < n else -np.inf
+        pairs.walk_pair_rows(np.array([0]), np.array([-1.0]), np.array([-1.0]), space.lower, x0, x1, key, scenario,
+                             start, floor_d, n, m, values, index, count)
         assert (count[0] >= m) == settles and (values[0, :count[0]] == 1.0).all()
     rng = np.random.default_rng(3).normal(size=n)
     assert not pairs.PairSpace(np.stack([rng, 3.0 * rng]), 100).usable      # collinear columns

@@ -968,7 +968,7 @@ class FusedKernel:
     def _two_position_tails(self, holdings, rows, pnls, m, state):
         """Walk each two-position row in ``rows`` through its pair's list for its direction (:mod:`.pairs`),
         leaving its tail candidates in ``state`` (``count`` 0 where the walk does not settle it)."""
-        from .pairs import LIST_FACTOR, row_directions, walk_pair_rows
+        from .pairs import LIST_FACTOR, walk_pair_rows
 
         at = holdings.indptr[rows]
         first, second = holdings.indices[at].astype(np.int64), holdings.indices[at + 1].astype(np.int64)
@@ -977,15 +977,13 @@ class FusedKernel:
         length = min(n, LIST_FACTOR * m + 512)
         state.count[rows] = 0
         pair = first * holdings.shape[1] + second
-        for key in np.unique(pair):
-            on = np.flatnonzero(pair == key)
+        order = np.argsort(pair, kind="stable")             # the rows of each pair together: one call a pair
+        cuts = np.flatnonzero(np.diff(pair[order])) + 1
+        for on in np.split(order, cuts):
             space = self._pair_space(pnls, int(first[on[0]]), int(second[on[0]]), length)
-            if not space.usable:
-                continue
-            direction, scale, covered = row_directions(space, q0[on], q1[on])
-            walk = on[covered]
-            walk_pair_rows(rows[walk], q0[walk], q1[walk], scale[covered], direction[covered], *space.fan(), n, m,
-                           state.values, state.index, state.count)
+            if space.usable:
+                walk_pair_rows(rows[on], q0[on], q1[on], space.lower, *space.fan(), n, m, state.values, state.index,
+                               state.count)
 
     def _pair_space(self, pnls, first, second, length):
         """The :class:`.pairs.PairSpace` of two columns over every chunk with its direction lists, made once per

@@ -183,36 +183,49 @@ def direction_keys(y, radius, cos_a, sin_a, cos_d, sin_d, slack, key):
         key[s] = k + slack * r
 
 
-def row_directions(space: PairSpace, q0, q1):
-    """``(direction, scale, covered)`` of rows holding ``q0`` and ``q1`` of the pair: the nearest direction of
-    the fan, ``s = |w|`` (module docstring), and whether the row lies within ``DELTA`` of it."""
-    w = -(space.lower.T @ np.stack([q0, q1]))          # w = -L^T q: the loss is w . y
-    scale = np.sqrt(w[0] ** 2 + w[1] ** 2)
-    angle = np.arctan2(w[1], w[0])
-    d = np.rint(angle / (2 * math.pi / DIRECTIONS)).astype(np.int64) % DIRECTIONS
-    a = 2 * math.pi * d / DIRECTIONS
-    cos_theta = (w[0] * np.cos(a) + w[1] * np.sin(a)) / np.where(scale > 0, scale, 1.0)
-    covered = (scale > 0) & np.isfinite(scale) & (cos_theta >= math.cos(DELTA * 1.0001))
-    return d, scale, covered
+#: A row is walked when the cosine of its angle to its direction is at least this (a hair wider than DELTA,
+#: the largest angle to the nearest direction, for the rounding of the angle; the keys allow KEY_DELTA).
+COS_ACCEPT = math.cos(DELTA * 1.0001)
 
 
 @numba.njit(nogil=True, cache=True)
-def walk_pair_rows(rows, q0, q1, scale, which, x0, x1, key, scenario, start, floor, n, m, values, index, count):
+def row_direction(lower, q0, q1):
+    """``(direction, scale, covered)`` of a row holding ``q0`` and ``q1`` of a pair whitened by ``lower``
+    (:attr:`PairSpace.lower`): the nearest direction of the fan, ``s = |w|`` with ``w = -L^T q`` (the loss
+    is ``w . y``; module docstring), and whether the row lies within the angle its keys allow."""
+    w0 = -(lower[0, 0] * q0 + lower[1, 0] * q1)
+    w1 = -(lower[0, 1] * q0 + lower[1, 1] * q1)
+    scale = math.sqrt(w0 * w0 + w1 * w1)
+    if not (scale > 0.0 and scale < np.inf):
+        return 0, scale, False
+    step = 2.0 * math.pi / DIRECTIONS
+    d = int(math.floor(math.atan2(w1, w0) / step + 0.5)) % DIRECTIONS
+    a = step * d
+    return d, scale, (w0 * math.cos(a) + w1 * math.sin(a)) / scale >= COS_ACCEPT
+
+
+@numba.njit(nogil=True, cache=True)
+def walk_pair_rows(rows, q0, q1, lower, x0, x1, key, scenario, start, floor, n, m, values, index, count):
     """Each row's exact tail candidates from its direction's list (module docstring), into the fold's state.
 
-    Row ``rows[i]`` holds ``q0[i]``, ``q1[i]`` and walks list ``which[i]``:
+    Row ``rows[i]`` holds ``q0[i]`` and ``q1[i]`` of a pair whitened by
+    ``lower``; it walks the list of its direction k (:func:`row_direction`):
     entries ``start[k] ... start[k + 1]`` of ``x0``, ``x1``, ``key``,
-    ``scenario``, with ``floor[k]`` bounding the keys not listed.  Its losses
-    are formed as the fold forms them; those at or above the running
-    threshold are held in ``values``/``index`` (compacted to the top m when
-    the row's slots are full), ``count`` set to the number held.  A row
-    whose walk cannot prove its tail complete gets ``count = 0`` (the caller
-    folds it).  ``n``: the run's scenarios.
+    ``scenario`` (:meth:`PairSpace.fan`), with ``floor[k]`` bounding the
+    keys not listed.  Its losses are formed as the fold forms them; those
+    at or above the running threshold are held in ``values``/``index``
+    (compacted to the top m when the row's slots are full), ``count`` set
+    to the number held.  A row whose walk cannot prove its tail complete,
+    or whose direction is not covered, gets ``count = 0`` (the caller folds
+    it).  ``n``: the run's scenarios.
     """
     width = values.shape[1]
     for i in range(rows.size):
         r = rows[i]
-        k = which[i]
+        k, scale, covered = row_direction(lower, q0[i], q1[i])
+        if not covered:
+            count[r] = 0
+            continue
         a, b = start[k], start[k + 1]
         vals, ix = values[r], index[r]
         c = 0
@@ -220,7 +233,7 @@ def walk_pair_rows(rows, q0, q1, scale, which, x0, x1, key, scenario, start, flo
         settled = b - a == n                  # every scenario listed: walking them all settles the row
         for e in range(a, b):
             if c >= m:
-                bound = scale[i] * key[e]
+                bound = scale * key[e]
                 if bound + abs(bound) * 1e-9 < thr:      # no scenario left can reach the m-th loss held
                     settled = True
                     break
@@ -232,6 +245,6 @@ def walk_pair_rows(rows, q0, q1, scale, which, x0, x1, key, scenario, start, flo
                 if c == width or (c == m and thr == -np.inf):
                     c, thr = _compact_row(vals, ix, c, m)
         if not settled and c >= m:            # the list ran out: the scenarios not listed are below floor[k]
-            bound = scale[i] * floor[k]
+            bound = scale * floor[k]
             settled = floor[k] == -np.inf or bound + abs(bound) * 1e-9 < thr
         count[r] = c if settled and c >= m else 0
