@@ -186,7 +186,8 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     return TailResult(book, confidences, var, es, n, m, ch,
                       {"graph_s": t1 - t0, "compute_s": t2 - t1, "n_tasks": len(dsk),
                        "blocks_in_flight": min(lanes, len(blocks)),
-                       "pilot": list((plan or {}).get("pilot") or ()), "rows_recomputed": int(redone), "blocks": len(blocks),
+                       "pilot": list((plan or {}).get("pilot") or ()), "rows_recomputed": int(redone),
+                       "blocks": len(blocks),
                        "blocks_resumed": resumed}, hits, excess, attribution, top, sums)
 
 

@@ -57,7 +57,7 @@ KEY_SLACK = 1e-7
 #: Pairs whose whitening is worse conditioned than this are folded (their rounding is not covered).
 MAX_CONDITION = 1e5
 #: Half the angle between neighbouring directions, widened a little for the keys so that a row accepted
-#: at ``delta`` (:func:`row_directions`) is covered whatever the rounding of its angle.
+#: at ``delta`` (:func:`row_direction`) is covered whatever the rounding of its angle.
 DELTA = math.pi / DIRECTIONS
 KEY_DELTA = DELTA * 1.001
 
@@ -124,6 +124,8 @@ class PairSpace:
             return
         self.lower = lower
         self.usable = bool(np.linalg.cond(lower) <= MAX_CONDITION)
+        if not self.usable:
+            return
         whiten = np.linalg.inv(lower)
         self.y = np.ascontiguousarray(whiten @ self.x)
         self.radius = np.sqrt(self.y[0] ** 2 + self.y[1] ** 2)
@@ -204,6 +206,12 @@ def row_direction(lower, q0, q1):
     return d, scale, (w0 * math.cos(a) + w1 * math.sin(a)) / scale >= COS_ACCEPT
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _beneath(bound, thr):
+    """Whether a loss bound (``s key``) stays below the threshold by more than its own last bits' rounding."""
+    return bound + abs(bound) * 1e-9 < thr
+
+
 @numba.njit(nogil=True, cache=True)
 def walk_pair_rows(rows, q0, q1, lower, x0, x1, key, scenario, start, floor, n, m, values, index, count):
     """Each row's exact tail candidates from its direction's list (module docstring), into the fold's state.
@@ -232,11 +240,9 @@ def walk_pair_rows(rows, q0, q1, lower, x0, x1, key, scenario, start, floor, n, 
         thr = -np.inf
         settled = b - a == n                  # every scenario listed: walking them all settles the row
         for e in range(a, b):
-            if c >= m:
-                bound = scale * key[e]
-                if bound + abs(bound) * 1e-9 < thr:      # no scenario left can reach the m-th loss held
-                    settled = True
-                    break
+            if c >= m and _beneath(scale * key[e], thr):   # no scenario left can reach the m-th loss held
+                settled = True
+                break
             loss = -((0.0 + q0[i] * x0[e]) + q1[i] * x1[e])
             if loss >= thr:                   # equal losses too: the final cut ranks them by scenario
                 vals[c] = loss
@@ -245,6 +251,5 @@ def walk_pair_rows(rows, q0, q1, lower, x0, x1, key, scenario, start, floor, n, 
                 if c == width or (c == m and thr == -np.inf):
                     c, thr = _compact_row(vals, ix, c, m)
         if not settled and c >= m:            # the list ran out: the scenarios not listed are below floor[k]
-            bound = scale * floor[k]
-            settled = floor[k] == -np.inf or bound + abs(bound) * 1e-9 < thr
+            settled = floor[k] == -np.inf or _beneath(scale * floor[k], thr)
         count[r] = c if settled and c >= m else 0
