@@ -174,3 +174,31 @@ def test_calibrate_refuses_to_replace_a_foreign_directory(tmp_path):
                 cwd=tmp_path)
     assert_clean_failure(p, "not a dataset written by mcmargin")
     assert (tmp_path / "params.zarr" / "mine.txt").read_text() == "keep"
+
+
+def test_exit_without_teardown_still_does_what_an_exit_must(tmp_path):
+    """Threads joined, atexit functions run, log files and stdout flushed, status 0 (jobs._cli.exit_without_teardown)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import atexit, logging, pathlib, sys, threading, time
+        from jobs._cli import exit_without_teardown
+        out = pathlib.Path({str(tmp_path)!r})
+        atexit.register(lambda: (out / "atexit").write_text("ran"))
+        threading.Thread(target=lambda: (time.sleep(0.3), (out / "thread").write_text("done"))).start()
+        handler = logging.FileHandler(out / "job.log")
+        logging.getLogger("job").addHandler(handler)
+        logging.getLogger("job").warning("written before the exit")
+        sys.stdout.write("summary without a newline")
+        exit_without_teardown()
+        (out / "after").write_text("never")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "summary without a newline"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "done"
+    assert (tmp_path / "job.log").read_text() == "written before the exit\n"
+    assert not (tmp_path / "after").exists()
