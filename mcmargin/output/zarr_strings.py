@@ -7,7 +7,8 @@ is the count of strings, then each string's UTF-8 length and bytes
 objects: about 0.7 us a string, 10 s for the holdings of a million-account
 run.  Here the same bytes are built by array operations over the NumPy
 unicode array (for ASCII text, which account, group and instrument IDs
-almost always are; other text is encoded by NumPy's UTF-8 codec) and
+almost always are, one compiled pass, :mod:`._vlen`; other text is encoded
+by NumPy's UTF-8 codec) and
 written as the variable's one chunk, after xarray has written everything
 else, metadata included, with an empty placeholder in its place.
 
@@ -70,13 +71,13 @@ def vlen_utf8(values: np.ndarray) -> bytes:
     values = np.asarray(values, dtype=str)
     n = values.size
     codes = values.view(np.uint32).reshape(n, -1) if values.dtype.itemsize else np.zeros((n, 0), np.uint32)
-    if codes.size and codes.max() >= 128:          # not ASCII: NumPy's UTF-8 codec, then the same layout
-        encoded = np.char.encode(values, "utf-8")
-        raw = encoded.view(np.uint8).reshape(n, encoded.dtype.itemsize)
-        lengths = np.char.str_len(encoded).astype("<u4")
-    else:                                          # ASCII: a code point is its UTF-8 byte
-        raw = codes.astype(np.uint8)
-        lengths = np.char.str_len(values).astype("<u4")
+    if codes.size == 0 or codes.max() < 128:       # ASCII: a code point is its UTF-8 byte, in one compiled pass
+        from ._vlen import ascii_vlen
+
+        return ascii_vlen(codes).tobytes()
+    encoded = np.char.encode(values, "utf-8")      # not ASCII: NumPy's UTF-8 codec, then the same layout
+    raw = encoded.view(np.uint8).reshape(n, encoded.dtype.itemsize)
+    lengths = np.char.str_len(encoded).astype("<u4")
     width = raw.shape[1]
     parts = [np.array([n], dtype="<u4").tobytes()]
     columns = np.arange(width)

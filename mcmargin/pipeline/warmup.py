@@ -36,6 +36,7 @@ def warm_up(verbose: bool = True) -> float:
                fast_path=True, chunking=Chunking(scenarios=1024), scheduler="sync")
     warm_up_backtest()
     _warm_whatif()
+    _warm_writer()
     seconds = time.perf_counter() - t0
     if verbose:
         print(f"mcmargin: compiled kernels cached in {seconds:.1f} s")
@@ -74,6 +75,15 @@ def _warm_whatif() -> None:
     _losses_above(loss, pnl_t, factors, weights, 0.0)
     _losses_at(loss, pnl_t, factors, weights, np.arange(2, dtype=np.int64))
     _pair_above(loss, loss, pnl_t, factors, weights, 0.0, 0.0)
+
+
+def _warm_writer() -> None:
+    """The writer's compiled pass for long string variables (:mod:`mcmargin.output._vlen`)."""
+    import numpy as np
+
+    from ..output.zarr_strings import vlen_utf8
+
+    vlen_utf8(np.array(["A000001", ""]))
 
 
 if __name__ == "__main__":
