@@ -133,6 +133,8 @@ def exit_without_teardown() -> None:
     normal exit), then every ``atexit`` function (among them
     ``logging.shutdown``, which flushes and closes log files), then stdout
     and stderr are flushed; a flush that fails exits 120, as Python does.
+    Under a profiler, tracer or debugger (``sys.getprofile``, ``sys.gettrace``)
+    the exit is the normal one, so that they can report after the job.
     """
     import atexit
     import os
@@ -140,8 +142,8 @@ def exit_without_teardown() -> None:
 
     shutdown = getattr(threading, "_shutdown", None)
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
-    if shutdown is None or run_exit_functions is None:       # not CPython: the normal exit
-        return
+    if shutdown is None or run_exit_functions is None or sys.getprofile() or sys.gettrace():
+        return                                                # not CPython, or watched: the normal exit
     shutdown()
     run_exit_functions()
     try:

@@ -202,3 +202,14 @@ def test_exit_without_teardown_still_does_what_an_exit_must(tmp_path):
     assert (tmp_path / "thread").read_text() == "done"
     assert (tmp_path / "job.log").read_text() == "written before the exit\n"
     assert not (tmp_path / "after").exists()
+
+
+def test_under_a_profiler_the_exit_is_the_normal_one(tmp_path):
+    """A profiler reports after the job returns: exit_without_teardown leaves the exit to Python then."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jobs._cli import exit_without_teardown; sys.setprofile(lambda *a: None); "
+            "exit_without_teardown(); sys.setprofile(None); print('returned')")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, "returned\n"), p.stderr
