@@ -68,11 +68,17 @@ def exceedances_from_tail(ordered: np.ndarray, limit: np.ndarray):
     limit is NaN (not counted: 0 hits); elsewhere the caller counts again.
     """
     hits, excess = np.empty(limit.shape), np.empty(limit.shape)
+    over = np.empty_like(ordered, dtype=np.float64)
     for k in range(limit.shape[1]):          # one limit at a time: [rows x m] temporaries, not [rows x K x m]
         t = limit[:, k:k + 1]
-        above = ordered > t
-        hits[:, k] = above.sum(axis=1)
-        excess[:, k] = np.where(above, ordered - t, 0.0).sum(axis=1)
+        hits[:, k] = np.count_nonzero(ordered > t, axis=1)
+        # What each loss exceeds the limit by, 0.0 where it does not: a loss above t exceeds it by a positive
+        # number, any other by at most +0.0, and fmax turns NaN (a NaN limit, -inf - -inf) into 0.0: the
+        # same numbers as ``where(ordered > t, ordered - t, 0.0)``, summed in the same order, without the mask.
+        with np.errstate(invalid="ignore"):
+            np.subtract(ordered, t, out=over)
+        np.fmax(over, 0.0, out=over)
+        excess[:, k] = over.sum(axis=1)
     exact = (limit >= ordered[:, :1]) | np.isnan(limit)
     return hits, excess, exact
 

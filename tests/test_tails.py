@@ -197,3 +197,31 @@ def test_tails_are_float64_whatever_comes_in():
 def test_tail_size_rejects_confidence_outside_the_open_unit_interval(q):
     with pytest.raises(ValueError, match="confidence"):
         tails.tail_size(1000, q)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_exceedances_from_tail_match_a_loop_over_every_loss(width, n_limits, seed):
+    """Hits and excess of each limit over a row's sorted kept losses, against a plain loop: limits between,
+    equal to, below and above the losses, NaN limits, and -inf (the slots of a row holding fewer)."""
+    rng = np.random.default_rng(seed)
+    rows = 7
+    losses = np.round(rng.standard_normal((rows, width)) * 3, 1)
+    losses[rng.random((rows, width)) < 0.1] = -np.inf
+    ordered = np.sort(losses, axis=1)
+    limit = np.round(rng.standard_normal((rows, n_limits)) * 3, 1)
+    pick = rng.random((rows, n_limits))
+    limit[pick < 0.2] = ordered[np.arange(rows)[:, None], rng.integers(0, width, (rows, n_limits))][pick < 0.2]
+    limit[(pick >= 0.2) & (pick < 0.3)] = np.nan
+    limit[(pick >= 0.3) & (pick < 0.35)] = -np.inf
+    hits, excess, exact = tails.exceedances_from_tail(ordered, limit)
+    for r in range(rows):
+        for k in range(n_limits):
+            t = limit[r, k]
+            above = [x for x in ordered[r] if x > t]
+            assert hits[r, k] == len(above)
+            with np.errstate(invalid="ignore"):
+                expect = np.where(ordered[r] > t, ordered[r] - t, 0.0).sum()  # numpy's order of summation
+            assert excess[r, k] == expect or (np.isnan(expect) and np.isnan(excess[r, k]))
+            assert np.isclose(excess[r, k], sum(x - t for x in above), rtol=1e-12, atol=1e-9) or not above
+            assert exact[r, k] == (np.isnan(t) or t >= ordered[r, 0])
