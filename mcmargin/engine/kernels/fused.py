@@ -601,7 +601,7 @@ def sort_rows(a):
 @numba.njit(nogil=True, cache=True)
 def top_m(values, index, count, m, out, out_index):
     """``out[r]`` = the m highest-ranked losses held by row r and ``out_index[r]`` their scenarios, in any order
-    (rows holding fewer: theirs, then -inf of scenario -1).
+    (rows holding fewer: theirs, then -inf of scenario -1; rows of count -1 are not written).
 
     Per row: the m-th largest loss t by a radix selection
     (:func:`_mth_largest`), then one pass keeping every loss above t
@@ -613,6 +613,8 @@ def top_m(values, index, count, m, out, out_index):
     tied = np.empty(values.shape[1], dtype=np.int64)
     for r in range(values.shape[0]):
         n = count[r]
+        if n < 0:
+            continue
         row = values[r]
         rix = index[r]
         if n <= m:
@@ -813,9 +815,9 @@ def worst_first(pnl, side, length):
 
 
 @numba.njit(nogil=True, cache=True)
-def single_position_tails(quantity, which, pnl, scenario, m, n, out, out_index):
-    """The exact top m of rows holding one position each, from their column's worst scenarios; whether each
-    row's is exact.
+def single_position_tails(quantity, which, pnl, scenario, m, n, rows, out, out_index):
+    """The exact top m of rows holding one position each, from their column's worst scenarios, written to
+    ``out[rows[r]]`` and ``out_index[rows[r]]``; whether each row's is exact (rows not exact are not written).
 
     Row r holds ``quantity[r]`` of a column whose P&L, listed worst first
     for the holding's sign (:func:`worst_first`), is ``pnl[which[r]]``, of
@@ -845,13 +847,14 @@ def single_position_tails(quantity, which, pnl, scenario, m, n, out, out_index):
         if b == length and length < n:
             exact[r] = False
             continue
+        dest = rows[r]
         for i in range(a):
-            out[r, i] = loss[i]
-            out_index[r, i] = scenario[k, i]
+            out[dest, i] = loss[i]
+            out_index[dest, i] = scenario[k, i]
         tied = np.sort(scenario[k, a:b])
         for i in range(m - a):
-            out[r, a + i] = t
-            out_index[r, a + i] = tied[i]
+            out[dest, a + i] = t
+            out_index[dest, a + i] = tied[i]
     return exact
 
 
@@ -953,7 +956,10 @@ class FusedKernel:
         if pairs.size:       # into the state, as a fold would leave them (count 0: not settled)
             self._two_position_tails(holdings, pairs, pnls, m, state)
         kept, scenario = np.empty((rows, m)), np.empty((rows, m), dtype=np.int64)
-        top_m(state.values, state.index, state.count, m, kept, scenario)  # the state is spent: reordered
+        # The state is spent: reordered.  Single-position rows hold nothing in it; they are written below (read
+        # off their lists, or folded again with the short rows).
+        count = np.where(single, -1, state.count)
+        top_m(state.values, state.index, count, m, kept, scenario)
         short = np.flatnonzero((state.count < m) & ~single)
         if single.any():
             unsettled = self._single_position_tails(holdings, np.flatnonzero(single), pnls, m, kept, scenario)
@@ -1024,9 +1030,7 @@ class FusedKernel:
         pnl = np.stack([x for x, _ in listed])
         scen = np.stack([i for _, i in listed])
         which = np.array([lists[key] for key in keys], dtype=np.int64)
-        out, out_index = np.empty((rows.size, m)), np.empty((rows.size, m), dtype=np.int64)
-        exact = single_position_tails(quantity, which, pnl, scen, m, n, out, out_index)
-        kept[rows[exact]], scenario[rows[exact]] = out[exact], out_index[exact]
+        exact = single_position_tails(quantity, which, pnl, scen, m, n, rows.astype(np.int64), kept, scenario)
         return rows[~exact]
 
     def _worst_first(self, pnls, column, side, length):
