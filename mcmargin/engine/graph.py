@@ -150,7 +150,11 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
                                                        attribution)
     resumed = 0
     out = []
-    for i, r0 in enumerate(blocks):
+    # The last block first: it holds the rows of one position per instrument and side (the long, short and
+    # collateral rows), whose finish lists every column's worst scenarios (0.26 s at 100,000 x 100,000),
+    # once per run; last, it ran alone while the other threads had nothing left to do.
+    order = blocks[-1:] + blocks[:-1]
+    for i, r0 in enumerate(order):
         # Block i starts once block i - lanes is done: only `lanes` tails are
         # alive at a time, and a finished block's memory (warm, already
         # mapped) serves the next one.
@@ -171,6 +175,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
             out[-1] = f"keep-{run}-{r0}"
     if resumed:
         log.info("resumed %d of %d row blocks from %s", resumed, len(blocks), keep_dir)
+    out = out[1:] + out[:1]                     # back in row order
     t1 = time.perf_counter()
     results = _run_graph(dsk, out, scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
