@@ -119,7 +119,7 @@ def launch(main, keep_memory: bool = True) -> None:
         if exc.code == 1 and not _entered:
             sys.exit(EXIT_USER_ERROR)
         raise
-    if keep_memory:
+    if keep_memory and _entered:     # a job ran (not --help or --cfg): its many objects need no teardown
         exit_without_teardown()
 
 
