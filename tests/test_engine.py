@@ -303,3 +303,21 @@ def test_blocked_revaluation_is_the_whole_chunks(book, scen):
         got = engine._revalue_chunk(priced, scen, "numpy", start, stop, True)
         assert got.flags.c_contiguous and got.shape == whole.T.shape
         np.testing.assert_array_equal(got.view(np.uint64), whole.T.view(np.uint64))
+
+
+@pytest.mark.parametrize("n, m", [(100_000, 1000), (20_000, 200), (4096, 41)])
+def test_row_blocks_fill_the_task_budget_with_each_kernels_own_rows(n, m):
+    """A block's rows are sized by what a row of that kernel holds (TailKernel.row_bytes): the fused kernel
+    keeps no losses per chunk, so its blocks hold more rows than the reference's in the same budget, and
+    neither exceeds the budget (above the 256-row floor)."""
+    budget = 64 * 2**20
+    fused_kernel, reference_kernel = fused.FusedKernel(), reference.ReferenceKernel("numpy")
+    sizes = {}
+    for name, kernel in {"fused": fused_kernel, "reference": reference_kernel}.items():
+        ch = Chunking().resolve(n, 10**6, 111, m, budget, lambda chunk, k=kernel: k.row_bytes(m, chunk))
+        per_row = kernel.row_bytes(m, ch.scenarios)
+        assert ch.rows == 4096 or ch.rows * per_row <= budget < (ch.rows + 1) * per_row or ch.rows == 256
+        sizes[name] = ch.rows
+    assert sizes["fused"] > sizes["reference"]
+    assert fused_kernel.row_bytes(m, 1) == 16 * (m + fused.stage_size(m) + fused.TILE)
+    assert Chunking().resolve(n, 10**6, 111, m, budget).rows == sizes["reference"]     # the default is the reference's

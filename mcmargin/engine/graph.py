@@ -48,17 +48,20 @@ class Chunking:
     rows: int = 0
 
     def resolve(self, n_scenarios: int, n_rows: int, n_columns: int, m: int,
-                budget: int = TASK_BUDGET) -> "Chunking":
+                budget: int = TASK_BUDGET, row_bytes=None) -> "Chunking":
         """Concrete sizes from the problem size and a memory budget per task.
 
         A revaluation task holds a few [chunk x columns] float64 arrays; a
         fold task holds its block's tails (about [rows x 2m] with the staged
         candidates) and, on the reference path, the block's losses
-        [rows x chunk].  Never depends on the workers.
+        [rows x chunk]: ``row_bytes(chunk)``, a kernel's
+        :meth:`~.kernels.TailKernel.row_bytes`, says how much a row of a block
+        holds (default: the reference's ``8 (2m + chunk)``).  Never depends on the workers.
         """
         s = self.scenarios or _clamp(budget // (8 * 8 * max(n_columns, 1)), 1024, 16384)
         s = min(s, n_scenarios)
-        r = self.rows or _clamp(budget // (8 * (2 * m + s)), 256, 4096)
+        per_row = row_bytes(s) if row_bytes is not None else 8 * (2 * m + s)
+        r = self.rows or _clamp(budget // max(int(per_row), 1), 256, 4096)
         return Chunking(int(s), int(min(r, max(n_rows, 1))))
 
 
@@ -117,7 +120,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     # Each row keeps its m worst losses (and, explained, at least its `top` worst scenarios).
     m = max(sizes + ([] if attribution is None else [min(attribution.top, n),
                                                      tails.tail_size(n, attribution.confidence)]))
-    ch = chunking.resolve(n, n_rows, book.n_factors, m, budget)
+    ch = chunking.resolve(n, n_rows, book.n_factors, m, budget, lambda chunk: kernel.row_bytes(m, chunk))
     starts = list(range(0, n, ch.scenarios))
     blocks = list(range(0, n_rows, ch.rows))
 

@@ -88,6 +88,10 @@ class TailKernel(Protocol):
         ``[rows x factors]``): a dict, JSON-able, whose ``"pilot"`` entry (a pilot's sample size and order
         statistic, or None) the run reports; or None."""
 
+    def row_bytes(self, m: int, chunk: int) -> int:
+        """Bytes a row of a block in flight holds (its tail state, and any losses materialised per chunk):
+        sizes the row blocks to the task memory budget (:meth:`~..graph.Chunking.resolve`)."""
+
     def prepare(self, holdings):
         """A row block's holdings (SciPy CSR, ``[rows x factors]``) in the form :meth:`fold` reads."""
 

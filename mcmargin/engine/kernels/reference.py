@@ -88,6 +88,11 @@ class ReferenceKernel:
     def plan(self, m, n_scenarios, chunk, holdings):
         return None
 
+    @staticmethod
+    def row_bytes(m, chunk):
+        """About 2m kept losses and a chunk of losses [rows x chunk] per row, float64."""
+        return 8 * (2 * m + chunk)
+
     def prepare(self, holdings):
         """The block's holdings as a sparse (dense for array-api-strict) matrix of the backend, moved once."""
         b = get_backend(self.backend_name)
