@@ -113,6 +113,7 @@ def launch(main, keep_memory: bool = True) -> None:
 
         keep_freed_memory()
         collect_less_often()
+    sys.stdout = ReaderMayLeave(sys.stdout)
     try:
         main()
     except SystemExit as exc:
@@ -121,6 +122,49 @@ def launch(main, keep_memory: bool = True) -> None:
         raise
     if keep_memory and _entered:     # a job ran (not --help or --cfg): its many objects need no teardown
         exit_without_teardown()
+
+
+class ReaderMayLeave:
+    """A job's stdout that drops what is left once its reader has gone (``python -m jobs.stress ... | head``).
+
+    The summary comes after everything is written; a reader that stops
+    early (a closed pipe) is no failure of the job, so instead of a
+    ``BrokenPipeError`` traceback and status 1 the rest of the summary is
+    dropped (stdout then points at ``/dev/null``, so no later flush can
+    fail either) and the job's own status stands.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text):
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self):
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self):
+        import os
+
+        self._gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def exit_without_teardown() -> None:

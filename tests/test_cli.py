@@ -213,3 +213,23 @@ def test_under_a_profiler_the_exit_is_the_normal_one(tmp_path):
             "exit_without_teardown(); sys.setprofile(None); print('returned')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (p.returncode, p.stdout) == (0, "returned\n"), p.stderr
+
+
+def test_a_reader_that_stops_early_costs_no_traceback(tmp_path):
+    """``python -m jobs.stress ... | head -1``: the reader closes the pipe before the summary ends; the job
+    has written everything by then, so it exits 0 with no traceback (jobs._cli.ReaderMayLeave)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "out.zarr"
+    job = subprocess.Popen([sys.executable, "-m", "jobs.stress", *TINY, f"output.path={out}"], cwd=tmp_path,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    job.stdout.close()                       # gone before the summary (as `head` after its lines)
+    stderr = job.stderr.read().decode()
+    assert job.wait(timeout=300) == 0, stderr
+    assert "Traceback" not in stderr and "Error executing job" not in stderr and "BrokenPipe" not in stderr
+    assert (out / "zarr.json").is_file() and (tmp_path / "out.html").is_file()
