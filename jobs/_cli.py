@@ -12,8 +12,11 @@ Exit status of every job:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import sys
+import threading
 
 from mcmargin.errors import McMarginError, ResultError
 
@@ -154,8 +157,6 @@ class ReaderMayLeave:
                 self._reader_gone()
 
     def _reader_gone(self):
-        import os
-
         self._gone = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
@@ -180,10 +181,6 @@ def exit_without_teardown() -> None:
     Under a profiler, tracer or debugger (``sys.getprofile``, ``sys.gettrace``)
     the exit is the normal one, so that they can report after the job.
     """
-    import atexit
-    import os
-    import threading
-
     shutdown = getattr(threading, "_shutdown", None)
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
     if shutdown is None or run_exit_functions is None or sys.getprofile() or sys.gettrace():

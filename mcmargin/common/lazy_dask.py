@@ -11,8 +11,8 @@ in ``sys.modules`` first and asks the real class only once it is there.
 :func:`check_dask_arrays_lazily` puts that class in xarray's cache of
 duck-array modules (a private table, ``xarray.namedarray.pycompat``); where
 that table is not what this module expects, or xarray has already looked
-dask up, it changes nothing.  Batch jobs call it at start
-(:func:`jobs._cli.launch`).  It changes no result: dask arrays made later
+dask up, it changes nothing.  Every job calls it as it starts
+(:func:`jobs._cli.user_errors`).  It changes no result: dask arrays made later
 are recognised as before (``tests/test_lazy_dask.py``).
 """
 

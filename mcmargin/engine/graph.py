@@ -30,6 +30,7 @@ from ..backend import get_backend
 from ..instruments import revaluation
 from ..tails import TailResult
 from .kernels import TailKernel, select_kernel
+from .kernels.reference import ReferenceKernel
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,11 @@ class Chunking:
         candidates) and, on the reference path, the block's losses
         [rows x chunk]: ``row_bytes(chunk)``, a kernel's
         :meth:`~.kernels.TailKernel.row_bytes`, says how much a row of a block
-        holds (default: the reference's ``8 (2m + chunk)``).  Never depends on the workers.
+        holds (default: the reference kernel's).  Never depends on the workers.
         """
         s = self.scenarios or _clamp(budget // (8 * 8 * max(n_columns, 1)), 1024, 16384)
         s = min(s, n_scenarios)
-        per_row = row_bytes(s) if row_bytes is not None else 8 * (2 * m + s)
+        per_row = row_bytes(s) if row_bytes is not None else ReferenceKernel.row_bytes(m, s)
         r = self.rows or _clamp(budget // max(int(per_row), 1), 256, 4096)
         return Chunking(int(s), int(min(r, max(n_rows, 1))))
 
@@ -152,7 +153,7 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
     kept = None if keep_dir is None else _kept_blocks(keep_dir, book, n, sizes, ch, kernel, b.name, limits,
                                                        attribution)
     resumed = 0
-    out = []
+    out = []              # each block's result key, in the order the blocks start
     # The last block first: it holds the rows of one position per instrument and side (the long, short and
     # collateral rows), whose finish lists every column's worst scenarios (0.26 s at 100,000 x 100,000),
     # once per run; last, it ran alone while the other threads had nothing left to do.
@@ -178,9 +179,9 @@ def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = 
             out[-1] = f"keep-{run}-{r0}"
     if resumed:
         log.info("resumed %d of %d row blocks from %s", resumed, len(blocks), keep_dir)
-    out = out[1:] + out[:1]                     # back in row order
+    by_row = dict(zip(order, out))
     t1 = time.perf_counter()
-    results = _run_graph(dsk, out, scheduler, progress)
+    results = _run_graph(dsk, [by_row[r0] for r0 in blocks], scheduler, progress)
     var = np.concatenate([r[0] for r in results], axis=0)
     es = np.concatenate([r[1] for r in results], axis=0)
     redone = sum(r[2] for r in results)

@@ -290,8 +290,7 @@ def _to_zarr_directory(ds: xr.Dataset, directory: Path, encoding: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     # A few threads: a file's write waits on the kernel, not on Python.
     with ThreadPoolExecutor(4) as pool:
-        for done in [pool.submit(f.write_bytes, b.to_bytes()) for f, b in files.items()]:
-            done.result()
+        list(pool.map(lambda item: item[0].write_bytes(item[1].to_bytes()), files.items()))
 
 
 def _version() -> str:
