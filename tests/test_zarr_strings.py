@@ -31,6 +31,28 @@ def test_slices_join_into_one_encoding(monkeypatch):
     assert zarr_strings.vlen_utf8(values) == whole == numcodecs.VLenUTF8().encode(values.astype(object))
 
 
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS + UNICODE, [""], ["a"], TEXTS + ["nul at the end\x00"]],
+                         ids=["ascii", "unicode", "one-empty", "one", "trailing-nul"])
+def test_object_strings_encode_as_numcodecs_byte_for_byte(texts):
+    """Object arrays: runs of one object, equal strings in different objects, both in any order."""
+    rng = np.random.default_rng(4)
+    shared = np.array(texts, dtype=object)
+    values = shared[np.sort(rng.integers(0, len(texts), 5000))]                 # long runs of shared objects
+    values[rng.integers(0, values.size, 300)] = shared[rng.integers(0, len(texts), 300)]     # broken up
+    copies = rng.integers(0, values.size, 200)
+    values[copies] = [("" + str(values[i]) + ".")[:-1] for i in copies]         # equal text, new objects
+    coded = zarr_strings.run_coded(values)
+    assert coded.size == values.size and coded.values().tolist() == values.tolist()
+    assert zarr_strings.vlen_utf8(coded) == numcodecs.VLenUTF8().encode(values)
+
+
+@pytest.mark.parametrize("cell", [None, 1.5, b"bytes"], ids=["none", "float", "bytes"])
+def test_object_arrays_with_a_non_string_are_left_to_xarray(cell):
+    values = np.array(["a", "b"] * 10, dtype=object)
+    values[7] = cell
+    assert zarr_strings.run_coded(values) is None
+
+
 def _dataset(n, texts):
     rng = np.random.default_rng(1)
     pick = np.array(texts, dtype=str)
@@ -46,15 +68,21 @@ def _dataset(n, texts):
     return ds
 
 
+@pytest.mark.parametrize("as_objects", [False, True], ids=["unicode-arrays", "object-arrays"])
 @pytest.mark.parametrize("texts", [TEXTS, TEXTS + UNICODE], ids=["ascii", "unicode"])
-def test_a_dataset_with_long_strings_reads_back_identical(tmp_path, texts):
+def test_a_dataset_with_long_strings_reads_back_identical(tmp_path, texts, as_objects):
     n = zarr_strings.LONG + 13
     ds = _dataset(n, texts)
+    if as_objects:
+        ds = ds.assign(label=ds["label"].astype(object)).assign_coords(
+            holding_account=ds["holding_account"].astype(object))
+        deferred = zarr_strings.defer_long_strings(ds)[2]
+        assert all(isinstance(deferred[k], zarr_strings.RunCoded) for k in ("label", "holding_account"))
     write_dataset(ds, tmp_path / "d.zarr")
     back = xr.open_zarr(tmp_path / "d.zarr").load()
     for name, v in ds.variables.items():
         got = back[name].values
-        if v.dtype.kind == "U":
+        if v.dtype.kind in "UO":
             assert [str(x) for x in got.ravel().tolist()] == v.values.ravel().tolist(), name
         else:
             np.testing.assert_array_equal(got, v.values, err_msg=name)

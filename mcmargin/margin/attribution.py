@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from ..tails import TailAttribution, TailResult, rank_order, tail_size
+from ..output.zarr_strings import object_strings
 
 #: Worst scenarios reported per pool by default (``output.tail_scenarios``).
 TAIL_SCENARIOS = 5
@@ -221,9 +222,13 @@ def dataset_variables(book, result: TailResult, hold: Holdings | None = None) ->
     hold = holdings(book) if hold is None else hold
     contributions = holding_contributions(book, result, hold)
     spec = result.attribution
-    groups, accounts = book.groups.astype(str), book.accounts.astype(str)
+    # The holding labels are gathered as objects (one pointer each, shared with the book's ids): as NumPy
+    # unicode they would be 1.4 GB of fresh memory at a million accounts; the writer encodes each shared
+    # object once (mcmargin.output.zarr_strings.RunCoded).
+    groups, accounts = np.asarray(book.groups, dtype=object), np.asarray(book.accounts, dtype=object)
     n_ins = book.n_instruments
-    column_label = np.concatenate([book.instruments.astype(str), book.assets.astype(str)])
+    column_label = np.concatenate([book.instruments, book.assets]).astype(object)
+    kind_label = np.array(["position", "collateral"], dtype=object)
     q = {"confidence": spec.confidence}
     variables = {
         "es_contribution": (("holding",), contributions, {
@@ -240,12 +245,12 @@ def dataset_variables(book, result: TailResult, hold: Holdings | None = None) ->
     coords = {
         "holding": ("holding", np.arange(hold.group.size),
                     {"long_name": "holding: one position or collateral amount of one account", "units": "1"}),
-        "holding_group": ("holding", groups[hold.group], {"long_name": "pool (margin group) of the holding",
+        "holding_group": object_strings("holding", groups[hold.group], {"long_name": "pool (margin group) of the holding",
                                                           "units": "1"}),
-        "holding_account": ("holding", accounts[hold.account], {"long_name": "account of the holding", "units": "1"}),
-        "holding_instrument": ("holding", column_label[hold.column],
+        "holding_account": object_strings("holding", accounts[hold.account], {"long_name": "account of the holding", "units": "1"}),
+        "holding_instrument": object_strings("holding", column_label[hold.column],
                                {"long_name": "instrument of the position, or asset of the collateral", "units": "1"}),
-        "holding_kind": ("holding", np.where(hold.column < n_ins, "position", "collateral"),
+        "holding_kind": object_strings("holding", kind_label[(hold.column >= n_ins).view(np.uint8)],
                          {"long_name": "position or collateral", "units": "1"}),
         "holding_quantity": ("holding", hold.quantity, {"long_name": "contracts held, or collateral amount",
                                                          "units": "contracts or units of the asset"}),

@@ -12,6 +12,11 @@ by NumPy's UTF-8 codec) and
 written as the variable's one chunk, after xarray has written everything
 else, metadata included, with an empty placeholder in its place.
 
+Object arrays of ``str`` (labels gathered from a short list of ids, as the
+attribution's holding coordinates are) take a path of their own: runs of
+the same object are found by address, each distinct string is encoded
+once, and one compiled pass repeats the bytes (:class:`RunCoded`).
+
 The chunk is checked against the array's own metadata (data type, one
 chunk, codecs, chunk key); an array whose metadata is not the expected
 one is written by zarr-python instead, so the result is always the store
@@ -20,10 +25,14 @@ zarr-python itself would have written.
 
 from __future__ import annotations
 
+import ctypes
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 #: String variables with at least this many strings take the fast path (shorter ones are cheap anyway).
@@ -33,15 +42,75 @@ LONG = 10_000
 SLICE = 1 << 20
 
 
-def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
-    """``(dataset, encoding, deferred)``: ``ds`` with each long 1-D unicode variable replaced by empty strings.
+class RunCoded(NamedTuple):
+    """A 1-D array of strings as runs: run ``r`` is ``run_length[r]`` copies of ``distinct[run_code[r]]``."""
 
-    ``encoding`` keeps each placeholder in one chunk that zarr does not
-    write (all of it equals the fill value ""); ``deferred`` maps the
-    variables' names to their real values, for :func:`write_deferred`.
+    run_code: np.ndarray      # int64 [runs]
+    run_length: np.ndarray    # int64 [runs], all >= 1
+    distinct: np.ndarray      # object [distinct], each a str
+
+    @property
+    def size(self) -> int:
+        return int(self.run_length.sum())
+
+    def values(self) -> np.ndarray:
+        """The strings, one object per element."""
+        return self.distinct[np.repeat(self.run_code, self.run_length)]
+
+
+def object_strings(dims, values: np.ndarray, attrs: dict | None = None) -> xr.Variable:
+    """A variable holding the object array ``values`` (of ``str``) as it is.
+
+    xarray passes object arrays through pandas to convert dates, and pandas
+    3 turns strings into its own string type and back: a new object per
+    element (4 s for a million accounts' holdings), which also defeats
+    :func:`run_coded`.  Strings need no conversion, so the array is kept.
     """
-    deferred = {k: np.asarray(v.values) for k, v in ds.variables.items()
-                if v.dtype.kind == "U" and v.ndim == 1 and v.size >= LONG}
+    return xr.Variable(dims, np.asarray(values, dtype=object), attrs, fastpath=True)
+
+
+def run_coded(values: np.ndarray) -> RunCoded | None:
+    """:class:`RunCoded` of a 1-D object array whose elements are all ``str``; None if one is not.
+
+    Equal addresses are the same object, hence the same string: runs and
+    distinct objects are found over the addresses (integers), not by
+    hashing or comparing strings.  Two equal strings held by different
+    objects are simply encoded twice, which changes no byte.
+    """
+    values = np.ascontiguousarray(values, dtype=object)
+    n = values.size
+    if n == 0:
+        return None
+    # The array's buffer holds one PyObject pointer per element; ``values`` keeps them alive while read.
+    address = np.ctypeslib.as_array((ctypes.c_size_t * n).from_address(values.ctypes.data))
+    start = np.flatnonzero(address[1:] != address[:-1]) + 1
+    start = np.concatenate([[0], start])
+    run_code, unique = pd.factorize(address[start])
+    first = np.empty(unique.size, dtype=np.int64)
+    first[run_code[::-1]] = start[::-1]
+    distinct = values[first]
+    if pd.api.types.infer_dtype(distinct, skipna=False) != "string":
+        return None
+    return RunCoded(run_code.astype(np.int64), np.diff(np.append(start, n)), distinct)
+
+
+def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
+    """``(dataset, encoding, deferred)``: ``ds`` with each long 1-D string variable replaced by empty strings.
+
+    String variables are NumPy unicode arrays, or object arrays of ``str``
+    (any other object array is left to xarray).  ``encoding`` keeps each
+    placeholder in one chunk that zarr does not write (all of it equals the
+    fill value ""); ``deferred`` maps the variables' names to their real
+    values (a unicode array or a :class:`RunCoded`), for :func:`write_deferred`.
+    """
+    deferred = {}
+    for k, v in ds.variables.items():
+        if v.ndim != 1 or v.size < LONG:
+            continue
+        if v.dtype.kind == "U":
+            deferred[k] = np.asarray(v.values)
+        elif v.dtype == object and (coded := run_coded(v.values)) is not None:
+            deferred[k] = coded
     if not deferred:
         return ds, {}, {}
     # A new StringDType array holds empty strings: nothing to fill.
@@ -55,26 +124,40 @@ def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
 
 def write_deferred(store: Path, deferred: dict) -> None:
     """Write each deferred variable's strings as the one chunk of its array in the directory store ``store``."""
+    fast = {}
     for name, values in deferred.items():
         meta = json.loads((store / name / "zarr.json").read_text())
         key = _chunk_key(meta, values.size)
         if key is None:
             _write_with_zarr(store / name, values)
-            continue
-        path = store / name / key
+        else:
+            fast[store / name / key] = meta, values
+
+    def write(path: Path, meta: dict, values) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_compressed(meta, vlen_utf8(values)))
+        path.write_bytes(_compressed(meta, _vlen(values)))
+
+    # Two threads: the encoding (compiled, without the GIL) and zstd of one variable beside another's.
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda item: write(item[0], *item[1]), fast.items()))
 
 
-def vlen_utf8(values: np.ndarray) -> bytes:
+def vlen_utf8(values: np.ndarray | RunCoded) -> bytes:
     """The ``vlen-utf8`` encoding of a 1-D array of strings (numcodecs' ``VLenUTF8``, byte for byte)."""
+    return bytes(_vlen(values))
+
+
+def _vlen(values: np.ndarray | RunCoded):
+    """:func:`vlen_utf8` as bytes or a uint8 array (no copy of a compiled pass's output)."""
+    if isinstance(values, RunCoded):
+        return _run_coded_vlen(values)
     values = np.asarray(values, dtype=str)
     n = values.size
     codes = values.view(np.uint32).reshape(n, -1) if values.dtype.itemsize else np.zeros((n, 0), np.uint32)
     if codes.size == 0 or codes.max() < 128:       # ASCII: a code point is its UTF-8 byte, in one compiled pass
         from ._vlen import ascii_vlen
 
-        return ascii_vlen(codes).tobytes()
+        return ascii_vlen(codes)
     encoded = np.char.encode(values, "utf-8")      # not ASCII: NumPy's UTF-8 codec, then the same layout
     raw = encoded.view(np.uint8).reshape(n, encoded.dtype.itemsize)
     lengths = np.char.str_len(encoded).astype("<u4")
@@ -91,6 +174,24 @@ def vlen_utf8(values: np.ndarray) -> bytes:
         keep[:, 4:] = columns < lengths[z, None]
         parts.append(rows[keep].tobytes())
     return b"".join(parts)
+
+
+def _run_coded_vlen(coded: RunCoded) -> np.ndarray:
+    from ._vlen import ascii_bytes, repeated_vlen
+
+    text = coded.distinct.astype(str)
+    codes = text.view(np.uint32).reshape(text.size, -1) if text.dtype.itemsize else np.zeros((text.size, 0), np.uint32)
+    ascii = codes.size == 0 or codes.max() < 128
+    if ascii:
+        blob, offsets = ascii_bytes(codes)
+        # NumPy's unicode drops trailing NULs: the lengths must add up to the strings' own.
+        ascii = blob.size == sum(map(len, coded.distinct))
+    if not ascii:                               # each distinct string through Python's UTF-8 codec
+        encoded = [s.encode("utf-8") for s in coded.distinct]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return repeated_vlen(coded.run_code, coded.run_length, blob, offsets)
 
 
 def _chunk_key(meta: dict, size: int) -> str | None:
@@ -120,4 +221,4 @@ def _compressed(meta: dict, data: bytes) -> bytes:
 def _write_with_zarr(path: Path, values: np.ndarray) -> None:
     import zarr
 
-    zarr.open_array(str(path), mode="r+")[:] = values.astype(object)
+    zarr.open_array(str(path), mode="r+")[:] = values.values() if isinstance(values, RunCoded) else values.astype(object)

@@ -81,9 +81,10 @@ def _warm_writer() -> None:
     """The writer's compiled pass for long string variables (:mod:`mcmargin.output._vlen`)."""
     import numpy as np
 
-    from ..output.zarr_strings import vlen_utf8
+    from ..output.zarr_strings import run_coded, vlen_utf8
 
     vlen_utf8(np.array(["A000001", ""]))
+    vlen_utf8(run_coded(np.array(["A000001", "", "A000001"], dtype=object)))
 
 
 if __name__ == "__main__":
