@@ -108,14 +108,17 @@ def launch(main, keep_memory: bool = True) -> None:
     server) freed memory is kept for reuse, which spares large runs their
     page faults (:func:`mcmargin.common.allocator.keep_freed_memory`), and
     the garbage collector runs less often (:func:`~mcmargin.common.allocator.collect_less_often`),
-    and a job that ends well leaves without tearing the interpreter down
+    NumPy asks for huge pages in the engine only
+    (:func:`~mcmargin.common.allocator.huge_pages_for_kernels_only`), and a
+    job that ends well leaves without tearing the interpreter down
     (:func:`exit_without_teardown`).
     """
     if keep_memory:
-        from mcmargin.common.allocator import collect_less_often, keep_freed_memory
+        from mcmargin.common.allocator import collect_less_often, huge_pages_for_kernels_only, keep_freed_memory
 
         keep_freed_memory()
         collect_less_often()
+        huge_pages_for_kernels_only()
     sys.stdout = ReaderMayLeave(sys.stdout)
     try:
         main()

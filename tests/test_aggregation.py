@@ -128,3 +128,16 @@ def test_book_without_options_and_an_unheld_last_asset(small_frames):
     pnl = revalue(nb, to_backend(cb, nb), shock, vol_shock)
     assert pnl.shape == (50, cb.assets.size)
     np.testing.assert_array_equal(pnl, np.expm1(shock))
+
+
+def test_groups_are_sorted_and_labelled_as_numpy_unique_would():
+    from mcmargin.aggregation.compiled import _sorted_unique
+
+    g = np.random.default_rng(5)
+    pool = np.array(["A000010", "A00001", "G0002", "é-pool", "Z", "a", "A000010 ", "中", ""], dtype=object)
+    for n in (1, 7, 5000):
+        labels = pool[g.integers(0, pool.size, n)]
+        groups, members = _sorted_unique(labels)
+        want, inverse = np.unique(labels, return_inverse=True)
+        assert groups.dtype == object and groups.tolist() == want.tolist()
+        np.testing.assert_array_equal(members, inverse)

@@ -45,3 +45,38 @@ def test_collector_thresholds_are_raised_and_cycles_still_collected():
         assert gc.collect() >= GC_THRESHOLDS[0] // 2  # and the cycles are still found and freed
     finally:
         gc.set_threshold(*previous)
+
+
+_HUGE_PAGES = """
+import os, sys
+from numpy._core.multiarray import _set_madvise_hugepage as switch
+from mcmargin.common import allocator
+from mcmargin.engine.graph import compute_tails
+moved = allocator.huge_pages_for_kernels_only()
+def now():
+    previous = switch(True); switch(previous); return previous
+seen = [moved, now()]
+with allocator.huge_pages():
+    seen.append(now())
+seen.append(now())
+inside = allocator.with_huge_pages(now)
+seen.append(inside()); seen.append(now())
+seen.append(compute_tails.__wrapped__.__name__)
+print(seen)
+"""
+
+
+@pytest.mark.parametrize("env, want", [({}, "[True, False, True, False, True, False, 'compute_tails']"),
+                                       ({"NUMPY_MADVISE_HUGEPAGE": "1"},
+                                        "[False, True, True, True, True, True, 'compute_tails']")],
+                         ids=["jobs-setting", "user-setting-kept"])
+def test_numpy_asks_for_huge_pages_in_the_engine_only(env, want):
+    """After huge_pages_for_kernels_only (the batch jobs), NumPy's switch is off except within huge_pages (the
+    engine's compute_tails); a NUMPY_MADVISE_HUGEPAGE the user set is left alone."""
+    import os
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", _HUGE_PAGES], capture_output=True, text=True,
+                         env={**{k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}, **env})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == want

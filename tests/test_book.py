@@ -1,6 +1,7 @@
 """Account ids, each table row's account and the margin-group labels (mcmargin.book)."""
 
 import numpy as np
+import pytest
 
 from mcmargin.inputs.synthetic import synthetic_book
 
@@ -17,3 +18,33 @@ def test_account_index_matches_a_brute_force_lookup():
     named = dict(zip(book.accounts["account"], book.accounts["group"]))
     assert list(book.account_groups()) == [named.get(a) or a for a in ids]
     assert (book.account_groups() != book.account_groups().index).any()      # the fixture has real groups
+
+
+@pytest.mark.parametrize("rows", [40, 12_000], ids=["plain", "coded"])
+def test_a_loaded_books_account_index_is_the_one_its_columns_give(rows):
+    """Loaders set the index from their coded columns (files.py); it must equal the columns' own, ids padded
+    with spaces and ids held only by collateral or only by the accounts table included."""
+    import pandas as pd
+
+    from mcmargin.inputs.book import Book
+    from mcmargin.inputs.files import book_from_frames
+
+    base = synthetic_book(20, seed=2)
+    g = np.random.default_rng(8)
+    ids = np.array([f"K{i:05d}" for i in g.permutation(rows)], dtype=object)
+    instruments = base.instruments["instrument"].to_numpy(dtype=object)
+    pos_ids = ids[g.integers(0, rows // 2, rows)]
+    positions = pd.DataFrame({"account": [f" {a}" if i % 3 == 0 else a for i, a in enumerate(pos_ids)],
+                              "instrument": instruments[np.arange(rows) % instruments.size], "quantity": 1.0})
+    positions = positions[~pd.DataFrame({"a": pos_ids, "i": positions["instrument"]}).duplicated().to_numpy()]
+    collateral = pd.DataFrame({"account": ids[rows // 4: rows], "asset": "USDT", "amount": 10.0})
+    accounts = pd.DataFrame({"account": np.append(ids[: rows // 8], "Z-only-here"), "group": ""})
+    book = book_from_frames(base.instruments, base.market, positions, collateral, accounts, base.valuation_date)
+    assert "_account_index" in book.__dict__                 # set by the loader
+    again = Book(book.instruments, book.market, book.positions, book.collateral, book.accounts,
+                 book.valuation_date)
+    assert book.account_ids.tolist() == again.account_ids.tolist() == sorted(
+        {a.strip() for a in pos_ids} | set(ids[rows // 4:]) | set(ids[: rows // 8]) | {"Z-only-here"})
+    for table in ("positions", "collateral", "accounts"):
+        np.testing.assert_array_equal(book.account_rows(table), again.account_rows(table), err_msg=table)
+        assert (book.account_ids[book.account_rows(table)] == getattr(book, table)["account"].to_numpy()).all()

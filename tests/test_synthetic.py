@@ -167,3 +167,16 @@ def test_scale():
     big = synthetic_book(100_000, valuation_date=DATE)
     assert big.accounts["account"].iloc[-1] == "A100000"
     assert big.positions["account"].nunique() == 100_000
+
+
+@pytest.mark.parametrize("n", [1, 9, 10, 999_999, 1_000_000, 1_234_567])
+def test_account_ids_are_zero_padded_to_six_digits_or_more(n):
+    from mcmargin.inputs.synthetic import _account_ids
+
+    width = max(6, len(str(n)))
+    ids = _account_ids(n)
+    assert ids.dtype == object and type(ids[0]) is str
+    picks = sorted({0, 1, n // 2, n - 1} & set(range(n)))
+    assert [ids[i] for i in picks] == [f"A{i + 1:0{width}d}" for i in picks] and len(ids) == n
+    if n < 100_000:
+        assert ids.tolist() == [f"A{i:0{width}d}" for i in range(1, n + 1)]

@@ -133,7 +133,7 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0, row_kinds=R
     accounts = book.account_ids
     labels = book.account_groups().to_numpy(dtype=object)
     holdings_acc = _account_holdings(book, accounts, ids, assets)
-    groups, members = np.unique(labels, return_inverse=True)
+    groups, members = _sorted_unique(labels)
     counts = np.bincount(members, minlength=groups.size)
     multi = np.flatnonzero(counts > 1)
     pick = sp.csr_matrix((np.ones(accounts.size), (members, np.arange(accounts.size))),
@@ -168,6 +168,17 @@ def compile_book(book: Book, horizon_days: float, rate: float = 0.0, row_kinds=R
         accounts=accounts, account_group=labels,
         groups=groups, multi_groups=groups[multi], group_row=group_row, group_of_account=members,
         row_kinds=row_kinds)
+
+
+def _sorted_unique(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(labels, return_inverse=True)`` of an object array of str: hashed, then only the distinct
+    labels sorted, as NumPy unicode (an object sort compares Python strings: 0.6 s a million accounts)."""
+    codes, distinct = pd.factorize(labels)
+    distinct = np.asarray(distinct, dtype=object)
+    order = np.argsort(distinct.astype(str), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return distinct[order], rank[codes]
 
 
 def _factor_map(linear_asset, linear_notional, n_options, prices, market_vol):

@@ -1,6 +1,7 @@
 """Keep freed memory in the process: fresh pages are what large runs pay most for outside the kernels.
 
-Also (:func:`collect_less_often`) the batch jobs' setting of the cyclic garbage collector.
+Also (:func:`collect_less_often`) the batch jobs' setting of the cyclic garbage collector, and
+(:func:`huge_pages_for_kernels_only`, :func:`huge_pages`) where NumPy asks for huge pages.
 
 A stress run allocates and frees the same large arrays over and over (each
 row block's tail state, each chunk's P&L, the blocks' results).  By default
@@ -24,8 +25,10 @@ setting alone that the user set through glibc's own environment variables
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 
@@ -77,3 +80,60 @@ def collect_less_often() -> tuple:
     previous = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
     return previous
+
+
+#: Whether the batch jobs moved NumPy's huge pages to the kernels (:func:`huge_pages_for_kernels_only`).
+_KERNELS_ONLY = False
+
+
+def _numpy_huge_pages(enabled: bool) -> bool | None:
+    """NumPy's switch for asking the kernel for transparent huge pages (madvise) on every array of 4 MiB or
+    more; the previous setting, or None where this NumPy has no such switch (private, stable since 1.20)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:          # pragma: no cover - another NumPy
+        return None
+    return bool(_set_madvise_hugepage(enabled))
+
+
+def huge_pages_for_kernels_only() -> bool:
+    """Stop NumPy asking for huge pages, except inside :func:`huge_pages` (the engine); True if it took effect.
+
+    On a kernel that compacts memory to find a huge page when asked (the
+    default ``defrag`` setting, ``madvise``), each huge page costs a stall
+    at its first touch.  The engine's random reads of its P&L and
+    exposures gain more than that from fewer TLB misses; building the book,
+    the margin figures and the dataset touch their arrays once and only pay:
+    a million-account run's system time went from 7.8 s to 3.5 s and its
+    wall time down by about 3 s with huge pages in the engine only
+    (benchmarks/RESULTS.md), while NumPy's default everywhere and no huge
+    pages at all were both slower.  Leaves ``NUMPY_MADVISE_HUGEPAGE``, when the
+    user set it, alone.  Changes no figure.
+    """
+    global _KERNELS_ONLY
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ or _numpy_huge_pages(False) is None:
+        return False
+    _KERNELS_ONLY = True
+    return True
+
+
+@contextlib.contextmanager
+def huge_pages():
+    """Within: NumPy's huge pages for new large arrays, as by default (after :func:`huge_pages_for_kernels_only`)."""
+    if not _KERNELS_ONLY:
+        yield
+        return
+    previous = _numpy_huge_pages(True)
+    try:
+        yield
+    finally:
+        _numpy_huge_pages(previous)
+
+
+def with_huge_pages(function):
+    """Decorator: ``function`` runs within :func:`huge_pages` (the engine's entry point)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with huge_pages():
+            return function(*args, **kwargs)
+    return wrapper

@@ -27,6 +27,7 @@ import numpy as np
 from .. import tails
 from ..aggregation import CompiledBook
 from ..backend import get_backend
+from ..common.allocator import with_huge_pages
 from ..instruments import revaluation
 from ..tails import TailResult
 from .kernels import TailKernel, select_kernel
@@ -70,6 +71,7 @@ def _clamp(x, lo, hi):
     return int(max(lo, min(hi, x)))
 
 
+@with_huge_pages      # its random reads of P&L and exposures gain from them (mcmargin.common.allocator)
 def compute_tails(book: CompiledBook, scenarios, confidences, *, backend: str = "numpy",
                   fast_path: bool = True, chunking: Chunking = Chunking(), scheduler=None,
                   budget: int = TASK_BUDGET, progress: bool = False, blocks_in_flight: int = 0,

@@ -74,16 +74,9 @@ class Book:
     def _account_index(self) -> tuple:
         """(ids, {table: rows}): every account id sorted, and each table row's index into the ids.
 
-        One hash of all the account columns at once: at a million accounts
-        each pass over the string ids costs most of a second.
+        Loaders that have coded the columns already set it (:func:`account_index`).
         """
-        tables = {t: getattr(self, t)["account"].to_numpy(dtype=object) for t in ACCOUNT_TABLES}
-        codes, uniques = pd.factorize(np.concatenate(list(tables.values())))
-        order = np.argsort(uniques.astype(str))
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        rows = np.split(rank[codes], np.cumsum([v.size for v in tables.values()])[:-1])
-        return uniques[order].astype(str).astype(object), dict(zip(tables, rows))
+        return account_index({t: (None, getattr(self, t)["account"].to_numpy(dtype=object)) for t in ACCOUNT_TABLES})
 
     @property
     def account_ids(self) -> np.ndarray:
@@ -110,3 +103,28 @@ class Book:
 
     def source(self, table: str) -> str:
         return self.sources.get(table, table)
+
+
+def account_index(columns: dict) -> tuple:
+    """``(ids, {table: rows})`` of :attr:`Book.account_ids` and :meth:`Book.account_rows`.
+
+    Parameters
+    ----------
+    columns : dict
+        Table -> ``(codes, distinct)``: the table's account column is
+        ``distinct[codes]`` (``codes`` None: ``distinct`` is the column itself).
+
+    One hash of the tables' distinct ids at once: at a million accounts
+    each pass over string ids costs most of a second.
+    """
+    parts = list(columns.values())
+    codes, uniques = pd.factorize(np.concatenate([np.asarray(d, dtype=object) for _, d in parts]))
+    order = np.argsort(uniques.astype(str))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    offset = np.cumsum([0] + [len(d) for _, d in parts])
+    rows = {}
+    for (table, (at, _)), start, stop in zip(columns.items(), offset[:-1], offset[1:]):
+        distinct_rank = rank[codes[start:stop]]
+        rows[table] = distinct_rank if at is None else distinct_rank[at]
+    return uniques[order].astype(str).astype(object), rows

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, POSITION_COLUMNS, Book)
+from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INSTRUMENT_KINDS, MARKET_COLUMNS, POSITION_COLUMNS, Book,
+                   account_index)
 from ..common.dates import iso as _iso
 from .. import instruments as instrument_families
 from ..common.audit import record_input
@@ -318,23 +319,31 @@ def _build_book(tables: dict[str, _Table], valuation_date: dt.date, sources: Map
         _require_columns(table, REQUIRED_COLUMNS[name])
     market = _normalise_market(tables["market"])
     instruments = _normalise_instruments(tables["instruments"], market, valuation_date)
-    positions, held = _normalise_holdings(tables["positions"], "instrument", "quantity", instruments["instrument"],
-                                          "an instrument of the instruments table", "position")
-    collateral, _ = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
-                                        "an asset of the market table", "collateral row")
+    # Each account column also as (codes, distinct ids): the book's account index is built from those.
+    positions, held, coded = _normalise_holdings(tables["positions"], "instrument", "quantity",
+                                                 instruments["instrument"], "an instrument of the instruments table",
+                                                 "position")
+    collateral, _, coded_collateral = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
+                                                          "an asset of the market table", "collateral row")
+    coded = {"positions": coded, "collateral": coded_collateral}
     if positions.empty and collateral.empty:
         raise tables["positions"].error(None, None, "no positions and no collateral: the book has no account, "
                                                     "nothing to margin")
     _check_notional(tables["positions"], positions, instruments, market, held)
     _check_collateral_value(tables["collateral"], collateral, market)
     if "accounts" in tables:
-        accounts = _normalise_accounts(tables["accounts"], positions, collateral)
+        accounts, coded["accounts"] = _normalise_accounts(tables["accounts"], [d for _, d in coded.values()])
     else:
         accounts = _frame({"account": np.array([], dtype=object), "group": np.array([], dtype=object)})
+        coded["accounts"] = (None, accounts["account"].to_numpy(dtype=object))
     names = {name: table.file for name, table in tables.items()}
     names.update({k: str(v) for k, v in (sources or {}).items()})
-    return Book(instruments=instruments, market=market, positions=positions, collateral=collateral,
+    book = Book(instruments=instruments, market=market, positions=positions, collateral=collateral,
                 accounts=accounts, valuation_date=valuation_date, sources=names)
+    # What Book._account_index would compute from the columns, from their distinct ids instead (a cached
+    # property: a frozen dataclass's own cache entry).
+    book.__dict__["_account_index"] = account_index(coded)
+    return book
 
 
 def _as_date(value) -> dt.date:
@@ -413,9 +422,12 @@ def _require_column_where(table: _Table, column: str, needed: np.ndarray, why: s
 
 
 def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    """A DataFrame keeping object (not inferred string) dtype for text columns."""
-    return pd.DataFrame({k: pd.Series(v, dtype=object if np.asarray(v).dtype == object else None)
-                         for k, v in columns.items()})
+    """A DataFrame keeping object (not inferred string) dtype for text columns.
+
+    The arrays are the frame's own (no copy: each was built for it).
+    """
+    return pd.DataFrame({k: pd.Series(v, dtype=object if np.asarray(v).dtype == object else None, copy=False)
+                         for k, v in columns.items()}, copy=False)
 
 
 # ============================================================================ cell parsers
@@ -473,8 +485,15 @@ def _all_strings(values: pd.Series) -> bool:
 
 
 def _plain_text(values: pd.Series) -> np.ndarray:
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        # Python strings stripped one by one: an id without spaces is its own strip, the same object, whose
+        # hash Python keeps (ids are hashed again by every table that names them).
+        return _strip(values.to_numpy(dtype=object)).astype(object)
     text = values.astype("str").str.strip().fillna("")
     return text.to_numpy(dtype=object)
+
+
+_strip = np.frompyfunc(str.strip, 1, 1)
 
 
 def _ids(table: _Table, column: str) -> np.ndarray:
@@ -501,6 +520,14 @@ def _numbers(table: _Table, column: str, default: float | None = None, where: np
         Rows to parse; others get ``default`` (NaN when None) without being looked at.
     """
     values = table.frame[column]
+    if where is None and pd.api.types.is_float_dtype(values.dtype) and isinstance(values.dtype, np.dtype):
+        # Every row of a float64/float32 column (the common case, and a million rows): no copies, one check each.
+        parsed = values.to_numpy(dtype=np.float64)
+        _check(table, np.isinf(parsed), column, f"{column} must be finite, got {{value}}")
+        missing = np.isnan(parsed)
+        if default is None:
+            _check(table, missing, column, f"missing or NaN {column}")
+        return np.where(missing, default, parsed) if missing.any() else parsed.copy()
     out = np.full(len(values), np.nan if default is None else default, dtype=np.float64)
     index = np.arange(len(values)) if where is None else np.flatnonzero(where)
     subset = values.iloc[index]
@@ -705,7 +732,8 @@ def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: 
     """Positions (account, instrument, quantity) or collateral (account, asset, amount): one account's
     holding of one known item per row.
 
-    Returns the table and the position of each row's item in ``known``.
+    Returns the table, the position of each row's item in ``known``, and the account column as
+    ``(codes, distinct)`` (:func:`_account_coding`).
     """
     account, account_coded = _coded_ids(table, "account")
     items, items_coded = _coded_ids(table, item)
@@ -717,7 +745,21 @@ def _normalise_holdings(table: _Table, item: str, amount: str, known, known_as: 
         index = known.get_indexer(items)
     _check(table, index < 0, item, lambda i: f"{items[i]!r} is not {known_as}")
     _check_unique(table, {"account": account, item: items}, item, row_name, coded=[account_coded, items_coded])
-    return _frame({"account": account, item: items, amount: size}), index
+    return _frame({"account": account, item: items, amount: size}), index, _account_coding(account, account_coded)
+
+
+def _account_coding(account: np.ndarray, coded) -> tuple:
+    """A validated account column as ``(codes, distinct)`` for :func:`mcmargin.inputs.book.account_index`:
+    its coding when it has one, else ``(None, account)``."""
+    if coded is None:
+        return None, account
+    codes, distinct = coded
+    # _coded_text keeps a slot for "" (missing cells); no id is empty once validated, so it is unused.
+    empty = distinct == ""
+    if empty.any():
+        codes = (np.cumsum(~empty) - 1)[codes] if not empty[-1] or empty[:-1].any() else codes
+        distinct = distinct[~empty]
+    return codes, distinct
 
 
 #: Largest USD notional one position or collateral row may have.  Far above any real holding, and
@@ -761,9 +803,13 @@ def _check_collateral_value(table: _Table, collateral: pd.DataFrame, market: pd.
                      f"USD (amount {collateral['amount'].iloc[i]!r})")
 
 
-def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.DataFrame) -> pd.DataFrame:
-    account = _ids(table, "account")
-    _check_unique(table, {"account": account}, "account", "account")
+def _normalise_accounts(table: _Table, holders: list[np.ndarray]) -> tuple[pd.DataFrame, tuple]:
+    """The accounts table, and its account column as ``(codes, distinct)``.
+
+    ``holders``: the account ids of the positions and collateral tables (each id at least once).
+    """
+    account, account_coded = _coded_ids(table, "account")
+    _check_unique(table, {"account": account}, "account", "account", coded=[account_coded])
     group = _text(table, "group")  # empty: the account is its own group, labelled by its id
     # A group label that is also the id of an account outside that group would name two
     # different margin pools (the group, and that account's singleton pool): refused.  A
@@ -772,8 +818,7 @@ def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.D
     # The distinct labels are looked up (a few per hundred accounts), not every row.
     labels = pd.unique(group[group != ""])
     named = [ids[pd.Series(ids, dtype=object).isin(labels).to_numpy(dtype=bool)]
-             for ids in (account, positions["account"].to_numpy(dtype=object),
-                         collateral["account"].to_numpy(dtype=object))]
+             for ids in (_account_coding(account, account_coded)[1], *holders)]
     named = np.concatenate(named)
     collides = np.zeros(len(group), dtype=bool)
     if named.size:
@@ -784,7 +829,7 @@ def _normalise_accounts(table: _Table, positions: pd.DataFrame, collateral: pd.D
     _check(table, collides, "group",
            lambda i: f"group {group[i]!r} is also the id of an account outside that group; its label would "
                      f"collide with that account's own margin-group label (rename the group)")
-    return _frame({"account": account, "group": group})
+    return _frame({"account": account, "group": group}), _account_coding(account, account_coded)
 
 
 # ============================================================================ writing

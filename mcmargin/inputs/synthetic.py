@@ -317,8 +317,14 @@ def _black_scholes(spot, strike, years, vol, is_call):
 
 # ============================================================================ accounts
 def _account_ids(n: int) -> np.ndarray:
+    """``A000001``, ``A000002``, ... ``A{n}`` (at least six digits), as an object array of str."""
     width = max(6, len(str(n)))
-    return np.array([f"A{i:0{width}d}" for i in range(1, n + 1)], dtype=object)
+    # The code points of every id at once (one formatted string a time is 0.5 s a million).
+    number = np.arange(1, n + 1, dtype=np.int64)[:, None]
+    code = np.empty((n, 1 + width), dtype=np.uint32)
+    code[:, 0] = ord("A")
+    code[:, 1:] = ord("0") + number // 10 ** np.arange(width - 1, -1, -1, dtype=np.int64) % 10
+    return code.view(f"<U{1 + width}").ravel().astype(object)
 
 
 def _archetypes(rng: np.random.Generator, n: int) -> np.ndarray:
