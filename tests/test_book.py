@@ -48,3 +48,21 @@ def test_a_loaded_books_account_index_is_the_one_its_columns_give(rows):
     for table in ("positions", "collateral", "accounts"):
         np.testing.assert_array_equal(book.account_rows(table), again.account_rows(table), err_msg=table)
         assert (book.account_ids[book.account_rows(table)] == getattr(book, table)["account"].to_numpy()).all()
+
+
+def test_categories_no_row_uses_are_not_accounts():
+    """A categorical account column may list ids that no row holds: they are not accounts of the book."""
+    import pandas as pd
+
+    from mcmargin.inputs import files
+
+    base = synthetic_book(2500, seed=3)
+    positions = base.positions.copy()
+    assert len(positions) >= files._DISTINCT_TEXT_MIN        # the coded path
+    positions["account"] = pd.Categorical(positions["account"],
+                                          categories=["NOBODY-1", *base.account_ids[::-1], "NOBODY-2"])
+    book = files.book_from_frames(base.instruments, base.market, positions, base.collateral, base.accounts,
+                                  base.valuation_date)
+    assert book.account_ids.tolist() == base.account_ids.tolist()
+    for table in ("positions", "collateral", "accounts"):
+        np.testing.assert_array_equal(book.account_rows(table), base.account_rows(table), err_msg=table)

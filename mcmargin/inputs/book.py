@@ -127,4 +127,7 @@ def account_index(columns: dict) -> tuple:
     for (table, (at, _)), start, stop in zip(columns.items(), offset[:-1], offset[1:]):
         distinct_rank = rank[codes[start:stop]]
         rows[table] = distinct_rank if at is None else distinct_rank[at]
-    return uniques[order].astype(str).astype(object), rows
+    ids = uniques[order]
+    if pd.api.types.infer_dtype(ids, skipna=False) != "string":     # a hand-built book's ids: as text
+        ids = ids.astype(str).astype(object)
+    return ids, rows

@@ -754,11 +754,12 @@ def _account_coding(account: np.ndarray, coded) -> tuple:
     if coded is None:
         return None, account
     codes, distinct = coded
-    # _coded_text keeps a slot for "" (missing cells); no id is empty once validated, so it is unused.
-    empty = distinct == ""
-    if empty.any():
-        codes = (np.cumsum(~empty) - 1)[codes] if not empty[-1] or empty[:-1].any() else codes
-        distinct = distinct[~empty]
+    # Only the ids some row names: a categorical column may list categories no row uses, and
+    # _coded_text keeps a slot for "" (missing cells), unused once every id is known not to be empty.
+    used = np.bincount(codes, minlength=distinct.size) > 0
+    if not used.all():
+        codes = (np.cumsum(used) - 1)[codes]
+        distinct = distinct[used]
     return codes, distinct
 
 

@@ -125,7 +125,9 @@ def synthetic_book(n_accounts: int = 5000, seed: int = 7, valuation_date: dt.dat
     listing = _Listing.build(valuation_date)
     archetype = _archetypes(archetype_rng, n_accounts)
     account, instrument, quantity = _positions(position_rng, listing, archetype)
-    ids = _account_ids(n_accounts)
+    # Object, not pandas' inferred string type: the tables then share these str objects, through
+    # validation into the book (mcmargin.inputs.files._plain_text).
+    ids = pd.Index(_account_ids(n_accounts), dtype=object)
     # Text columns go to validation coded (categoricals of the ids): the same cells,
     # without hashing millions of strings to find what this function already knows.
     positions = pd.DataFrame({"account": pd.Categorical.from_codes(account, categories=ids),

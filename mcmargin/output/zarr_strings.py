@@ -25,7 +25,6 @@ zarr-python itself would have written.
 
 from __future__ import annotations
 
-import ctypes
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from ..common.identity import object_addresses
 
 #: String variables with at least this many strings take the fast path (shorter ones are cheap anyway).
 LONG = 10_000
@@ -81,8 +82,7 @@ def run_coded(values: np.ndarray) -> RunCoded | None:
     n = values.size
     if n == 0:
         return None
-    # The array's buffer holds one PyObject pointer per element; ``values`` keeps them alive while read.
-    address = np.ctypeslib.as_array((ctypes.c_size_t * n).from_address(values.ctypes.data))
+    address = object_addresses(values)
     start = np.flatnonzero(address[1:] != address[:-1]) + 1
     start = np.concatenate([[0], start])
     run_code, unique = pd.factorize(address[start])
