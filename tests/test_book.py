@@ -66,3 +66,27 @@ def test_categories_no_row_uses_are_not_accounts():
     assert book.account_ids.tolist() == base.account_ids.tolist()
     for table in ("positions", "collateral", "accounts"):
         np.testing.assert_array_equal(book.account_rows(table), base.account_rows(table), err_msg=table)
+
+
+@pytest.mark.parametrize("extra, padded", [([], False), ([""], False), ([], True)],
+                         ids=["plain", "empty-category", "padded-twin"])
+def test_a_categorical_account_column_gives_the_book_its_text_gives(extra, padded):
+    """Categories are coded as they are unless stripping changes one or one is empty: then through the text."""
+    import pandas as pd
+
+    from mcmargin.inputs import files
+
+    base = synthetic_book(2500, seed=3)
+    positions = base.positions.copy()
+    text = positions["account"].to_numpy(dtype=object).copy()
+    if padded:
+        text[text == "A000007"] = " A000007"     # some rows name the account padded, as a second category
+        assert (text == " A000007").any()
+    as_text = positions.assign(account=text)
+    coded = positions.assign(account=pd.Categorical(text, categories=[*extra, *pd.unique(text)][::-1]))
+    books = [files.book_from_frames(base.instruments, base.market, p, base.collateral, base.accounts,
+                                    base.valuation_date) for p in (as_text, coded)]
+    for table in ("positions", "collateral", "accounts"):
+        pd.testing.assert_frame_equal(getattr(books[0], table), getattr(books[1], table))
+        np.testing.assert_array_equal(books[0].account_rows(table), books[1].account_rows(table))
+    assert books[1].account_ids.tolist() == base.account_ids.tolist()

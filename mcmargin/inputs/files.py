@@ -35,6 +35,7 @@ from .book import (ACCOUNT_COLUMNS, COLLATERAL_COLUMNS, INSTRUMENT_COLUMNS, INST
 from ..common.dates import iso as _iso
 from .. import instruments as instrument_families
 from ..common.audit import record_input
+from ..common.identity import object_addresses
 from ..errors import InputError
 
 __all__ = ["TABLES", "REQUIRED_TABLES", "read_table", "load_book", "load_book_dir", "book_from_frames",
@@ -323,14 +324,15 @@ def _build_book(tables: dict[str, _Table], valuation_date: dt.date, sources: Map
     positions, held, coded = _normalise_holdings(tables["positions"], "instrument", "quantity",
                                                  instruments["instrument"], "an instrument of the instruments table",
                                                  "position")
-    collateral, _, coded_collateral = _normalise_holdings(tables["collateral"], "asset", "amount", market["asset"],
-                                                          "an asset of the market table", "collateral row")
+    collateral, held_asset, coded_collateral = _normalise_holdings(tables["collateral"], "asset", "amount",
+                                                                   market["asset"], "an asset of the market table",
+                                                                   "collateral row")
     coded = {"positions": coded, "collateral": coded_collateral}
     if positions.empty and collateral.empty:
         raise tables["positions"].error(None, None, "no positions and no collateral: the book has no account, "
                                                     "nothing to margin")
     _check_notional(tables["positions"], positions, instruments, market, held)
-    _check_collateral_value(tables["collateral"], collateral, market)
+    _check_collateral_value(tables["collateral"], collateral, market, held_asset)
     if "accounts" in tables:
         accounts, coded["accounts"] = _normalise_accounts(tables["accounts"], [d for _, d in coded.values()])
     else:
@@ -464,15 +466,27 @@ def _coded_text(values: pd.Series):
         # when they are equal text (1 and 1.0 would be one key with two texts);
         # missing cells (code -1) take the last slot, "".  Two raw strings may
         # normalise to one text (" A1" and "A1"), hence the second factorisation.
-        if isinstance(values.dtype, pd.CategoricalDtype):   # already coded (e.g. by the synthetic exchange)
+        categorical = isinstance(values.dtype, pd.CategoricalDtype)
+        if categorical:   # already coded (e.g. by the synthetic exchange)
             raw, uniques = values.cat.codes.to_numpy(dtype=np.int64), values.cat.categories
         else:
             raw, uniques = pd.factorize(values)
-        text = np.append(_plain_text(pd.Series(np.asarray(uniques, dtype=object), dtype=object)), "")
-        same, distinct = pd.factorize(text)
+        uniques = np.asarray(uniques, dtype=object)
+        text = np.append(_plain_text(pd.Series(uniques, dtype=object)), "")
+        if categorical and _unchanged(text[:-1], uniques) and not (text[:-1] == "").any():
+            # Categories are distinct, and stripping changed none: they are the distinct texts already.
+            same, distinct = np.arange(text.size), text
+        else:
+            same, distinct = pd.factorize(text)
+            distinct = np.asarray(distinct, dtype=object)
         codes = same[raw]
-        return np.asarray(distinct, dtype=object)[codes], (codes, np.asarray(distinct, dtype=object))
+        return distinct[codes], (codes, distinct)
     return _plain_text(values), None
+
+
+def _unchanged(text: np.ndarray, values: np.ndarray) -> bool:
+    """True when every element of ``text`` is the very object at the same place in ``values``."""
+    return bool((object_addresses(text) == object_addresses(values)).all())
 
 
 def _all_strings(values: pd.Series) -> bool:
@@ -792,11 +806,10 @@ def _check_notional(table: _Table, positions: pd.DataFrame, instruments: pd.Data
                      f"{MAX_NOTIONAL_USD:.0e} USD (quantity {positions['quantity'].iloc[i]!r})")
 
 
-def _check_collateral_value(table: _Table, collateral: pd.DataFrame, market: pd.DataFrame) -> None:
-    """|amount x price| of every collateral row below MAX_NOTIONAL_USD."""
-    asset = market["asset"].to_numpy(dtype=object)
-    price = market["price"].to_numpy(dtype=float)[pd.Index(asset).get_indexer(
-        collateral["asset"].to_numpy(dtype=object))]
+def _check_collateral_value(table: _Table, collateral: pd.DataFrame, market: pd.DataFrame,
+                            held: np.ndarray) -> None:
+    """|amount x price| of every collateral row below MAX_NOTIONAL_USD (``held``: each row's market row)."""
+    price = market["price"].to_numpy(dtype=float)[held]
     with np.errstate(over="ignore", invalid="ignore"):
         value = np.abs(collateral["amount"].to_numpy(dtype=float) * price)
     _check(table, ~(value < MAX_NOTIONAL_USD), "amount",

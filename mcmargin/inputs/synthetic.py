@@ -373,15 +373,24 @@ def _choose(rng: np.random.Generator, weights: np.ndarray, n: int, k: int) -> np
         if k > live.size:                        # zero-weight columns needed too: rank them all
             with np.errstate(divide="ignore"):
                 keys = np.log(weights)[None, :] - np.log(-np.log(u))
-            picks[a0:a1] = np.argsort(-keys, axis=1)[:, :k]
+            picks[a0:a1] = _k_largest(keys, k)
             continue
         # Zero weights have key -inf and are never among the k largest when k
         # columns have positive weight, so only those are ranked: the same picks
         # in the same order (keys are distinct with probability 1), at a
         # fraction of the cost on a listing where most instruments do not fit.
         keys = np.log(weights[live])[None, :] - np.log(-np.log(u[:, live]))
-        picks[a0:a1] = live[np.argsort(-keys, axis=1)[:, :k]]
+        picks[a0:a1] = live[_k_largest(keys, k)]
     return picks
+
+
+def _k_largest(keys: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` largest keys of each row, largest first: ``np.argsort(-keys, axis=1)[:, :k]`` for
+    distinct keys, by a partition and a sort of the ``k`` (Gumbel keys are distinct with probability 1)."""
+    if k >= keys.shape[1]:
+        return np.argsort(-keys, axis=1)[:, :k]
+    top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
 
 
 #: Uniforms drawn at once by :func:`_choose` (4 MiB).
@@ -391,7 +400,7 @@ _CHOOSE_CELLS = 1 << 19
 def _contracts(notional: np.ndarray, instrument: np.ndarray, listing: _Listing) -> np.ndarray:
     """Signed USD notional -> contracts: whole inverse contracts, else lots of 0.001, never zero."""
     raw = notional / listing.unit_notional[instrument]
-    inverse = listing.inverse[instrument] & (listing.kind[instrument] != "option")
+    inverse = (listing.inverse & (listing.kind != "option"))[instrument]     # per instrument, then spread
     lot = np.where(inverse, 1.0, 0.001)
     q = np.where(inverse, np.round(raw), np.round(raw, 3))
     return np.where(q == 0, np.sign(notional) * lot, q)
@@ -526,7 +535,7 @@ def _rough_margin(listing: _Listing, account: np.ndarray, instrument: np.ndarray
     net_delta = np.bincount(account * n_assets + coin, weights=quantity * listing.unit_delta[instrument],
                             minlength=n_accounts * n_assets).reshape(n_accounts, n_assets)
     margin = np.abs(net_delta) @ listing.asset_rate
-    option = listing.kind[instrument] == "option"
+    option = (listing.kind == "option")[instrument]
     rate = listing.asset_rate[coin]
     gamma_vega = np.where(option, np.abs(quantity) * listing.unit_notional[instrument] * rate * 0.25, 0.0)
     margin += np.bincount(account, weights=gamma_vega, minlength=n_accounts)
