@@ -104,3 +104,17 @@ def test_unexpected_metadata_is_written_by_zarr_itself(tmp_path, monkeypatch):
     write_dataset(ds, tmp_path / "d.zarr")
     back = xr.open_zarr(tmp_path / "d.zarr").load()
     assert [str(x) for x in back["label"].values.tolist()] == ds["label"].values.tolist()
+
+
+def test_bytes_encoded_ahead_are_used_only_for_the_codecs_they_were_made_with(tmp_path, monkeypatch):
+    """encode_ahead compresses before the metadata exists; were zarr's default codecs others, those bytes
+    would not be readable: they are then made again for the array's own codecs."""
+    n = zarr_strings.LONG + 5
+    ds = _dataset(n, TEXTS)
+    monkeypatch.setattr(zarr_strings, "DEFAULT_STRING_CODECS", [])          # ahead: vlen bytes, no zstd
+    write_dataset(ds, tmp_path / "d.zarr")
+    meta = json.loads((tmp_path / "d.zarr" / "label" / "zarr.json").read_text())
+    assert [c["name"] for c in meta["codecs"]] == ["vlen-utf8", "zstd"]
+    back = xr.open_zarr(tmp_path / "d.zarr").load()
+    for name in ("label", "holding_account", "account"):
+        assert [str(x) for x in back[name].values.tolist()] == ds[name].values.tolist(), name

@@ -55,7 +55,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError, ResultError
-from .zarr_strings import defer_long_strings, write_deferred
+from .zarr_strings import defer_long_strings, encode_ahead, write_deferred
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,12 @@ def write_dataset(ds: xr.Dataset, path, *, netcdf: bool | None = None, key: str 
                 # Long string variables are written by array operations after the rest (zarr_strings.py).
                 ds, encoding, deferred = defer_long_strings(ds)
                 encoding = {**_numeric_compression(ds), **encoding}
-                _to_zarr_directory(ds.pipe(_variable_length_strings), tmp, encoding)
-                write_deferred(tmp, deferred)
+                pool, ahead = encode_ahead(deferred)
+                try:
+                    _to_zarr_directory(ds.pipe(_variable_length_strings), tmp, encoding)
+                    write_deferred(tmp, deferred, ahead)
+                finally:
+                    pool.shutdown(cancel_futures=True)
         with _locked(path.parent):
             # Checked again under the lock: another program may have put something there meanwhile.
             if path.exists() or path.is_symlink():

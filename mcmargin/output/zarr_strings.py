@@ -122,8 +122,30 @@ def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
     return out, encoding, deferred
 
 
-def write_deferred(store: Path, deferred: dict) -> None:
-    """Write each deferred variable's strings as the one chunk of its array in the directory store ``store``."""
+#: The bytes-to-bytes codecs zarr-python gives a string array by default: :func:`encode_ahead` compresses with
+#: them before the array's metadata exists, and :func:`write_deferred` uses those bytes only if they match.
+DEFAULT_STRING_CODECS = [{"name": "zstd", "configuration": {"level": 0, "checksum": False}}]
+
+
+def encode_ahead(deferred: dict) -> tuple[ThreadPoolExecutor, dict]:
+    """Start encoding and compressing each deferred variable (:data:`DEFAULT_STRING_CODECS`) on two threads.
+
+    Returns the pool (shut it down after :func:`write_deferred`) and name -> future of the chunk's bytes.
+    The compiled encoding and zstd run without the GIL, beside xarray writing the other variables.
+    """
+    pool = ThreadPoolExecutor(2)
+    meta = {"codecs": [{"name": "vlen-utf8"}, *DEFAULT_STRING_CODECS]}
+    # Largest first: the two threads finish together.
+    names = sorted(deferred, key=lambda name: -deferred[name].size)
+    return pool, {name: pool.submit(lambda v: _compressed(meta, _vlen(v)), deferred[name]) for name in names}
+
+
+def write_deferred(store: Path, deferred: dict, ahead: dict | None = None) -> None:
+    """Write each deferred variable's strings as the one chunk of its array in the directory store ``store``.
+
+    ``ahead``: futures of :func:`encode_ahead`, used where the array's codecs are the default ones.
+    """
+    ahead = ahead or {}
     fast = {}
     for name, values in deferred.items():
         meta = json.loads((store / name / "zarr.json").read_text())
@@ -131,11 +153,12 @@ def write_deferred(store: Path, deferred: dict) -> None:
         if key is None:
             _write_with_zarr(store / name, values)
         else:
-            fast[store / name / key] = meta, values
+            encoded = ahead.get(name) if meta["codecs"][1:] == DEFAULT_STRING_CODECS else None
+            fast[store / name / key] = meta, values, encoded
 
-    def write(path: Path, meta: dict, values) -> None:
+    def write(path: Path, meta: dict, values, encoded) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_compressed(meta, _vlen(values)))
+        path.write_bytes(encoded.result() if encoded is not None else _compressed(meta, _vlen(values)))
 
     # Two threads: the encoding (compiled, without the GIL) and zstd of one variable beside another's.
     with ThreadPoolExecutor(2) as pool:
