@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ..common.settings import real_number
@@ -399,6 +400,12 @@ def _stack(per_model: list[dict], names: list[str]) -> dict:
     return out
 
 
+def _id_index(ids) -> pd.Index:
+    """Ids (str) as a pandas object index."""
+    ids = np.asarray(ids)
+    return pd.Index(ids if ids.dtype == object else ids.astype(object), dtype=object)
+
+
 def margin_dataset(inputs: MarginInputs | TailResult, margin, ladder=None) -> xr.Dataset:
     """The account, group and model figures of a run as an xarray Dataset (docs/architecture.md, "Output").
 
@@ -437,7 +444,9 @@ def margin_dataset(inputs: MarginInputs | TailResult, margin, ladder=None) -> xr
         "group_members": (("group",), members, {"long_name": "number of member accounts", "units": "1"}),
     }
     data.update(per_model[0] if len(models) == 1 else _stack(per_model, [m.name for m in models]))
-    coords = {"account": book.accounts.astype(str), "group": book.groups.astype(str),
+    # Account and group ids as object indexes: as NumPy unicode, pandas would turn a million of them into
+    # its own string type (0.4 s) and xarray back into unicode at every read of the coordinate (0.13 s).
+    coords = {"account": _id_index(book.accounts), "group": _id_index(book.groups),
               "asset": book.assets.astype(str), "instrument": book.instruments.astype(str)}
     if len(models) > 1:
         coords["model"] = ("model", np.array([m.name for m in models]),
