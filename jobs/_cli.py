@@ -24,6 +24,8 @@ from mcmargin.errors import McMarginError, ResultError
 EXIT_USER_ERROR, EXIT_RESULT_CHECK = 2, 3
 
 _entered = False
+#: Set by :func:`launch` for a batch job (``keep_memory``).
+_batch = False
 
 
 @contextlib.contextmanager
@@ -33,7 +35,9 @@ def user_errors(cfg=None):
     With the job's ``cfg``, its ``logging.format`` (``human`` or ``json``,
     :mod:`mcmargin.common.logs`) is applied first.  Every job builds xarray
     datasets: xarray is told to test for dask arrays without importing
-    ``dask.array`` (:func:`mcmargin.common.lazy_dask.check_dask_arrays_lazily`, 0.23 s a run).
+    ``dask.array`` (:func:`mcmargin.common.lazy_dask.check_dask_arrays_lazily`, 0.23 s a run).  A batch
+    job (:func:`launch`) has NumPy ask for huge pages in the engine only from here on
+    (:func:`mcmargin.common.allocator.huge_pages_for_kernels_only`).
     """
     global _entered
     _entered = True
@@ -41,6 +45,10 @@ def user_errors(cfg=None):
         from mcmargin.common.lazy_dask import check_dask_arrays_lazily
 
         check_dask_arrays_lazily()
+        if _batch:
+            from mcmargin.common.allocator import huge_pages_for_kernels_only
+
+            huge_pages_for_kernels_only()
         if cfg is not None:
             from mcmargin.common.logs import set_log_format
 
@@ -113,12 +121,13 @@ def launch(main, keep_memory: bool = True) -> None:
     job that ends well leaves without tearing the interpreter down
     (:func:`exit_without_teardown`).
     """
+    global _batch
     if keep_memory:
-        from mcmargin.common.allocator import collect_less_often, huge_pages_for_kernels_only, keep_freed_memory
+        from mcmargin.common.allocator import collect_less_often, keep_freed_memory
 
         keep_freed_memory()
         collect_less_often()
-        huge_pages_for_kernels_only()
+        _batch = True       # huge pages are set when the job starts (user_errors): --help needs no NumPy
     sys.stdout = ReaderMayLeave(sys.stdout)
     try:
         main()

@@ -233,3 +233,36 @@ def test_a_reader_that_stops_early_costs_no_traceback(tmp_path):
     assert job.wait(timeout=300) == 0, stderr
     assert "Traceback" not in stderr and "Error executing job" not in stderr and "BrokenPipe" not in stderr
     assert (out / "zarr.json").is_file() and (tmp_path / "out.html").is_file()
+
+
+_HUGE_PAGES_JOB = """
+import sys
+from jobs import _cli
+from mcmargin.common.allocator import huge_pages
+def switch():
+    from numpy._core.multiarray import _set_madvise_hugepage as s
+    previous = s(True); s(previous); return previous
+def main():
+    with _cli.user_errors():
+        seen = [switch()]
+        with huge_pages():
+            seen.append(switch())
+        print(seen)
+_cli.launch(main, keep_memory=sys.argv[1] == "batch")
+"""
+
+
+@pytest.mark.parametrize("kind, want", [("batch", "[False, True]"), ("server", "[True, True]")])
+def test_a_batch_job_asks_for_huge_pages_in_the_engine_only(kind, want):
+    """From its start (user_errors) a batch job's NumPy asks for huge pages only within huge_pages (the
+    engine); a server (keep_memory=False) keeps NumPy's default."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    run = subprocess.run([sys.executable, "-c", _HUGE_PAGES_JOB, kind], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == want
