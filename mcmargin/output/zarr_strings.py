@@ -85,9 +85,16 @@ def run_coded(values: np.ndarray) -> RunCoded | None:
     address = object_addresses(values)
     start = np.flatnonzero(address[1:] != address[:-1]) + 1
     start = np.concatenate([[0], start])
-    run_code, unique = pd.factorize(address[start])
-    first = np.empty(unique.size, dtype=np.int64)
-    first[run_code[::-1]] = start[::-1]
+    heads = address[start]
+    # Runs of a few objects (instruments, kinds) are coded by object; runs that are mostly distinct objects
+    # (accounts, pools) are each their own, without hashing a million addresses for nothing.
+    sample = heads[:: max(1, heads.size // 4096)]
+    if 2 * np.unique(sample).size > sample.size:
+        run_code, first = np.arange(heads.size), start
+    else:
+        run_code, unique = pd.factorize(heads)
+        first = np.empty(unique.size, dtype=np.int64)
+        first[run_code[::-1]] = start[::-1]
     distinct = values[first]
     if pd.api.types.infer_dtype(distinct, skipna=False) != "string":
         return None
@@ -113,13 +120,19 @@ def defer_long_strings(ds: xr.Dataset) -> tuple[xr.Dataset, dict, dict]:
             deferred[k] = coded
     if not deferred:
         return ds, {}, {}
-    # A new StringDType array holds empty strings: nothing to fill.
-    empty = {k: (ds[k].dims, np.empty(v.size, dtype=np.dtypes.StringDType()), ds[k].attrs)
-             for k, v in deferred.items()}
+    empty = {k: (ds[k].dims, _placeholder(v.size, index=ds[k].dims == (k,)), ds[k].attrs) for k, v in deferred.items()}
     out = ds.assign({k: e for k, e in empty.items() if k in ds.data_vars})
     out = out.assign_coords({k: e for k, e in empty.items() if k in ds.coords})
     encoding = {k: {"chunks": (v.size,), "write_empty_chunks": False} for k, v in deferred.items()}
     return out, encoding, deferred
+
+
+def _placeholder(size: int, index: bool):
+    """``size`` empty strings: a new StringDType array (nothing to fill), or for a dimension coordinate an
+    object index of one shared "" (pandas would turn StringDType into its own string type and back)."""
+    if index:
+        return pd.Index(np.full(size, "", dtype=object), dtype=object)
+    return np.empty(size, dtype=np.dtypes.StringDType())
 
 
 #: The bytes-to-bytes codecs zarr-python gives a string array by default: :func:`encode_ahead` compresses with
