@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from mcmargin.common.identity import object_addresses
+import pandas as pd
+import pytest
+
+from mcmargin.common.identity import object_addresses, positions_in
 
 
 def test_addresses_are_the_objects_identities():
@@ -12,3 +15,15 @@ def test_addresses_are_the_objects_identities():
     assert address.dtype == np.uint64 and address.tolist() == [id(a), id(b), id(a)]
     assert object_addresses(values[::-1]).tolist() == [id(a), id(b), id(a)][::-1]     # a strided view
     assert object_addresses(values[:0]).size == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 500])
+def test_positions_in_is_get_indexer(n):
+    """Shared objects, equal text in other objects, and text not known (-1): get_indexer's answer."""
+    g = np.random.default_rng(n)
+    known = pd.Index(["BTC", "ETH", "SOL-PERP", "é"], dtype=object)
+    pool = np.array(list(known) + ["missing", ""], dtype=object)
+    values = pool[g.integers(0, pool.size, n)]
+    copies = g.integers(0, max(n, 1), n // 4) if n else np.zeros(0, dtype=int)
+    values[copies] = [("" + str(values[i]) + ".")[:-1] for i in copies]
+    np.testing.assert_array_equal(positions_in(known, values), known.get_indexer(values))

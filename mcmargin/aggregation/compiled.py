@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..common.identity import positions_in
 from ..inputs.book import Book
 from ..instruments import linear, options as option_family
 
@@ -205,8 +206,9 @@ def _account_holdings(book, accounts, instruments, assets):
     """Sparse [account x column] holdings: positions, then collateral columns."""
     pos, col = book.positions, book.collateral
     r = np.concatenate([book.account_rows("positions"), book.account_rows("collateral")])
-    c = np.concatenate([pd.Index(instruments).get_indexer(pos["instrument"]),
-                        instruments.size + pd.Index(assets).get_indexer(col["asset"])])
+    c = np.concatenate([positions_in(pd.Index(instruments, dtype=object), pos["instrument"].to_numpy(dtype=object)),
+                        instruments.size + positions_in(pd.Index(assets, dtype=object),
+                                                        col["asset"].to_numpy(dtype=object))])
     v = np.concatenate([pos["quantity"].to_numpy(dtype=float), col["amount"].to_numpy(dtype=float)])
     h = sp.csr_matrix((v, (r, c)), shape=(accounts.size, instruments.size + assets.size))
     h.sum_duplicates()

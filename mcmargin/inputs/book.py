@@ -94,7 +94,7 @@ class Book:
         group = self.accounts["group"].to_numpy(dtype=object)
         named = group != ""
         labels[self.account_rows("accounts")[named]] = group[named]
-        return pd.Series(labels, index=pd.Index(ids, name="account"), name="group", dtype=object)
+        return pd.Series(labels, index=pd.Index(ids, name="account", dtype=object), name="group", dtype=object)
 
     def risky_assets(self) -> list[str]:
         """Assets that move in scenarios: every market asset with vol > 0."""
