@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcmargin.common.identity import object_addresses, positions_in
+from mcmargin.common.identity import factorize_addresses, object_addresses, positions_in
 
 
 def test_addresses_are_the_objects_identities():
@@ -27,3 +27,9 @@ def test_positions_in_is_get_indexer(n):
     copies = g.integers(0, max(n, 1), n // 4) if n else np.zeros(0, dtype=int)
     values[copies] = [("" + str(values[i]) + ".")[:-1] for i in copies]
     np.testing.assert_array_equal(positions_in(known, values), known.get_indexer(values))
+
+
+def test_addresses_are_coded_in_order_of_first_appearance():
+    address = np.array([7, 3, 7, 9, 3, 3], dtype=np.uint64)
+    codes, first = factorize_addresses(address)
+    assert codes.tolist() == [0, 1, 0, 2, 1, 1] and first.tolist() == [0, 1, 3]

@@ -14,7 +14,7 @@ import ctypes
 import numpy as np
 import pandas as pd
 
-__all__ = ["object_addresses", "positions_in"]
+__all__ = ["object_addresses", "factorize_addresses", "positions_in"]
 
 
 def object_addresses(values: np.ndarray) -> np.ndarray:
@@ -29,12 +29,19 @@ def object_addresses(values: np.ndarray) -> np.ndarray:
     return view.copy()
 
 
+def factorize_addresses(address: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, first)`` of integer addresses: each one's code (in order of first appearance) and, per code,
+    the position of its first appearance."""
+    codes, distinct = pd.factorize(address)
+    first = np.empty(distinct.size, dtype=np.int64)
+    first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+    return codes, first
+
+
 def positions_in(known: pd.Index, values: np.ndarray) -> np.ndarray:
     """``known.get_indexer(values)`` for an object array that repeats a few objects (a book's instrument
     column): each distinct object looked up once, found by address (7.8 million positions: 0.06 s, against
     0.2 to 1 s hashing every string)."""
     values = np.ascontiguousarray(values, dtype=object)
-    codes, distinct = pd.factorize(object_addresses(values))
-    first = np.empty(distinct.size, dtype=np.int64)
-    first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+    codes, first = factorize_addresses(object_addresses(values))
     return known.get_indexer(values[first])[codes]

@@ -824,6 +824,7 @@ def _normalise_accounts(table: _Table, holders: list[np.ndarray]) -> tuple[pd.Da
     """
     account, account_coded = _coded_ids(table, "account")
     _check_unique(table, {"account": account}, "account", "account", coded=[account_coded])
+    coding = _account_coding(account, account_coded)
     group = _text(table, "group")  # empty: the account is its own group, labelled by its id
     # A group label that is also the id of an account outside that group would name two
     # different margin pools (the group, and that account's singleton pool): refused.  A
@@ -832,7 +833,7 @@ def _normalise_accounts(table: _Table, holders: list[np.ndarray]) -> tuple[pd.Da
     # The distinct labels are looked up (a few per hundred accounts), not every row.
     labels = pd.unique(group[group != ""])
     named = [ids[pd.Series(ids, dtype=object).isin(labels).to_numpy(dtype=bool)]
-             for ids in (_account_coding(account, account_coded)[1], *holders)]
+             for ids in (coding[1], *holders)]
     named = np.concatenate(named)
     collides = np.zeros(len(group), dtype=bool)
     if named.size:
@@ -843,7 +844,7 @@ def _normalise_accounts(table: _Table, holders: list[np.ndarray]) -> tuple[pd.Da
     _check(table, collides, "group",
            lambda i: f"group {group[i]!r} is also the id of an account outside that group; its label would "
                      f"collide with that account's own margin-group label (rename the group)")
-    return _frame({"account": account, "group": group}), _account_coding(account, account_coded)
+    return _frame({"account": account, "group": group}), coding
 
 
 # ============================================================================ writing

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..common.identity import object_addresses
+from ..common.identity import factorize_addresses, object_addresses
 
 #: String variables with at least this many strings take the fast path (shorter ones are cheap anyway).
 LONG = 10_000
@@ -92,9 +92,8 @@ def run_coded(values: np.ndarray) -> RunCoded | None:
     if 2 * np.unique(sample).size > sample.size:
         run_code, first = np.arange(heads.size), start
     else:
-        run_code, unique = pd.factorize(heads)
-        first = np.empty(unique.size, dtype=np.int64)
-        first[run_code[::-1]] = start[::-1]
+        run_code, first_run = factorize_addresses(heads)
+        first = start[first_run]
     distinct = values[first]
     if pd.api.types.infer_dtype(distinct, skipna=False) != "string":
         return None
@@ -150,7 +149,7 @@ def encode_ahead(deferred: dict) -> tuple[ThreadPoolExecutor, dict]:
     meta = {"codecs": [{"name": "vlen-utf8"}, *DEFAULT_STRING_CODECS]}
     # Largest first: the two threads finish together.
     names = sorted(deferred, key=lambda name: -deferred[name].size)
-    return pool, {name: pool.submit(lambda v: _compressed(meta, _vlen(v)), deferred[name]) for name in names}
+    return pool, {name: pool.submit(_chunk_bytes, meta, deferred[name]) for name in names}
 
 
 def write_deferred(store: Path, deferred: dict, ahead: dict | None = None) -> None:
@@ -171,11 +170,16 @@ def write_deferred(store: Path, deferred: dict, ahead: dict | None = None) -> No
 
     def write(path: Path, meta: dict, values, encoded) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encoded.result() if encoded is not None else _compressed(meta, _vlen(values)))
+        path.write_bytes(encoded.result() if encoded is not None else _chunk_bytes(meta, values))
 
     # Two threads: the encoding (compiled, without the GIL) and zstd of one variable beside another's.
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda item: write(item[0], *item[1]), fast.items()))
+
+
+def _chunk_bytes(meta: dict, values):
+    """The stored bytes of one string chunk: vlen-utf8, then the array's bytes-to-bytes codecs."""
+    return _compressed(meta, _vlen(values))
 
 
 def vlen_utf8(values: np.ndarray | RunCoded) -> bytes:
